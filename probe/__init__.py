@@ -1,0 +1,1 @@
+"""The regional probe agent: checks targets and publishes results over MQTT."""

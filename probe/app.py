@@ -1,0 +1,189 @@
+"""Wiring: builds the probe agent from its config and owns start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TextIO
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from probe.buffer import ResultBuffer
+from probe.check import Checker, make_session
+from probe.config import ProbeConfig, TargetConfig
+from probe.http import make_app
+from probe.metrics import ProbeMetrics
+from probe.mqtt import Publisher
+from probe.schedule import Scheduler
+from wire.config import parse_listen
+from wire.result import ProbeResult
+
+log = logging.getLogger("vigil.probe")
+
+
+def new_boot_id() -> str:
+    """A random id for this process start, so the aggregator can tell restarts apart."""
+    return secrets.token_hex(16)
+
+
+@contextlib.asynccontextmanager
+async def checker_for(config: ProbeConfig, boot_id: str) -> AsyncIterator[Checker]:
+    """A `Checker` with its HTTP sessions, closed on exit."""
+    async with (
+        make_session(reuse_connections=False) as fresh,
+        make_session(reuse_connections=True) as pooled,
+    ):
+        yield Checker(
+            region=config.region,
+            probe_id=config.probe_id,
+            boot_id=boot_id,
+            fresh=fresh,
+            pooled=pooled,
+        )
+
+
+def _log_result(result: ProbeResult) -> None:
+    if not result.ok:
+        log.warning(
+            "check_failed",
+            extra={
+                "target": result.target,
+                "error_kind": str(result.error_kind),
+                "error": result.error,
+                "streak": result.consecutive_failures,
+            },
+        )
+
+
+async def run_agent(
+    config: ProbeConfig,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    boot_id: str | None = None,
+    on_listening: Callable[[int], None] = lambda _port: None,
+) -> int:
+    """Run the probe until `stop` is set, then shut down in order; returns the exit code.
+
+    Shutdown: stop scheduling, let checks in flight finish, flush buffered results, publish
+    `offline`, close. All of it within `config.shutdown_timeout`.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    boot_id = boot_id or new_boot_id()
+    metrics = ProbeMetrics(registry)
+    buffer = ResultBuffer(config.buffer_size, on_drop=metrics.buffer_dropped.inc)
+    metrics.buffer_depth.set_function(lambda: len(buffer))
+
+    publisher: Publisher | None = None
+    if config.mqtt is not None:
+        publisher = Publisher(
+            config.mqtt,
+            buffer,
+            region=config.region,
+            probe_id=config.probe_id,
+            boot_id=boot_id,
+            targets={t.name: t.interval for t in config.targets},
+            on_published=metrics.published.inc,
+            on_connected=lambda up: metrics.broker_connected.set(1 if up else 0),
+        )
+
+    runner = web.AppRunner(make_app(registry), access_log=None)
+    await runner.setup()
+    host, port = parse_listen(config.listen)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    on_listening(bound)
+    log.info(
+        "probe_started",
+        extra={
+            "region": config.region,
+            "probe_id": config.probe_id,
+            "boot_id": boot_id,
+            "targets": len(config.targets),
+            "listen": f"{host}:{bound}",
+        },
+    )
+
+    async with checker_for(config, boot_id) as checker:
+
+        async def check(target: TargetConfig, scheduled_at: float) -> None:
+            try:
+                result = await checker.run(target, scheduled_at)
+            except Exception:  # a bug must cost one result, never the scheduler
+                log.exception("check_crashed", extra={"target": target.name})
+                return
+            metrics.observe(result)
+            _log_result(result)
+            if publisher is not None:
+                buffer.put(result)
+
+        scheduler = Scheduler(
+            config.targets,
+            check,
+            max_in_flight=config.max_in_flight,
+            on_skip=lambda t, reason: metrics.skipped.labels(t, reason).inc(),
+            on_lateness=lambda _t, s: metrics.lateness.observe(s),
+        )
+        publishing = asyncio.create_task(publisher.run()) if publisher else None
+        scheduler.start()
+        await stop.wait()
+
+        deadline = time.monotonic() + config.shutdown_timeout
+        log.info("probe_stopping", extra={"buffered": len(buffer)})
+        # Checks may use at most their own timeout; the rest of the budget is for flushing.
+        longest = max(t.timeout for t in config.targets)
+        await scheduler.stop(grace=min(longest, config.shutdown_timeout / 2))
+        if publisher is not None and publishing is not None:
+            await publisher.close(max(0.1, deadline - time.monotonic()))
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
+    await runner.cleanup()
+    log.info("probe_stopped", extra={"unsent": len(buffer) if publisher else 0})
+    return 0
+
+
+async def run_once(config: ProbeConfig, out: TextIO) -> int:
+    """Check every target once, print each result as a JSON line, publish when configured.
+
+    Returns 0 when every check passed, 1 otherwise.
+    """
+    boot_id = new_boot_id()
+    async with checker_for(config, boot_id) as checker:
+        now = time.time()
+        results = await asyncio.gather(*(checker.run(t, now) for t in config.targets))
+    for result in results:
+        out.write(result.to_json().decode() + "\n")
+    out.flush()
+    if config.mqtt is not None:
+        buffer = ResultBuffer(len(results))
+        for result in results:
+            buffer.put(result)
+        publisher = Publisher(
+            config.mqtt,
+            buffer,
+            region=config.region,
+            probe_id=config.probe_id,
+            boot_id=boot_id,
+            targets={t.name: t.interval for t in config.targets},
+        )
+        publishing = asyncio.create_task(publisher.run())
+        try:
+            async with asyncio.timeout(config.shutdown_timeout):
+                await publisher.connected.wait()
+                await buffer.wait_empty()
+        except TimeoutError:
+            log.error("publish_timeout", extra={"unsent": len(buffer), "broker": config.mqtt.url})
+        await publisher.close(1.0)
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+        if len(buffer):
+            return 1
+    return 0 if all(r.ok for r in results) else 1

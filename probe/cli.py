@@ -1,0 +1,83 @@
+"""`vigil-probe`: the regional probe agent's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from probe.app import run_agent, run_once
+from probe.config import load_config
+from wire.config import ConfigError
+from wire.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("vigil.probe")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vigil-probe",
+        description="Check targets' health and version endpoints and publish results over MQTT.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="probe YAML config file")
+    parser.add_argument("--region", help="override the config's region")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="check every target once, print JSON lines, publish when a broker is configured",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _serve(config_path: Path, region: str | None) -> int:
+    config = load_config(config_path, os.environ, region)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_agent(config, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config, os.environ, args.region)
+    except ConfigError as exc:
+        print(f"vigil-probe: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config}: ok ({len(config.targets)} targets, region {config.region})")
+        return 0
+    _use_uvloop()
+    try:
+        if args.once:
+            return asyncio.run(run_once(config, sys.stdout))
+        return asyncio.run(_serve(args.config, args.region))
+    except ConfigError as exc:
+        print(f"vigil-probe: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        # e.g. the listen port is taken, or a CA file cannot be read.
+        log.error("probe_failed", extra={"error": str(exc)})
+        return 1

@@ -1,0 +1,204 @@
+"""Publishing results and presence to the broker: the probe's only MQTT code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+
+import aiomqtt
+import paho.mqtt.client as paho
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from probe.buffer import ResultBuffer
+from wire.config import MqttSettings
+from wire.result import Presence
+from wire.topics import presence_topic, result_topic
+
+log = logging.getLogger("vigil.probe.mqtt")
+
+# Results published concurrently before waiting for their acknowledgements. aiomqtt hands
+# each publish to paho synchronously and in call order, so order on the wire is kept.
+PUBLISH_WINDOW = 100
+
+
+def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    if not settings.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    if settings.cert_file is not None:
+        ctx.load_cert_chain(
+            str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+        )
+    if settings.tls_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _refused_for_protocol(exc: aiomqtt.MqttError) -> bool:
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    # 1: v3.1.1 "unacceptable protocol version"; 132: v5 "Unsupported Protocol Version".
+    return value in (1, 132)
+
+
+class Publisher:
+    """Keeps a connection to the broker and drains the result buffer through it, in order."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        buffer: ResultBuffer,
+        *,
+        region: str,
+        probe_id: str,
+        boot_id: str,
+        targets: Mapping[str, float],
+        on_published: Callable[[int], None] = lambda _n: None,
+        on_connected: Callable[[bool], None] = lambda _c: None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._buffer = buffer
+        self._region = region
+        self._probe_id = probe_id
+        self._boot_id = boot_id
+        self._targets = dict(targets)
+        self._on_published = on_published
+        self._on_connected = on_connected
+        self._wall = wall_clock
+        self._protocol = (
+            aiomqtt.ProtocolVersion.V311
+            if settings.protocol == "3.1.1"
+            else aiomqtt.ProtocolVersion.V5
+        )
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+
+    @property
+    def _presence_topic(self) -> str:
+        return presence_topic(self._region, self._probe_id)
+
+    def _presence(self, status: str) -> bytes:
+        return Presence(
+            status="online" if status == "online" else "offline",
+            probe_id=self._probe_id,
+            region=self._region,
+            boot_id=self._boot_id,
+            at=self._wall(),
+            targets=self._targets if status == "online" else {},
+        ).to_json()
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self._settings
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.resolved_password(),
+            identifier=s.client_id or f"vigil-probe-{self._region}-{self._probe_id}",
+            protocol=self._protocol,
+            # The probe keeps its own buffer of unacknowledged results, so it needs no
+            # session state at the broker.
+            clean_session=True if self._protocol == aiomqtt.ProtocolVersion.V311 else None,
+            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+            will=aiomqtt.Will(self._presence_topic, self._presence("offline"), qos=1, retain=True),
+            keepalive=s.keepalive,
+            tls_context=_tls_context(s),
+            tls_insecure=s.tls_insecure if s.tls else None,
+            timeout=10,
+            max_inflight_messages=PUBLISH_WINDOW,
+        )
+
+    async def run(self) -> None:
+        """Connect, publish presence, drain the buffer; reconnect forever on any loss."""
+        while True:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await self._connect(stack)
+                self._client = client
+                self.connected.set()
+                self._on_connected(True)
+                log.info("mqtt_connected", extra={"broker": self._settings.url})
+                try:
+                    await client.publish(
+                        self._presence_topic, self._presence("online"), qos=1, retain=True
+                    )
+                    await self._drain(client)
+                except aiomqtt.MqttError as exc:
+                    log.warning("mqtt_lost", extra={"error": str(exc)})
+                finally:
+                    self._client = None
+                    self.connected.clear()
+                    self._on_connected(False)
+
+    async def _connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
+        # A fresh backoff for every outage: a long healthy run must not inherit the delays
+        # of an old one.
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.2, max=self._settings.reconnect_max, jitter=0.5),
+            retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
+            before_sleep=lambda rs: log.warning(
+                "mqtt_connect_failed",
+                extra={
+                    "broker": self._settings.url,
+                    "attempt": rs.attempt_number,
+                    "error": str(rs.outcome.exception()) if rs.outcome else "",
+                },
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await stack.enter_async_context(self._client_for())
+                except aiomqtt.MqttError as exc:
+                    if self._settings.protocol == "auto" and _refused_for_protocol(exc):
+                        log.info("mqtt_protocol_fallback", extra={"protocol": "3.1.1"})
+                        self._protocol = aiomqtt.ProtocolVersion.V311
+                    raise
+        raise AssertionError("unreachable: the retry loop never stops")  # pragma: no cover
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._buffer.wait_not_empty()
+            batch = self._buffer.peek(PUBLISH_WINDOW)
+            # Queue every publish before awaiting any, so paho pipelines them in order.
+            pending = [
+                asyncio.ensure_future(
+                    client.publish(
+                        result_topic(r.region, r.target), r.to_json(), qos=1, retain=True
+                    )
+                )
+                for _, r in batch
+            ]
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise (
+                        outcome
+                        if isinstance(outcome, aiomqtt.MqttError)
+                        else aiomqtt.MqttError(str(outcome))
+                    )
+            self._on_published(self._buffer.ack_through(batch[-1][0]))
+
+    async def close(self, grace: float) -> None:
+        """Flush what is buffered, publish `offline`, disconnect; bounded by `grace` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                if self._client is not None:
+                    await self._buffer.wait_empty()
+                client = self._client
+                if client is not None:
+                    await client.publish(
+                        self._presence_topic, self._presence("offline"), qos=1, retain=True
+                    )
+                    return
+        log.warning("mqtt_close_incomplete", extra={"buffered": len(self._buffer)})

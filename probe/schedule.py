@@ -1,0 +1,141 @@
+"""Fixed-rate scheduling of checks: no drift, spread starts, no overlap, a global cap.
+
+The arithmetic is pure and tested on its own; `Scheduler` applies it on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from probe.config import TargetConfig
+
+
+def first_due(start: float, interval: float, jitter: float) -> float:
+    """When a target's first check is due: somewhere in its first interval.
+
+    `jitter` is a fraction in [0, 1); spreading first runs keeps targets from firing together.
+    """
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError("jitter must be in [0, 1)")
+    return start + jitter * interval
+
+
+def due_at(first: float, interval: float, index: int) -> float:
+    """When check number `index` is due; computed from the start, so errors never accumulate."""
+    return first + index * interval
+
+
+def next_index(first: float, interval: float, done: int, now: float) -> int:
+    """The slot to wait for after slot `done`.
+
+    Normally `done + 1`. Slots that could only start more than one interval late are skipped:
+    a probe that fell behind resumes its rhythm rather than firing a burst of stale checks.
+    """
+    oldest_allowed = math.ceil((now - interval - first) / interval)
+    return max(done + 1, oldest_allowed)
+
+
+@dataclass
+class ScheduleStats:
+    """What the scheduler did besides running checks; read by the metrics module."""
+
+    started: int = 0
+    overruns: int = 0
+    skipped_late: int = 0
+
+
+RunCheck = Callable[[TargetConfig, float], Awaitable[None]]
+OnEvent = Callable[[str, str], None]
+OnLateness = Callable[[str, float], None]
+
+
+class Scheduler:
+    """Runs each target's checks on a fixed rate until stopped."""
+
+    def __init__(
+        self,
+        targets: Sequence[TargetConfig],
+        run_check: RunCheck,
+        *,
+        max_in_flight: int,
+        on_skip: OnEvent | None = None,
+        on_lateness: OnLateness | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._targets = list(targets)
+        self._run_check = run_check
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._on_skip = on_skip or (lambda _t, _r: None)
+        self._on_lateness = on_lateness or (lambda _t, _s: None)
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._wall = wall_clock
+        self._loops: list[asyncio.Task[None]] = []
+        self._checks: set[asyncio.Task[None]] = set()
+        self.stats = ScheduleStats()
+
+    def start(self) -> None:
+        """Start one timing loop per target."""
+        loop = asyncio.get_running_loop()
+        mono_start = loop.time()
+        # Results carry wall-clock times; the schedule runs on the monotonic clock so a wall
+        # clock step (NTP) neither bunches nor stalls checks.
+        wall_offset = self._wall() - mono_start
+        for target in self._targets:
+            first = first_due(mono_start, target.interval, self._rng.random())
+            self._loops.append(
+                loop.create_task(self._target_loop(target, first, wall_offset), name=target.name)
+            )
+
+    async def _target_loop(self, target: TargetConfig, first: float, wall_offset: float) -> None:
+        loop = asyncio.get_running_loop()
+        index = 0
+        running: asyncio.Task[None] | None = None
+        while True:
+            due = due_at(first, target.interval, index)
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if running is not None and not running.done():
+                # Never two checks of one target at once; the overrun is recorded, not stacked.
+                self.stats.overruns += 1
+                self._on_skip(target.name, "overrun")
+            else:
+                running = loop.create_task(self._one(target, due, wall_offset))
+                self._checks.add(running)
+                running.add_done_callback(self._checks.discard)
+            following = next_index(first, target.interval, index, loop.time())
+            for _ in range(following - index - 1):
+                self.stats.skipped_late += 1
+                self._on_skip(target.name, "late")
+            index = following
+
+    async def _one(self, target: TargetConfig, due: float, wall_offset: float) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            lateness = loop.time() - due
+            if lateness > target.interval:
+                # Waited for a free slot longer than an interval: the result would be stale.
+                self.stats.skipped_late += 1
+                self._on_skip(target.name, "late")
+                return
+            self.stats.started += 1
+            self._on_lateness(target.name, max(0.0, lateness))
+            await self._run_check(target, due + wall_offset)
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling; let checks in flight finish for up to `grace` seconds."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        if self._checks:
+            _, pending = await asyncio.wait(set(self._checks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

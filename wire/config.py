@@ -1,0 +1,270 @@
+"""Config pieces both services spell the same way: durations, `mqtt:`, `listen:`, loading.
+
+`load_config`-style functions in each service do the file I/O and call `parse_yaml` here,
+which is pure: text and environment in, a validated frozen model or a `ConfigError` out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A config file is unreadable or invalid; the message names the file and the key."""
+
+
+def parse_duration(value: object) -> float:
+    """Turn `10`, `2.5`, `"500ms"`, `"10s"`, `"1m30s"` or `"1h"` into seconds.
+
+    Raises:
+        ValueError: the value is not a positive, finite duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '500ms' or '10s'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+                pos = match.end()
+            if pos != len(text) or not text:
+                raise ValueError(
+                    f"invalid duration {value!r}: use seconds or units ms, s, m, h (e.g. '10s')"
+                ) from None
+    else:
+        raise ValueError("a duration is a number of seconds or a string like '500ms' or '10s'")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be positive and finite, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class StrictModel(BaseModel):
+    """Base for config models: frozen, and an unknown key is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split `"host:port"` (or `"[::1]:port"`) into its parts.
+
+    Raises:
+        ValueError: no port, or a port out of range.
+    """
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"listen must be 'host:port', got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host.strip("[]") or "0.0.0.0", port  # noqa: S104 - an empty host means all
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(lambda v: _check_listen(str(v)))]
+
+
+class MqttSettings(StrictModel):
+    """How to reach the broker; the same block in the probe's and the aggregator's config."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    # Secrets come from the environment (VIGIL_MQTT_PASSWORD) or a file, never from YAML text
+    # checked into a repository; SecretStr keeps them out of reprs and error messages.
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+    reconnect_max: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("url must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            parts.port  # noqa: B018 - property access validates the port
+        except ValueError as exc:
+            raise ValueError(f"bad port in url: {exc}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """Broker host name."""
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        """Broker port, defaulting per scheme."""
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the url asks for TLS."""
+        return urlsplit(self.url).scheme == "mqtts"
+
+    def resolved_password(self) -> str | None:
+        """The password, reading `password_file` if one is set.
+
+        Raises:
+            ConfigError: the password file cannot be read.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read: {exc.strerror}") from None
+        return None
+
+
+def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
+    """Replace `${VAR}` in every string of a parsed YAML tree with the variable's value.
+
+    Expansion happens after YAML parsing so a value can never change the document's shape.
+
+    Raises:
+        ConfigError: a referenced variable is not set; the message names the key.
+    """
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{where or '(top)'}: environment variable {name} is not set")
+            return env[name]
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {
+            k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, `key.path: message`, without echoing input values (secrets)."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        loc = loc.lstrip(".") or "(top)"
+        lines.append(f"{loc}: {err['msg']}")
+    return "; ".join(lines)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_yaml(
+    text: str,
+    model: type[M],
+    *,
+    source: str,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Any] | None = None,
+) -> M:
+    """Validate YAML text against `model`; `overrides` replace top-level keys first.
+
+    Raises:
+        ConfigError: with `source` and the offending key in the message.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}:{where} not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    try:
+        data = expand_env(data, env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            data[key] = {**(data.get(key) or {}), **value}
+        else:
+            data[key] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def read_config_text(path: Path) -> str:
+    """Read a config file.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Bootstrap and secret settings both services take from the environment."""
+    mqtt: dict[str, Any] = {}
+    if "VIGIL_MQTT_URL" in env:
+        mqtt["url"] = env["VIGIL_MQTT_URL"]
+    if "VIGIL_MQTT_USERNAME" in env:
+        mqtt["username"] = env["VIGIL_MQTT_USERNAME"]
+    if "VIGIL_MQTT_PASSWORD" in env:
+        mqtt["password"] = env["VIGIL_MQTT_PASSWORD"]
+    if "VIGIL_MQTT_PASSWORD_FILE" in env:
+        mqtt["password_file"] = env["VIGIL_MQTT_PASSWORD_FILE"]
+    return {"mqtt": mqtt} if mqtt else {}
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment, for the CLI to pass down."""
+    return os.environ
