@@ -39,6 +39,7 @@ class DemoState:
     regions: dict[str, Behaviour]
     health_requests: int = 0
     version_requests: int = 0
+    version_not_modified: int = 0
 
     def for_request(self, request: web.Request) -> Behaviour:
         """The behaviour for the region the request says it comes from."""
@@ -78,6 +79,7 @@ async def version_endpoint(request: web.Request) -> web.Response:
     b = state.for_request(request)
     etag = '"' + hashlib.sha256(b.version.encode()).hexdigest()[:16] + '"'
     if request.headers.get("If-None-Match") == etag:
+        state.version_not_modified += 1
         return web.Response(status=304, headers={"ETag": etag})
     return web.json_response(
         {"current": b.version, "latest": b.version, "updateAvailable": False},
@@ -94,6 +96,7 @@ async def get_state(request: web.Request) -> web.Response:
             "regions": {r: b.__dict__ for r, b in state.regions.items()},
             "health_requests": state.health_requests,
             "version_requests": state.version_requests,
+            "version_not_modified": state.version_not_modified,
         }
     )
 

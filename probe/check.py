@@ -43,6 +43,9 @@ class PhaseTimer:
     response: float | None = None
     done: float | None = None
     reused: bool = False
+    # The connection's protocol, kept so the certificate can be read once TLS is up.
+    protocol: Any = None
+    peercert: dict[str, Any] | None = None
 
     def phases(self, tls: bool) -> Phases:
         """Phase durations in ms; None where the phase did not happen or was not seen."""
@@ -85,9 +88,11 @@ class TimedConnector(aiohttp.TCPConnector):
 
         def factory() -> Any:
             timer = _current_timer.get()
+            protocol = inner()
             if timer is not None:
                 timer.tcp_connected = time.perf_counter()
-            return inner()
+                timer.protocol = protocol
+            return protocol
 
         setattr(self, "_factory", factory)  # noqa: B010 - private attribute, see docstring
 
@@ -103,6 +108,18 @@ def _trace_config() -> aiohttp.TraceConfig:
 
         return hook
 
+    async def connected(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
+        timer = ctx.trace_request_ctx
+        if not isinstance(timer, PhaseTimer):
+            return
+        timer.conn_end = time.perf_counter()
+        # Read the certificate now: a small response completes and closes the connection
+        # before the caller regains control.
+        transport = getattr(timer.protocol, "transport", None)
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        if isinstance(cert, dict):
+            timer.peercert = cert
+
     async def reused(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
         if isinstance(ctx.trace_request_ctx, PhaseTimer):
             ctx.trace_request_ctx.reused = True
@@ -110,7 +127,7 @@ def _trace_config() -> aiohttp.TraceConfig:
     trace.on_dns_resolvehost_start.append(stamp("dns_start"))
     trace.on_dns_resolvehost_end.append(stamp("dns_end"))
     trace.on_connection_create_start.append(stamp("conn_start"))
-    trace.on_connection_create_end.append(stamp("conn_end"))
+    trace.on_connection_create_end.append(connected)
     trace.on_connection_reuseconn.append(reused)
     trace.on_request_headers_sent.append(stamp("headers_sent"))
     trace.on_request_end.append(stamp("response"))
@@ -167,14 +184,12 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
-def _cert_not_after(resp: aiohttp.ClientResponse) -> float | None:
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    if transport is None:
-        return None
-    cert = transport.get_extra_info("peercert")
-    # With verification off Python hands back an empty dict: expiry is not known then.
-    if not isinstance(cert, dict) or "notAfter" not in cert:
+def cert_not_after(cert: dict[str, Any] | None) -> float | None:
+    """The leaf certificate's expiry as epoch seconds, when known.
+
+    With verification off Python hands back an empty dict: the expiry is not known then.
+    """
+    if not cert or "notAfter" not in cert:
         return None
     try:
         return float(ssl.cert_time_to_seconds(cert["notAfter"]))
@@ -254,7 +269,6 @@ class Checker:
         token = _current_timer.set(timer)
         status: int | None = None
         failure: Failure | None = None
-        not_after: float | None = None
         try:
             async with asyncio.timeout(target.timeout):
                 async with self._session(target).get(
@@ -266,7 +280,6 @@ class Checker:
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     status = resp.status
-                    not_after = _cert_not_after(resp)
                     body = await _read_capped(resp)
                     timer.done = time.perf_counter()
             body_rule = target.body
@@ -288,7 +301,7 @@ class Checker:
             status_code=status,
             failure=failure,
             phases=timer.phases(tls=target.health_url.startswith("https:")),
-            tls_not_after=not_after,
+            tls_not_after=cert_not_after(timer.peercert),
         )
 
     async def version(

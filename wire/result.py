@@ -28,6 +28,9 @@ MAX_DURATION_MS = 365 * 24 * 3600 * 1000.0
 # 2100-01-01T00:00:00Z: epoch seconds beyond this are a unit bug (milliseconds sent as seconds).
 MAX_EPOCH_S = 4_102_444_800.0
 
+# Certificates may legitimately expire as late as 9999-12-31 (RFC 5280 GeneralizedTime).
+MAX_CERT_EPOCH_S = 253_402_300_799.0
+
 BootId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 EpochSeconds = Annotated[float, Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False)]
 Millis = Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
@@ -93,7 +96,9 @@ class ProbeResult(_WireModel):
     phases: Phases = Phases()
     version: Annotated[str, StringConstraints(max_length=MAX_VERSION_CHARS)] | None = None
     version_error: VersionErrorKind | None = None
-    tls_not_after: EpochSeconds | None = None
+    tls_not_after: (
+        Annotated[float, Field(ge=0, le=MAX_CERT_EPOCH_S, allow_inf_nan=False)] | None
+    ) = None
     consecutive_failures: Annotated[int, Field(ge=0)]
     consecutive_successes: Annotated[int, Field(ge=0)]
     slow: bool = False

@@ -1,0 +1,58 @@
+"""The bounded result buffer."""
+
+from __future__ import annotations
+
+from probe.buffer import ResultBuffer
+from wire.result import ProbeResult
+
+BOOT = "0123456789abcdef0123456789abcdef"
+
+
+def result(seq: int) -> ProbeResult:
+    return ProbeResult(
+        probe_id="p",
+        region="r",
+        target="t",
+        boot_id=BOOT,
+        seq=seq,
+        scheduled_at=1.0,
+        started_at=1.0,
+        duration_ms=1.0,
+        ok=True,
+        consecutive_failures=0,
+        consecutive_successes=seq,
+    )
+
+
+def test_drops_oldest_when_full_and_counts() -> None:
+    """A full buffer makes room by dropping its oldest result, and counts the drop."""
+    drops: list[int] = []
+    buf = ResultBuffer(3, on_drop=lambda: drops.append(1))
+    for seq in range(1, 6):
+        buf.put(result(seq))
+    assert [r.seq for _, r in buf.peek(10)] == [3, 4, 5]
+    assert buf.dropped == 2
+    assert len(drops) == 2
+
+
+def test_results_leave_only_when_acknowledged() -> None:
+    """Peeking does not remove; acknowledging removes up to the given id, in order."""
+    buf = ResultBuffer(10)
+    for seq in range(1, 5):
+        buf.put(result(seq))
+    batch = buf.peek(2)
+    assert [r.seq for _, r in batch] == [1, 2]
+    assert len(buf) == 4
+    assert buf.ack_through(batch[-1][0]) == 2
+    assert [r.seq for _, r in buf.peek(10)] == [3, 4]
+
+
+def test_ack_after_overflow_removes_only_what_was_sent() -> None:
+    """Results dropped while a batch was in flight do not make the ack remove newer ones."""
+    buf = ResultBuffer(2)
+    buf.put(result(1))
+    buf.put(result(2))
+    batch = buf.peek(2)
+    buf.put(result(3))  # drops 1 while 1 and 2 are in flight
+    buf.ack_through(batch[-1][0])
+    assert [r.seq for _, r in buf.peek(10)] == [3]
