@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable
 
 
-async def wait_until(
-    predicate: Callable[[], object], limit: float = 10.0, what: str = ""
-) -> None:
+async def wait_until(predicate: Callable[[], object], limit: float = 10.0, what: str = "") -> None:
     """Poll `predicate` until it is truthy; fail the test after `limit` seconds."""
     deadline = time.monotonic() + limit
     while not predicate():

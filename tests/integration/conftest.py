@@ -1,0 +1,166 @@
+"""Real processes on 127.0.0.1: a mosquitto broker, the demo target, probe agents.
+
+A missing mosquitto binary fails the run: integration tests never skip.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {limit}s")
+
+
+def find_mosquitto() -> str:
+    path = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
+    if path is None:
+        pytest.fail(
+            "mosquitto is not installed: run `make test` (it installs it) "
+            "or `apt-get install mosquitto`"
+        )
+    return path
+
+
+class Broker:
+    """A mosquitto on a loopback port with persistence, so it can be stopped and restarted."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            # Run as root, mosquitto would switch to its own user and lose the tmp dir.
+            f"user {getpass.getuser()}\n"
+            "persistence true\n"
+            f"persistence_location {workdir}/\n"
+            "autosave_interval 1\n"
+            "max_queued_messages 100000\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"log_dest file {workdir}/mosquitto.log\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.conf)])
+        wait_port(self.port)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Process:
+    """A Python module run as a child process, with its stderr kept in a file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("event") == name:
+                found.append(doc)
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM, limit: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=limit)
+        self._log_file.close()
+        return code
+
+
+@pytest.fixture
+def demo_target(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    proc = Process(
+        ["-m", "demo.target", "--port", str(port), "--api-key", "sk-demo"], tmp_path / "demo.log"
+    )
+    wait_port(port)
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()
+
+
+def probe_config(
+    path: Path, broker: Broker, target_url: str, *, region: str = "us-east", **extra: Any
+) -> Path:
+    doc: dict[str, Any] = {
+        "region": region,
+        "probe_id": f"{region}-1",
+        "mqtt": {"url": broker.url, "reconnect_max": "1s"},
+        "listen": "127.0.0.1:0",
+        "targets": [
+            {
+                "name": name,
+                "url": target_url,
+                "interval": "500ms",
+                "timeout": "400ms",
+                "version_auth_header": "Bearer ${DEMO_KEY}",
+            }
+            for name in ("api", "api2")
+        ],
+    }
+    doc.update(extra)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_probe(config: Path, log: Path) -> Process:
+    return Process(["-m", "probe", "--config", str(config)], log, env={"DEMO_KEY": "sk-demo"})
