@@ -97,20 +97,27 @@ class TimedConnector(aiohttp.TCPConnector):
         setattr(self, "_factory", factory)  # noqa: B010 - private attribute, see docstring
 
 
+def _timer_of(ctx: SimpleNamespace) -> PhaseTimer | None:
+    # Requests made without a timer (the version check) pass no trace context.
+    request_ctx = ctx.trace_request_ctx
+    timer = request_ctx.get("timer") if isinstance(request_ctx, dict) else None
+    return timer if isinstance(timer, PhaseTimer) else None
+
+
 def _trace_config() -> aiohttp.TraceConfig:
     trace = aiohttp.TraceConfig()
 
     def stamp(name: str) -> Callable[..., Any]:
         async def hook(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-            timer = ctx.trace_request_ctx
-            if isinstance(timer, PhaseTimer):
+            timer = _timer_of(ctx)
+            if timer is not None:
                 setattr(timer, name, time.perf_counter())
 
         return hook
 
     async def connected(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-        timer = ctx.trace_request_ctx
-        if not isinstance(timer, PhaseTimer):
+        timer = _timer_of(ctx)
+        if timer is None:
             return
         timer.conn_end = time.perf_counter()
         # Read the certificate now: a small response completes and closes the connection
@@ -121,8 +128,9 @@ def _trace_config() -> aiohttp.TraceConfig:
             timer.peercert = cert
 
     async def reused(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
-        if isinstance(ctx.trace_request_ctx, PhaseTimer):
-            ctx.trace_request_ctx.reused = True
+        timer = _timer_of(ctx)
+        if timer is not None:
+            timer.reused = True
 
     trace.on_dns_resolvehost_start.append(stamp("dns_start"))
     trace.on_dns_resolvehost_end.append(stamp("dns_end"))
@@ -249,6 +257,7 @@ class Checker:
         # Identify the caller, so a target's logs (and the demo target) can tell regions apart.
         self._id_headers = {"X-Vigil-Region": region, "X-Vigil-Probe": probe_id}
         self._ssl: dict[tuple[bool, bool, str], ssl.SSLContext | bool] = {}
+        self._auth: dict[str, str | None] = {}
 
     def _session(self, target: TargetConfig) -> aiohttp.ClientSession:
         return self._pooled if target.reuse_connections else self._fresh
@@ -276,7 +285,7 @@ class Checker:
                     headers={**self._id_headers, **target.headers},
                     ssl=tls,
                     allow_redirects=False,
-                    trace_request_ctx=timer,
+                    trace_request_ctx={"timer": timer},
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     status = resp.status
@@ -312,7 +321,10 @@ class Checker:
         if url is None:
             return None, None
         headers = {**self._id_headers, **target.headers}
-        auth = target.auth_header()
+        if target.name not in self._auth:
+            # Read once: a secret file is not re-read on every check's hot path.
+            self._auth[target.name] = target.auth_header()
+        auth = self._auth[target.name]
         if auth:
             headers["Authorization"] = auth
         if cache.etag:

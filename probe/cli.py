@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from probe.app import run_agent, run_once
-from probe.config import load_config
+from probe.config import ProbeConfig, load_config
 from wire.config import ConfigError
 from wire.logs import configure_logging
 
@@ -48,8 +48,7 @@ def _use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(config_path: Path, region: str | None) -> int:
-    config = load_config(config_path, os.environ, region)
+async def _serve(config: ProbeConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -73,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.once:
             return asyncio.run(run_once(config, sys.stdout))
-        return asyncio.run(_serve(args.config, args.region))
-    except ConfigError as exc:
+        return asyncio.run(_serve(config))
+    except ConfigError as exc:  # a secret file that became unreadable after the check
         print(f"vigil-probe: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except OSError as exc:

@@ -67,6 +67,7 @@ class Scheduler:
         on_lateness: OnLateness | None = None,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._targets = list(targets)
         self._run_check = run_check
@@ -75,6 +76,9 @@ class Scheduler:
         self._on_lateness = on_lateness or (lambda _t, _s: None)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._wall = wall_clock
+        # Not loop.time(): uvloop's is cached per iteration at millisecond resolution, which
+        # would put a millisecond of error into every scheduled_at.
+        self._clock = clock
         self._loops: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
         self.stats = ScheduleStats()
@@ -82,7 +86,7 @@ class Scheduler:
     def start(self) -> None:
         """Start one timing loop per target."""
         loop = asyncio.get_running_loop()
-        mono_start = loop.time()
+        mono_start = self._clock()
         # Results carry wall-clock times; the schedule runs on the monotonic clock so a wall
         # clock step (NTP) neither bunches nor stalls checks.
         wall_offset = self._wall() - mono_start
@@ -94,12 +98,13 @@ class Scheduler:
 
     async def _target_loop(self, target: TargetConfig, first: float, wall_offset: float) -> None:
         loop = asyncio.get_running_loop()
+        now = self._clock
         index = 0
         running: asyncio.Task[None] | None = None
         while True:
             due = due_at(first, target.interval, index)
-            delay = due - loop.time()
-            if delay > 0:
+            # Loop: uvloop's timers have millisecond granularity and may fire a little early.
+            while (delay := due - now()) > 0:  # noqa: ASYNC110 - a timer, not a condition
                 await asyncio.sleep(delay)
             if running is not None and not running.done():
                 # Never two checks of one target at once; the overrun is recorded, not stacked.
@@ -109,16 +114,15 @@ class Scheduler:
                 running = loop.create_task(self._one(target, due, wall_offset))
                 self._checks.add(running)
                 running.add_done_callback(self._checks.discard)
-            following = next_index(first, target.interval, index, loop.time())
+            following = next_index(first, target.interval, index, now())
             for _ in range(following - index - 1):
                 self.stats.skipped_late += 1
                 self._on_skip(target.name, "late")
             index = following
 
     async def _one(self, target: TargetConfig, due: float, wall_offset: float) -> None:
-        loop = asyncio.get_running_loop()
         async with self._slots:
-            lateness = loop.time() - due
+            lateness = self._clock() - due
             if lateness > target.interval:
                 # Waited for a free slot longer than an interval: the result would be stale.
                 self.stats.skipped_late += 1

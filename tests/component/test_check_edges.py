@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
+from yarl import URL
 
 from probe.app import checker_for
 from probe.check import MAX_BODY_BYTES, Checker
@@ -101,3 +102,56 @@ async def test_version_server_error(checker: Checker, mocked: aioresponses) -> N
     result = await checker.run(TARGET, time.time())
     assert result.ok
     assert result.version_error is VersionErrorKind.HTTP_STATUS
+
+
+KEY = ConnectionKey("api.test", 80, False, True, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("health", "kind"),
+    [
+        ({"exception": TimeoutError()}, ErrorKind.TIMEOUT),
+        (
+            {"exception": aiohttp.ClientConnectorDNSError(KEY, OSError(-2, "Name unknown"))},
+            ErrorKind.DNS,
+        ),
+        (
+            {"exception": aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "no"))},
+            ErrorKind.CONNECT,
+        ),
+        (
+            {"exception": aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "handshake"))},
+            ErrorKind.TLS,
+        ),
+        ({"status": 503, "payload": {"status": "error", "error": "db"}}, ErrorKind.HTTP_STATUS),
+        ({"status": 200, "payload": {"status": "starting"}}, ErrorKind.BODY_MISMATCH),
+        ({"status": 200, "body": "<html>"}, ErrorKind.INVALID_BODY),
+    ],
+)
+async def test_every_failure_kind_through_the_client(
+    checker: Checker, mocked: aioresponses, health: dict[str, object], kind: ErrorKind
+) -> None:
+    """Each failure kind, raised or answered through aiohttp's client, is classified."""
+    mocked.get(HEALTH, **health)
+    mocked.get(VERSION, status=200, payload={"current": "1"})
+    result = await checker.run(TARGET, time.time())
+    assert not result.ok
+    assert result.error_kind is kind
+    assert result.consecutive_failures == 1
+
+
+async def test_version_401_and_304_through_the_client(
+    checker: Checker, mocked: aioresponses
+) -> None:
+    """401 is `auth`; after a 200 with an ETag, a 304 keeps the cached version."""
+    mocked.get(HEALTH, status=200, payload={"status": "ok"}, repeat=True)
+    mocked.get(VERSION, status=401)
+    assert (await checker.run(TARGET, time.time())).version_error is VersionErrorKind.AUTH
+    mocked.get(VERSION, status=200, payload={"current": "3.8.34"}, headers={"ETag": '"v1"'})
+    assert (await checker.run(TARGET, time.time())).version == "3.8.34"
+    mocked.get(VERSION, status=304, headers={"ETag": '"v1"'})
+    result = await checker.run(TARGET, time.time())
+    assert result.version == "3.8.34"
+    assert result.version_error is None
+    sent = mocked.requests[("GET", URL(VERSION))][-1]
+    assert sent.kwargs["headers"]["If-None-Match"] == '"v1"'

@@ -1,0 +1,23 @@
+# The two commands a new user needs: `make run` and `make test`. Both bootstrap themselves.
+.PHONY: run test lint bench bootstrap clean
+
+bootstrap:
+	./scripts/bootstrap.sh
+
+run: bootstrap
+	.venv/bin/python scripts/run_local.py
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: lint
+	.venv/bin/python -m pytest
+
+bench:
+	./scripts/bootstrap.sh --bench
+	.venv/bin/python benchmarks/run.py
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info

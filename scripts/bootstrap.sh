@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Make this checkout runnable on a fresh Debian/Ubuntu machine:
+#   - Debian packages Vigil needs (mosquitto; with --bench also prometheus-blackbox-exporter),
+#     installed with apt-get when missing (as root, or through sudo);
+#   - a virtualenv in .venv with Vigil and its test tools installed.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
+if [ "${1:-}" = "--bench" ]; then
+  command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: Vigil needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+"$PY" -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv)
+
+if [ ${#packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "bootstrap: need root or sudo to install: ${packages[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing Debian packages: ${packages[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  # Debian starts the packaged broker as a service where it can; Vigil runs its own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
+    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+fi
+
+stamp=.venv/.installed
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+fi
