@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
-import getpass
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,26 +36,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from wire.result import ProbeResult  # noqa: E402 - after the path fix above
 from wire.topics import RESULTS_FILTER  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"bench: nothing listening on 127.0.0.1:{port}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -163,6 +147,8 @@ async def run_probe(
     finally:
         probe.stop()
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     window = counter.window(t0, t1)
     lateness_ms = [late * 1000 for _, late, _ in window]
     checks = len(window)
@@ -277,10 +263,11 @@ async def main_async(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     broker_port, target_port = free_port(), free_port()
     (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-        "max_queued_messages 1000000\n"
+        mosquitto_conf(broker_port, work, extra="max_queued_messages 1000000\n")
     )
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    mosquitto = mosquitto_binary()
+    if mosquitto is None:
+        raise SystemExit("bench: mosquitto missing; run ./scripts/bootstrap.sh --bench")
     broker = start([mosquitto, "-c", str(work / "mosquitto.conf")], work / "mosquitto.log")
     target = start(
         [sys.executable, "benchmarks/target.py", "--port", str(target_port)], work / "target.log"

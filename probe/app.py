@@ -47,6 +47,29 @@ async def checker_for(config: ProbeConfig, boot_id: str) -> AsyncIterator[Checke
         )
 
 
+def publisher_for(
+    config: ProbeConfig,
+    buffer: ResultBuffer,
+    boot_id: str,
+    *,
+    on_published: Callable[[int], None] = lambda _n: None,
+    on_connected: Callable[[bool], None] = lambda _c: None,
+) -> Publisher | None:
+    """The MQTT publisher for this probe, or None when no broker is configured."""
+    if config.mqtt is None:
+        return None
+    return Publisher(
+        config.mqtt,
+        buffer,
+        region=config.region,
+        probe_id=config.probe_id,
+        boot_id=boot_id,
+        targets={t.name: t.interval for t in config.targets},
+        on_published=on_published,
+        on_connected=on_connected,
+    )
+
+
 def _log_result(result: ProbeResult) -> None:
     if not result.ok:
         log.warning(
@@ -79,18 +102,13 @@ async def run_agent(
     buffer = ResultBuffer(config.buffer_size, on_drop=metrics.buffer_dropped.inc)
     metrics.buffer_depth.set_function(lambda: len(buffer))
 
-    publisher: Publisher | None = None
-    if config.mqtt is not None:
-        publisher = Publisher(
-            config.mqtt,
-            buffer,
-            region=config.region,
-            probe_id=config.probe_id,
-            boot_id=boot_id,
-            targets={t.name: t.interval for t in config.targets},
-            on_published=metrics.published.inc,
-            on_connected=lambda up: metrics.broker_connected.set(1 if up else 0),
-        )
+    publisher = publisher_for(
+        config,
+        buffer,
+        boot_id,
+        on_published=metrics.published.inc,
+        on_connected=lambda up: metrics.broker_connected.set(1 if up else 0),
+    )
 
     runner = web.AppRunner(make_app(registry), access_log=None)
     await runner.setup()
@@ -161,18 +179,11 @@ async def run_once(config: ProbeConfig, out: TextIO) -> int:
     for result in results:
         out.write(result.to_json().decode() + "\n")
     out.flush()
-    if config.mqtt is not None:
-        buffer = ResultBuffer(len(results))
-        for result in results:
-            buffer.put(result)
-        publisher = Publisher(
-            config.mqtt,
-            buffer,
-            region=config.region,
-            probe_id=config.probe_id,
-            boot_id=boot_id,
-            targets={t.name: t.interval for t in config.targets},
-        )
+    buffer = ResultBuffer(len(results))
+    for result in results:
+        buffer.put(result)
+    publisher = publisher_for(config, buffer, boot_id)
+    if publisher is not None and config.mqtt is not None:
         publishing = asyncio.create_task(publisher.run())
         try:
             async with asyncio.timeout(config.shutdown_timeout):

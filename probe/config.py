@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -15,6 +14,7 @@ from wire.config import (
     Listen,
     MqttSettings,
     StrictModel,
+    check_url,
     env_overrides,
     parse_yaml,
     read_config_text,
@@ -57,14 +57,8 @@ class TargetConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be an absolute http:// or https:// URL")
-        try:
-            parts.port  # noqa: B018 - property access validates the port
-        except ValueError as exc:
-            raise ValueError(f"bad port in url: {exc}") from None
-        return value.rstrip("/")
+        hint = "url must be an absolute http:// or https:// URL"
+        return check_url(value, ("http", "https"), hint).rstrip("/")
 
     @field_validator("health_path", "version_path")
     @classmethod

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,29 +21,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo.local import mosquitto_binary, mosquitto_conf, port_or_free, wait_port  # noqa: E402
 from wire.result import Presence, ProbeResult  # noqa: E402 - after the path fix above
 from wire.topics import PRESENCE_FILTER, RESULTS_FILTER  # noqa: E402
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
-
-
-def port_or_free(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"run: nothing came up on 127.0.0.1:{port}")
 
 
 def line(result: ProbeResult) -> str:
@@ -77,17 +56,14 @@ async def watch(port: int) -> None:
 
 
 def main() -> int:
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(mosquitto).exists():
+    mosquitto = mosquitto_binary()
+    if mosquitto is None:
         print("run: mosquitto is not installed; run ./scripts/bootstrap.sh", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="vigil-run-"))
     broker_port = port_or_free(1883)
     demo_port = port_or_free(8000)
-    (work / "mosquitto.conf").write_text(
-        f"listener {broker_port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-        f"log_dest file {work}/mosquitto.log\n"
-    )
+    (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
     procs: list[subprocess.Popen[bytes]] = []
     logs = (work / "processes.log").open("ab")
     try:

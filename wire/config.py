@@ -30,6 +30,22 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def check_url(value: str, schemes: tuple[str, ...], hint: str) -> str:
+    """Validate an absolute URL with one of `schemes` and a sane port.
+
+    Raises:
+        ValueError: with `hint` saying what a good URL looks like.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(hint)
+    try:
+        parts.port  # noqa: B018 - property access validates the port
+    except ValueError as exc:
+        raise ValueError(f"bad port in url: {exc}") from None
+    return value
+
+
 class ConfigError(Exception):
     """A config file is unreadable or invalid; the message names the file and the key."""
 
@@ -119,14 +135,9 @@ class MqttSettings(StrictModel):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("url must look like mqtt://host:1883 or mqtts://host:8883")
-        try:
-            parts.port  # noqa: B018 - property access validates the port
-        except ValueError as exc:
-            raise ValueError(f"bad port in url: {exc}") from None
-        return value
+        return check_url(
+            value, ("mqtt", "mqtts"), "url must look like mqtt://host:1883 or mqtts://host:8883"
+        )
 
     @property
     def host(self) -> str:

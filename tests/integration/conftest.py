@@ -5,15 +5,11 @@ A missing mosquitto binary fails the run: integration tests never skip.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,29 +17,13 @@ from typing import Any
 import pytest
 import yaml
 
+from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {limit}s")
-
-
 def find_mosquitto() -> str:
-    path = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
-    )
+    path = mosquitto_binary()
     if path is None:
         pytest.fail(
             "mosquitto is not installed: run `make test` (it installs it) "
@@ -61,16 +41,9 @@ class Broker:
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            # Run as root, mosquitto would switch to its own user and lose the tmp dir.
-            f"user {getpass.getuser()}\n"
-            "persistence true\n"
-            f"persistence_location {workdir}/\n"
-            "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
+            mosquitto_conf(
+                self.port, workdir, persistence=True, extra="max_queued_messages 100000\n"
+            )
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"mqtt://127.0.0.1:{self.port}"
