@@ -1,1 +1,1 @@
-"""The aggregator: applies the N-of-M regions rule to probe results (its own issue)."""
+"""The aggregator: judges probe results from every region with the N-of-M regions rule."""

@@ -1,15 +1,69 @@
-"""`vigil-aggregator`: not built yet; see the aggregator issue."""
+"""`vigil-aggregator`: the aggregator's command line."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from aggregator.app import run_aggregator
+from aggregator.config import AggregatorConfig, load_config
+from wire.config import ConfigError
+from wire.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("vigil.aggregator")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vigil-aggregator",
+        description="Judge probe results from every region and expose verdicts.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="aggregator YAML config file")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+    return parser
+
+
+async def _serve(config: AggregatorConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await run_aggregator(config, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Say plainly that the aggregator does not exist yet."""
-    del argv
-    print(
-        "vigil-aggregator: not implemented yet (tracked as the aggregator issue)", file=sys.stderr
-    )
-    return 1
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"vigil-aggregator: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config}: ok ({len(config.regions)} regions)")
+        return 0
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        return asyncio.run(_serve(config))
+    except ConfigError as exc:
+        print(f"vigil-aggregator: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        log.error("aggregator_failed", extra={"error": str(exc)})
+        return 1

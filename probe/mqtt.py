@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 from collections.abc import Callable, Mapping
 
@@ -27,20 +26,6 @@ log = logging.getLogger("vigil.probe.mqtt")
 # Results published concurrently before waiting for their acknowledgements. aiomqtt hands
 # each publish to paho synchronously and in call order, so order on the wire is kept.
 PUBLISH_WINDOW = 100
-
-
-def _tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    if not settings.tls:
-        return None
-    ctx = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
-    if settings.cert_file is not None:
-        ctx.load_cert_chain(
-            str(settings.cert_file), str(settings.key_file) if settings.key_file else None
-        )
-    if settings.tls_insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def _refused_for_protocol(exc: aiomqtt.MqttError) -> bool:
@@ -112,7 +97,7 @@ class Publisher:
             clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
             will=aiomqtt.Will(self._presence_topic, self._presence("offline"), qos=1, retain=True),
             keepalive=s.keepalive,
-            tls_context=_tls_context(s),
+            tls_context=s.ssl_context(),
             tls_insecure=s.tls_insecure if s.tls else None,
             timeout=10,
             max_inflight_messages=PUBLISH_WINDOW,

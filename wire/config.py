@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -154,6 +155,18 @@ class MqttSettings(StrictModel):
     def tls(self) -> bool:
         """Whether the url asks for TLS."""
         return urlsplit(self.url).scheme == "mqtts"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an `mqtts://` broker, None for plain `mqtt://`."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        if self.tls_insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
 
     def resolved_password(self) -> str | None:
         """The password, reading `password_file` if one is set.

@@ -1,0 +1,244 @@
+"""Wiring: builds the aggregator from its config and owns start, the clock tick and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from aggregator.config import AggregatorConfig
+from aggregator.http import Readiness, make_app
+from aggregator.ingest import Rejected, decode
+from aggregator.metrics import AggregatorMetrics, SeriesStore
+from aggregator.mqtt import Subscriber
+from aggregator.rules import Applied, Engine, Transition
+from aggregator.state import StateRecord
+from wire.config import parse_listen
+from wire.result import Presence, ProbeResult
+from wire.topics import state_topic
+
+log = logging.getLogger("vigil.aggregator")
+
+TICK_SECONDS = 1.0
+# Retained messages come right after each SUBACK; this long without one means all are in.
+RETAINED_SETTLE_SECONDS = 1.0
+# Transitions that change what the state record says.
+RECORDED_KINDS = frozenset({"verdict", "quorum", "region", "version_skew"})
+
+
+class Aggregator:
+    """Everything between a received message and a transition, without I/O of its own."""
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        publish_state: Callable[[str, bytes], None] = lambda _t, _p: None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.engine = Engine(
+            config.regions,
+            config.rule_for,
+            default_interval=config.default_interval,
+            forget_after=config.forget_after,
+        )
+        self.store = SeriesStore()
+        self.metrics = AggregatorMetrics(registry, self.engine, self.store)
+        self.readiness = Readiness()
+        self.publish_state = publish_state
+        # Called with every batch of transitions once verdicts are live (alerting hooks in).
+        self.listeners: list[Callable[[list[Transition]], None]] = []
+        self._regions = frozenset(config.regions)
+        self._subscribed_at: float | None = None
+        self._last_retained = 0.0
+        self._rejections_logged: dict[str, float] = {}
+
+    # -- input ----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Take one MQTT message; never raises for anything a publisher can send."""
+        now = self.clock()
+        if retain:
+            self._last_retained = now
+        decoded = decode(
+            topic, payload, regions=self._regions, now=now, max_skew=self.config.max_clock_skew
+        )
+        if isinstance(decoded, Rejected):
+            self._reject(topic, decoded)
+        elif isinstance(decoded, ProbeResult):
+            self.metrics.received.labels(decoded.region).inc()
+            applied = self.engine.apply_result(decoded, now)
+            if applied is not Applied.APPLIED:
+                self.metrics.ignored.labels(applied.value).inc()
+                return
+            self.store.observe(decoded)
+            if self.readiness.loaded:
+                self._emit(self.engine.evaluate(decoded.target, now), now)
+        elif isinstance(decoded, Presence):
+            transitions = self.engine.apply_presence(decoded, now)
+            if self.readiness.loaded:
+                self._emit(transitions, now)
+        elif not self.readiness.loaded:
+            # State records matter only to rebuild verdicts at start; later, a replica's
+            # records describe the same results this process already judged.
+            self.engine.restore(decoded.restored())
+
+    def _reject(self, topic: str, rejected: Rejected) -> None:
+        self.metrics.rejected.labels(rejected.reason.value).inc()
+        now = time.monotonic()
+        # A hostile publisher must not turn into a log flood: one line per reason per second.
+        if now - self._rejections_logged.get(rejected.reason, -1e9) >= 1.0:
+            self._rejections_logged[rejected.reason] = now
+            log.warning(
+                "message_rejected",
+                extra={
+                    "reason": rejected.reason.value,
+                    "topic": topic[:200],
+                    "detail": rejected.detail,
+                },
+            )
+
+    # -- time -----------------------------------------------------------------------------
+
+    def set_connected(self, connected: bool) -> None:
+        """Follow the broker connection (readiness and metrics)."""
+        self.readiness.connected = connected
+        self.metrics.connected.set(1 if connected else 0)
+
+    def tick(self, subscribed: bool) -> None:
+        """Advance the clock: finish warm-up, re-judge staleness, forget silent targets."""
+        now = self.clock()
+        if not self.readiness.loaded:
+            if not subscribed:
+                return
+            if self._subscribed_at is None:
+                self._subscribed_at = now
+            waited = now - self._subscribed_at
+            settled = (
+                waited >= RETAINED_SETTLE_SECONDS
+                and now - self._last_retained >= RETAINED_SETTLE_SECONDS
+            )
+            if not settled and waited < self.config.startup_grace:
+                return
+            self.readiness.loaded = True
+            self.metrics.ready.set(1)
+            transitions = self.engine.evaluate_all(now)
+            log.info(
+                "state_loaded",
+                extra={"targets": len(self.engine.targets), "after_s": round(waited, 2)},
+            )
+            # Re-record every target, so the retained records reflect this process's view.
+            for name in self.engine.targets:
+                self._record(name, now)
+            self._emit(transitions, now, record=False)
+            return
+        self._emit(self.engine.evaluate_all(now), now)
+        for name in self.engine.forget(now):
+            self.store.forget(name)
+            log.info("target_forgotten", extra={"target": name})
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _record(self, target: str, now: float) -> None:
+        state = self.engine.targets.get(target)
+        if state is not None:
+            record = StateRecord.of(state, now, self.config.client_id)
+            self.publish_state(state_topic(target), record.to_json())
+
+    def _emit(self, transitions: list[Transition], now: float, *, record: bool = True) -> None:
+        if not transitions:
+            return
+        changed: set[str] = set()
+        for t in transitions:
+            self.metrics.transitions.labels(t.kind).inc()
+            log.info("transition", extra=_describe(t))
+            if t.target is not None and t.kind in RECORDED_KINDS:
+                changed.add(t.target)
+        if record:
+            for target in changed:
+                self._record(target, now)
+        for listener in self.listeners:
+            listener(transitions)
+
+
+def _describe(t: Transition) -> dict[str, Any]:
+    doc: dict[str, Any] = {"kind": t.kind, "old": t.old, "new": t.new, "since": round(t.since, 3)}
+    if t.target is not None:
+        doc["target"] = t.target
+    if t.region is not None:
+        doc["region"] = t.region
+    if t.evaluation is not None and t.kind in ("verdict", "quorum"):
+        ev = t.evaluation
+        doc["failing"] = sorted(ev.failing)
+        doc["stale"] = sorted(ev.stale)
+        doc["quorum_degraded"] = ev.quorum_degraded
+        doc["errors"] = {
+            r.region: f"{r.error_kind}: {r.error} (x{r.consecutive_failures})"
+            for r in ev.regions
+            if r.failing
+        }
+    return doc
+
+
+async def run_aggregator(
+    config: AggregatorConfig,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_listening: Callable[[int], None] = lambda _port: None,
+) -> int:
+    """Run until `stop` is set; returns the exit code."""
+    registry = registry if registry is not None else CollectorRegistry()
+    agg = Aggregator(config, registry)
+    subscriber = Subscriber(
+        config.mqtt,
+        agg.handle,
+        client_id=config.client_id,
+        session_expiry=config.session_expiry,
+        on_connected=agg.set_connected,
+    )
+    agg.publish_state = subscriber.publish_state
+
+    runner = web.AppRunner(make_app(agg.engine, registry, agg.readiness), access_log=None)
+    await runner.setup()
+    host, port = parse_listen(config.listen)
+    await web.TCPSite(runner, host, port).start()
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    on_listening(bound)
+    log.info(
+        "aggregator_started",
+        extra={
+            "regions": config.regions,
+            "listen": f"{host}:{bound}",
+            "client_id": config.client_id,
+        },
+    )
+
+    async def ticking() -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                agg.tick(subscriber.subscribed.is_set())
+            except Exception:  # a bug in one tick must not stop the clock
+                log.exception("tick_crashed")
+
+    tasks = [asyncio.create_task(subscriber.run()), asyncio.create_task(ticking())]
+    await stop.wait()
+    log.info("aggregator_stopping")
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await runner.cleanup()
+    log.info("aggregator_stopped")
+    return 0

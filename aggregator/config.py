@@ -1,0 +1,131 @@
+"""The aggregator's config: regions, the rule and its per-target overrides, the broker."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from wire.config import (
+    ConfigError,
+    Duration,
+    Listen,
+    MqttSettings,
+    StrictModel,
+    env_overrides,
+    parse_yaml,
+    read_config_text,
+)
+from wire.result import Name
+
+Count = Annotated[int, Field(ge=1, le=1000)]
+
+
+class RuleOverride(StrictModel):
+    """Per-target changes to the rule; unset fields keep the global value."""
+
+    failures: Count | None = None
+    regions: Count | None = None
+    recoveries: Count | None = None
+    min_regions: Count | None = None
+    stale_after: Duration | None = None
+    version_skew_after: Duration | None = None
+
+
+class Rule(StrictModel):
+    """N consecutive failures in each of M regions, with hysteresis and staleness."""
+
+    # A region is failing once its probe reports this many consecutive failures ...
+    failures: Count = 3
+    # ... and the target is down once this many regions are failing.
+    regions: Count = 3
+    # A failing region recovers after this many consecutive successes (hysteresis).
+    recoveries: Count = 2
+    # Fewest fresh regions that may judge a target: `up`, or `down` on a degraded quorum.
+    min_regions: Count = 2
+    # A region's view is stale after this long without a result; unset means 3 x the probe's
+    # check interval for that target.
+    stale_after: Duration | None = None
+    # Fresh regions may disagree on the version this long (a deploy) before it is skew.
+    version_skew_after: Duration = 600.0
+
+    def merged(self, override: RuleOverride | None) -> Rule:
+        """This rule with a target's overrides applied."""
+        if override is None:
+            return self
+        changes = override.model_dump(exclude_none=True)
+        return self.model_copy(update=changes) if changes else self
+
+
+class AggregatorConfig(StrictModel):
+    """The whole aggregator config file."""
+
+    mqtt: MqttSettings = MqttSettings()
+    listen: Listen = "127.0.0.1:8080"
+    regions: Annotated[list[Name], Field(min_length=1)]
+    rule: Rule = Rule()
+    targets: dict[Name, RuleOverride] = {}
+    # Fixed, so the broker keeps this aggregator's session (and queues results) while it is down.
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
+    # How long the broker keeps the session of an aggregator that does not come back.
+    session_expiry: Duration = 86400.0
+    # Before this long after connecting, verdicts are rebuilt from retained state but not acted
+    # on, so a restart neither fires nor resolves anything on partial knowledge.
+    startup_grace: Duration = 10.0
+    # A result stamped further than this in the future is rejected (a broken clock).
+    max_clock_skew: Duration = 30.0
+    # The probes' check interval when their presence has not said it yet.
+    default_interval: Duration = 10.0
+    # A target nobody has reported for this long is dropped, with its metric series.
+    forget_after: Duration = 3600.0
+
+    @field_validator("regions")
+    @classmethod
+    def _unique(cls, regions: list[str]) -> list[str]:
+        if len(set(regions)) != len(regions):
+            raise ValueError("regions must not repeat")
+        return regions
+
+    @model_validator(mode="after")
+    def _quorum_possible(self) -> Self:
+        for name, rule in [("rule", self.rule)] + [
+            (f"targets.{t}", self.rule.merged(o)) for t, o in self.targets.items()
+        ]:
+            if rule.regions > len(self.regions):
+                raise ValueError(
+                    f"{name}: regions ({rule.regions}) exceeds the {len(self.regions)} "
+                    "configured regions, so nothing could ever be down"
+                )
+            if rule.min_regions > len(self.regions):
+                raise ValueError(
+                    f"{name}: min_regions ({rule.min_regions}) exceeds the "
+                    f"{len(self.regions)} configured regions"
+                )
+        return self
+
+    def rule_for(self, target: str) -> Rule:
+        """The rule that applies to `target`."""
+        return self.rule.merged(self.targets.get(target))
+
+
+def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> AggregatorConfig:
+    """Validate aggregator config text; VIGIL_MQTT_* variables override the file.
+
+    Raises:
+        ConfigError: naming `source` and the key at fault.
+    """
+    return parse_yaml(text, AggregatorConfig, source=source, env=env, overrides=env_overrides(env))
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> AggregatorConfig:
+    """Read and validate the aggregator config file at `path`.
+
+    Raises:
+        ConfigError: naming the file and the key at fault.
+    """
+    return parse_config(read_config_text(path), source=str(path), env=env)
+
+
+__all__ = ["AggregatorConfig", "ConfigError", "Rule", "RuleOverride", "load_config", "parse_config"]

@@ -1,0 +1,103 @@
+"""Turning an MQTT message into something the engine can use, or a counted rejection.
+
+Pure: topic, payload and the clock in; a decoded message or a `Rejected` reason out. Nothing
+a publisher sends can raise out of `decode`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from aggregator.state import StateRecord
+from wire.result import Presence, ProbeResult
+from wire.topics import TopicError, parse_presence_topic, parse_result_topic
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+RESULTS_PREFIX = "vigil/v1/results/"
+PROBES_PREFIX = "vigil/v1/probes/"
+STATE_PREFIX = "vigil/v1/state/"
+
+
+class Reason(enum.StrEnum):
+    """Why a message was rejected; the `reason` label of `vigil_results_rejected_total`."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    SCHEMA = "schema"
+    INVALID = "invalid"
+    TOPIC = "topic"
+    TOPIC_MISMATCH = "topic_mismatch"
+    UNKNOWN_REGION = "unknown_region"
+    FUTURE = "future_timestamp"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that was dropped, and why."""
+
+    reason: Reason
+    detail: str
+
+
+Decoded = ProbeResult | Presence | StateRecord | Rejected
+
+
+def _classify(exc: ValidationError) -> Reason:
+    for err in exc.errors(include_url=False, include_input=False):
+        if err["type"] == "json_invalid":
+            return Reason.INVALID_JSON
+        if err["loc"] and err["loc"][0] == "schema":
+            return Reason.SCHEMA
+    return Reason.INVALID
+
+
+def _short(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(payload)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {first['msg']}{more}"[:300]
+
+
+def decode(
+    topic: str, payload: bytes, *, regions: frozenset[str], now: float, max_skew: float
+) -> Decoded:
+    """Validate one message against the `wire/` models and the configured regions."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
+    try:
+        if topic.startswith(RESULTS_PREFIX):
+            region, target = parse_result_topic(topic)
+            result = ProbeResult.from_json(payload)
+            if (result.region, result.target) != (region, target):
+                return Rejected(
+                    Reason.TOPIC_MISMATCH,
+                    f"topic says {region}/{target}, payload {result.region}/{result.target}",
+                )
+            if region not in regions:
+                return Rejected(Reason.UNKNOWN_REGION, region)
+            if result.started_at > now + max_skew or result.scheduled_at > now + max_skew:
+                return Rejected(
+                    Reason.FUTURE, f"started_at is {result.started_at - now:.0f}s ahead"
+                )
+            return result
+        if topic.startswith(PROBES_PREFIX):
+            region, probe_id = parse_presence_topic(topic)
+            presence = Presence.from_json(payload)
+            if (presence.region, presence.probe_id) != (region, probe_id):
+                return Rejected(Reason.TOPIC_MISMATCH, f"presence for {region}/{probe_id}")
+            if region not in regions:
+                return Rejected(Reason.UNKNOWN_REGION, region)
+            return presence
+        if topic.startswith(STATE_PREFIX):
+            record = StateRecord.from_json(payload)
+            if topic != STATE_PREFIX + record.target:
+                return Rejected(Reason.TOPIC_MISMATCH, f"state for {record.target}")
+            return record
+    except TopicError as exc:
+        return Rejected(Reason.TOPIC, str(exc)[:300])
+    except ValidationError as exc:
+        return Rejected(_classify(exc), _short(exc))
+    return Rejected(Reason.TOPIC, f"unexpected topic {topic[:200]}")

@@ -1,0 +1,200 @@
+"""The aggregator's Prometheus metrics, on a registry it is given.
+
+Per (target, region) series are produced at scrape time from the engine's state and a
+compact per-series store, rather than as prometheus_client children: at 10,000 targets x 3
+regions that keeps memory per series small and the per-result path free of label lookups.
+Dropping a target from the engine and the store drops its series, so cardinality follows
+the live targets.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from aggregator.rules import Engine, Verdict
+from wire.result import ProbeResult
+
+# Resolve the service's 5, 20 and 50 ms latency budgets, then the slow tail up to timeouts.
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class Series:
+    """Counts of one (target, region): latency histogram and results by outcome."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class SeriesStore:
+    """Per (target, region) counters, updated once per applied result."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, dict[str, Series]] = {}
+
+    def observe(self, r: ProbeResult) -> None:
+        """Count one applied result."""
+        by_region = self.series.get(r.target)
+        if by_region is None:
+            by_region = self.series[r.target] = {}
+        s = by_region.get(r.region)
+        if s is None:
+            s = by_region[r.region] = Series()
+        seconds = r.duration_ms / 1000.0
+        s.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        s.latency_sum += seconds
+        outcome = "ok" if r.ok else (r.error_kind.value if r.error_kind else "internal")
+        s.outcomes[outcome] = s.outcomes.get(outcome, 0) + 1
+
+    def forget(self, target: str) -> None:
+        """Drop a target's series."""
+        self.series.pop(target, None)
+
+
+class EngineCollector(Collector):
+    """Produces per-target and per-region series from the engine at scrape time."""
+
+    def __init__(self, engine: Engine, store: SeriesStore) -> None:
+        self._engine = engine
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every engine-derived family."""
+        e = self._engine
+        up = GaugeMetricFamily("vigil_target_up", "1 up or degraded, 0 down.", labels=["target"])
+        verdict = GaugeMetricFamily(
+            "vigil_target_verdict",
+            "1 for the target's current verdict.",
+            labels=["target", "verdict"],
+        )
+        degraded_q = GaugeMetricFamily(
+            "vigil_target_quorum_degraded",
+            "1 while `down` rests on a degraded quorum (some regions stale).",
+            labels=["target"],
+        )
+        skew = GaugeMetricFamily(
+            "vigil_target_version_skew",
+            "1 while fresh regions disagree on the version.",
+            labels=["target"],
+        )
+        failing = GaugeMetricFamily(
+            "vigil_region_failing",
+            "1 while the region counts as failing.",
+            labels=["target", "region"],
+        )
+        streak = GaugeMetricFamily(
+            "vigil_consecutive_failures",
+            "The region's current failure streak.",
+            labels=["target", "region"],
+        )
+        success = GaugeMetricFamily(
+            "probe_success", "1 if the region's latest check passed.", labels=["target", "region"]
+        )
+        version = GaugeMetricFamily(
+            "vigil_target_version_info",
+            "The version each region last saw.",
+            labels=["target", "region", "version"],
+        )
+        last = GaugeMetricFamily(
+            "vigil_last_result_timestamp_seconds",
+            "When the region's latest check started.",
+            labels=["target", "region"],
+        )
+        for name, state in e.targets.items():
+            if state.evaluation is not None:
+                if state.verdict is not Verdict.UNKNOWN:
+                    up.add_metric([name], 0.0 if state.verdict is Verdict.DOWN else 1.0)
+                for v in Verdict:
+                    verdict.add_metric([name, v.value], 1.0 if state.verdict is v else 0.0)
+                degraded_q.add_metric([name], 1.0 if state.quorum_degraded else 0.0)
+                skew.add_metric([name], 1.0 if state.version_skew else 0.0)
+            for region, view in state.regions.items():
+                labels = [name, region]
+                failing.add_metric(labels, 1.0 if view.failing else 0.0)
+                streak.add_metric(labels, float(view.consecutive_failures))
+                success.add_metric(labels, 1.0 if view.ok else 0.0)
+                last.add_metric(labels, view.started_at)
+                if view.version is not None:
+                    version.add_metric([name, region, view.version], 1.0)
+        yield from (up, verdict, degraded_q, skew, failing, streak, success, version, last)
+
+        stale = GaugeMetricFamily(
+            "vigil_region_stale",
+            "1 while a region's probe is offline or all its views stale.",
+            labels=["region"],
+        )
+        for region in e.regions:
+            stale.add_metric([region], 1.0 if e.region_stale(region) else 0.0)
+        yield stale
+
+        latency = HistogramMetricFamily(
+            "vigil_probe_latency_seconds",
+            "Health check duration as each region saw it.",
+            labels=["target", "region"],
+        )
+        results = CounterMetricFamily(
+            "vigil_probe_results",
+            "Results applied, by outcome: ok or the error kind.",
+            labels=["target", "region", "outcome"],
+        )
+        for name, by_region in self._store.series.items():
+            for region, s in by_region.items():
+                cumulative, buckets = 0, []
+                for bound, count in zip(LATENCY_BUCKETS, s.buckets, strict=False):
+                    cumulative += count
+                    buckets.append((repr(bound), float(cumulative)))
+                cumulative += s.buckets[-1]
+                buckets.append(("+Inf", float(cumulative)))
+                latency.add_metric([name, region], buckets, s.latency_sum)
+                for outcome, count in s.outcomes.items():
+                    results.add_metric([name, region, outcome], float(count))
+        yield latency
+        yield results
+
+
+class AggregatorMetrics:
+    """The aggregator's own counters, plus the engine collector."""
+
+    def __init__(self, registry: CollectorRegistry, engine: Engine, store: SeriesStore) -> None:
+        registry.register(EngineCollector(engine, store))
+        self.received = Counter(
+            "vigil_results_received",
+            "Result messages received, by region of the topic.",
+            ["region"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "vigil_results_rejected",
+            "Messages dropped as invalid, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ignored = Counter(
+            "vigil_results_ignored",
+            "Valid results that changed nothing: duplicate or older.",
+            ["reason"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "vigil_transitions", "State changes, by kind.", ["kind"], registry=registry
+        )
+        self.connected = Gauge(
+            "vigil_broker_connected", "1 while connected to the MQTT broker.", registry=registry
+        )
+        self.ready = Gauge(
+            "vigil_aggregator_ready",
+            "1 once retained state is loaded and verdicts are live.",
+            registry=registry,
+        )

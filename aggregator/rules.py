@@ -1,0 +1,479 @@
+"""The rule engine: results, presence and a clock in; verdicts and transitions out.
+
+Pure: no asyncio, no MQTT, no HTTP, no wall clock. Every method takes `now`.
+
+Per target and region a region is *failing* once its probe reports `failures` consecutive
+failures, and stays failing until it reports `recoveries` consecutive successes. A region's
+view is *stale* when its latest result is older than `stale_after` or its probe said
+`offline`. Per target the verdict is `down` when at least `regions` regions are failing (or,
+on a degraded quorum, when every fresh region is failing and at least `min_regions` are
+fresh), `degraded` when some are failing, `up` when none is and enough are fresh, else
+`unknown`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aggregator.config import Rule
+from wire.result import Presence, ProbeResult
+
+
+class Verdict(enum.StrEnum):
+    """A target's overall state."""
+
+    UP = "up"
+    DOWN = "down"
+    DEGRADED = "degraded"
+    UNKNOWN = "unknown"
+
+
+class Applied(enum.StrEnum):
+    """What became of one result."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    OLDER = "older"
+
+
+def next_failing(prior: bool, failures: int, successes: int, rule: Rule) -> bool:
+    """A region's failing flag after a result with these streaks (the hysteresis)."""
+    if failures >= rule.failures:
+        return True
+    if successes >= rule.recoveries:
+        return False
+    return prior
+
+
+@dataclass(slots=True)
+class RegionView:
+    """What one region last said about one target. Compact: there are targets x regions."""
+
+    probe_id: str
+    boot_id: str
+    seq: int
+    scheduled_at: float
+    started_at: float
+    duration_ms: float
+    ok: bool
+    consecutive_failures: int
+    consecutive_successes: int
+    status_code: int | None
+    error_kind: str | None
+    error: str | None
+    version: str | None
+    version_since: float | None
+    failing: bool = False
+    failing_since: float | None = None
+    # Learned from consecutive results of one probe process: seconds between checks.
+    interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionEvidence:
+    """One region's part in a verdict."""
+
+    region: str
+    failing: bool
+    stale: bool
+    stale_reason: str | None
+    consecutive_failures: int
+    consecutive_successes: int
+    failing_since: float | None
+    status_code: int | None
+    error_kind: str | None
+    error: str | None
+    version: str | None
+    last_result_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A target's verdict with the evidence for it."""
+
+    verdict: Verdict
+    quorum_degraded: bool
+    failing: frozenset[str]
+    fresh: frozenset[str]
+    stale: frozenset[str]
+    regions: tuple[RegionEvidence, ...]
+    versions: Mapping[str, str]
+    required: int
+    min_regions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change worth telling someone about, with its evidence."""
+
+    kind: str  # verdict | quorum | region | stale | version_skew | probe
+    target: str | None
+    region: str | None
+    old: str
+    new: str
+    at: float
+    since: float
+    evaluation: Evaluation | None = None
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """A probe's latest presence."""
+
+    region: str
+    probe_id: str
+    boot_id: str
+    online: bool
+    at: float
+    targets: dict[str, float]
+
+
+@dataclass(slots=True)
+class TargetState:
+    """Everything the engine keeps about one target."""
+
+    name: str
+    regions: dict[str, RegionView] = field(default_factory=dict)
+    # Regions whose probe lists this target in its presence record.
+    expected: set[str] = field(default_factory=set)
+    verdict: Verdict = Verdict.UNKNOWN
+    since: float = 0.0
+    quorum_degraded: bool = False
+    failing: frozenset[str] = frozenset()
+    stale: frozenset[str] = frozenset()
+    skew_since: float | None = None
+    version_skew: bool = False
+    last_seen: float = 0.0
+    evaluation: Evaluation | None = None
+    # Region failing flags from a restored state record, for regions with no result yet.
+    restored: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredRegion:
+    """A region's failing flag as the aggregator last recorded it."""
+
+    failing: bool
+    failing_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """The aggregator's last recorded verdict for a target, from before a restart."""
+
+    target: str
+    verdict: Verdict
+    since: float
+    quorum_degraded: bool
+    skew_since: float | None
+    regions: Mapping[str, RestoredRegion]
+
+
+class Engine:
+    """Keeps every target's state and turns inputs into transitions."""
+
+    def __init__(
+        self,
+        regions: Sequence[str],
+        rule_for: Callable[[str], Rule],
+        *,
+        default_interval: float,
+        forget_after: float,
+    ) -> None:
+        self.regions = tuple(regions)
+        self._region_set = frozenset(regions)
+        self._rule_for = rule_for
+        self._default_interval = default_interval
+        self._forget_after = forget_after
+        self.targets: dict[str, TargetState] = {}
+        self.probes: dict[tuple[str, str], ProbeState] = {}
+
+    def _target(self, name: str, now: float) -> TargetState:
+        state = self.targets.get(name)
+        if state is None:
+            state = self.targets[name] = TargetState(name=name, since=now, last_seen=now)
+        return state
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def apply_result(self, r: ProbeResult, now: float) -> Applied:
+        """Fold one result into its region's view; duplicates and older results change nothing.
+
+        Does not evaluate the verdict: call `evaluate` (after a batch, or per result).
+        """
+        state = self._target(r.target, now)
+        view = state.regions.get(r.region)
+        rule = self._rule_for(r.target)
+        interval: float | None = None
+        if view is not None:
+            if view.probe_id == r.probe_id and view.boot_id == r.boot_id:
+                if r.seq == view.seq:
+                    return Applied.DUPLICATE
+                if r.seq < view.seq:
+                    return Applied.OLDER
+                interval = (r.scheduled_at - view.scheduled_at) / (r.seq - view.seq)
+            elif r.started_at <= view.started_at:
+                return Applied.OLDER
+            prior, prior_since = view.failing, view.failing_since
+        else:
+            prior, prior_since = state.restored.pop(r.region, (False, None))
+        failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
+        if failing and not prior:
+            step = interval or self._interval(state, r.region)
+            prior_since = r.started_at - (r.consecutive_failures - 1) * step
+        version: str | None = r.version
+        version_since: float | None = r.started_at
+        if view is not None:
+            if r.version is None or r.version == view.version:
+                # A failed version fetch says nothing new about the version.
+                version, version_since = view.version, view.version_since
+            if interval is None or interval <= 0:
+                interval = view.interval
+        state.regions[r.region] = RegionView(
+            probe_id=r.probe_id,
+            boot_id=r.boot_id,
+            seq=r.seq,
+            scheduled_at=r.scheduled_at,
+            started_at=r.started_at,
+            duration_ms=r.duration_ms,
+            ok=r.ok,
+            consecutive_failures=r.consecutive_failures,
+            consecutive_successes=r.consecutive_successes,
+            status_code=r.status_code,
+            error_kind=r.error_kind.value if r.error_kind else None,
+            error=r.error,
+            version=version,
+            version_since=version_since,
+            failing=failing,
+            failing_since=prior_since if failing else None,
+            interval=interval,
+        )
+        state.last_seen = now
+        return Applied.APPLIED
+
+    def apply_presence(self, p: Presence, now: float) -> list[Transition]:
+        """Record a probe's presence; returns a `probe` transition when it came or went."""
+        key = (p.region, p.probe_id)
+        old = self.probes.get(key)
+        online = p.status == "online"
+        targets = dict(p.targets) if online else (old.targets if old else {})
+        self.probes[key] = ProbeState(p.region, p.probe_id, p.boot_id, online, p.at, targets)
+        for name in p.targets:
+            state = self._target(name, now)
+            state.expected.add(p.region)
+            state.last_seen = now
+        was = None if old is None else old.online
+        if was == online:
+            return []
+        return [
+            Transition(
+                kind="probe",
+                target=None,
+                region=p.region,
+                old="unknown" if was is None else ("online" if was else "offline"),
+                new="online" if online else "offline",
+                at=now,
+                since=p.at,
+            )
+        ]
+
+    def restore(self, record: Restored) -> None:
+        """Take back the last recorded verdict of a target, as after a restart.
+
+        Used before the first evaluation only. Region flags go through the same hysteresis
+        as results, so the outcome does not depend on whether the record or the region's
+        retained result arrives first.
+        """
+        state = self._target(record.target, record.since)
+        if state.evaluation is not None:
+            return
+        state.verdict = record.verdict
+        state.since = record.since
+        state.quorum_degraded = record.quorum_degraded
+        state.skew_since = record.skew_since
+        state.failing = frozenset(r for r, rr in record.regions.items() if rr.failing)
+        rule = self._rule_for(record.target)
+        for region, rr in record.regions.items():
+            view = state.regions.get(region)
+            if view is None:
+                state.restored[region] = (rr.failing, rr.failing_since)
+                continue
+            failing = next_failing(
+                rr.failing, view.consecutive_failures, view.consecutive_successes, rule
+            )
+            if failing and rr.failing and rr.failing_since is not None:
+                view.failing_since = min(rr.failing_since, view.failing_since or rr.failing_since)
+            elif not failing:
+                view.failing_since = None
+            view.failing = failing
+
+    # -- judgement --------------------------------------------------------------------------
+
+    def _interval(self, state: TargetState, region: str) -> float:
+        view = state.regions.get(region)
+        if view is not None and view.interval:
+            return view.interval
+        for probe in self.probes.values():
+            if probe.region == region and state.name in probe.targets:
+                return probe.targets[state.name]
+        return self._default_interval
+
+    def _region_offline(self, region: str, view: RegionView | None) -> bool:
+        if view is None:
+            return False
+        probe = self.probes.get((region, view.probe_id))
+        return probe is not None and not probe.online
+
+    def judge(self, name: str, now: float) -> Evaluation:
+        """The verdict for a target as of `now`, without changing any state."""
+        state = self.targets[name]
+        rule = self._rule_for(name)
+        evidence: list[RegionEvidence] = []
+        failing: set[str] = set()
+        fresh: set[str] = set()
+        stale: set[str] = set()
+        versions: dict[str, str] = {}
+        for region in self.regions:
+            view = state.regions.get(region)
+            reason: str | None = None
+            if view is None:
+                reason = "no results"
+            elif self._region_offline(region, view):
+                reason = "probe offline"
+            else:
+                stale_after = rule.stale_after or 3 * self._interval(state, region)
+                age = now - (view.started_at + view.duration_ms / 1000.0)
+                if age > stale_after:
+                    reason = f"no result for {age:.0f}s"
+            if reason is None and view is not None:
+                fresh.add(region)
+                if view.failing:
+                    failing.add(region)
+                if view.version is not None:
+                    versions[region] = view.version
+            else:
+                stale.add(region)
+            evidence.append(
+                RegionEvidence(
+                    region=region,
+                    failing=bool(view and view.failing),
+                    stale=reason is not None,
+                    stale_reason=reason,
+                    consecutive_failures=view.consecutive_failures if view else 0,
+                    consecutive_successes=view.consecutive_successes if view else 0,
+                    failing_since=view.failing_since if view else None,
+                    status_code=view.status_code if view else None,
+                    error_kind=view.error_kind if view else None,
+                    error=view.error if view else None,
+                    version=view.version if view else None,
+                    last_result_at=view.started_at if view else None,
+                )
+            )
+        quorum_degraded = False
+        if len(failing) >= rule.regions:
+            verdict = Verdict.DOWN
+        elif stale and failing and failing == fresh and len(fresh) >= rule.min_regions:
+            # One dead probe must not hide a real outage.
+            verdict, quorum_degraded = Verdict.DOWN, True
+        elif failing:
+            verdict = Verdict.DEGRADED
+        elif len(fresh) >= rule.min_regions:
+            verdict = Verdict.UP
+        else:
+            verdict = Verdict.UNKNOWN
+        return Evaluation(
+            verdict=verdict,
+            quorum_degraded=quorum_degraded,
+            failing=frozenset(failing),
+            fresh=frozenset(fresh),
+            stale=frozenset(stale),
+            regions=tuple(evidence),
+            versions=versions,
+            required=rule.regions,
+            min_regions=rule.min_regions,
+        )
+
+    def evaluate(self, name: str, now: float) -> list[Transition]:
+        """Judge a target and return what changed since its last evaluation."""
+        state = self.targets[name]
+        rule = self._rule_for(name)
+        ev = self.judge(name, now)
+        out: list[Transition] = []
+
+        def emit(kind: str, region: str | None, old: str, new: str, since: float) -> None:
+            out.append(Transition(kind, name, region, old, new, now, since, ev))
+
+        for region in sorted(ev.failing - state.failing):
+            view = state.regions[region]
+            emit("region", region, "ok", "failing", view.failing_since or now)
+        for region in sorted(state.failing - ev.failing):
+            emit("region", region, "failing", "ok", now)
+        if state.evaluation is not None:
+            # A region that never reported is not "going stale"; nor is anything on the
+            # first evaluation, which has nothing to compare with.
+            for region in sorted(ev.stale - state.stale):
+                if region in state.regions:
+                    emit("stale", region, "fresh", "stale", now)
+            for region in sorted(state.stale - ev.stale):
+                emit("stale", region, "stale", "fresh", now)
+
+        if len(set(ev.versions.values())) > 1:
+            state.skew_since = state.skew_since if state.skew_since is not None else now
+        else:
+            state.skew_since = None
+        skew = state.skew_since is not None and now - state.skew_since >= rule.version_skew_after
+        if skew != state.version_skew:
+            emit(
+                "version_skew",
+                None,
+                str(state.version_skew).lower(),
+                str(skew).lower(),
+                state.skew_since or now,
+            )
+            state.version_skew = skew
+
+        if ev.verdict != state.verdict:
+            emit("verdict", None, state.verdict.value, ev.verdict.value, now)
+            state.verdict, state.since = ev.verdict, now
+        elif ev.quorum_degraded != state.quorum_degraded and ev.verdict is Verdict.DOWN:
+            emit("quorum", None, _quorum(state.quorum_degraded), _quorum(ev.quorum_degraded), now)
+        state.quorum_degraded = ev.quorum_degraded
+        state.failing, state.stale, state.evaluation = ev.failing, ev.stale, ev
+        return out
+
+    def evaluate_all(self, now: float) -> list[Transition]:
+        """Evaluate every target, e.g. on a clock tick, since staleness comes with time."""
+        out: list[Transition] = []
+        for name in list(self.targets):
+            out.extend(self.evaluate(name, now))
+        return out
+
+    def forget(self, now: float) -> list[str]:
+        """Drop targets nobody has reported for `forget_after`; returns their names."""
+        gone = [n for n, s in self.targets.items() if now - s.last_seen > self._forget_after]
+        for name in gone:
+            del self.targets[name]
+        return gone
+
+    def region_stale(self, region: str) -> bool:
+        """Whether a region says nothing useful: its probes offline or every view stale."""
+        probes = [p for p in self.probes.values() if p.region == region]
+        if probes and not any(p.online for p in probes):
+            return True
+        seen = [s for s in self.targets.values() if region in s.regions]
+        if not seen:
+            return True
+        return all(region in s.stale for s in seen if s.evaluation is not None) and any(
+            s.evaluation is not None for s in seen
+        )
+
+
+def _quorum(degraded: bool) -> str:
+    return "degraded" if degraded else "full"
+
+
+def names(transitions: Iterable[Transition]) -> list[str]:
+    """Short `kind:old->new` labels, for logs and tests."""
+    return [f"{t.kind}:{t.old}->{t.new}" for t in transitions]

@@ -1,0 +1,251 @@
+"""The aggregator in-process: messages in, verdicts, metrics, state records and HTTP out."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from aggregator.app import Aggregator
+from aggregator.config import AggregatorConfig
+from aggregator.http import make_app
+from aggregator.rules import Verdict
+from aggregator.state import StateRecord
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
+from wire.result import Presence
+from wire.topics import presence_topic, result_topic
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    clock: Clock, registry: CollectorRegistry | None = None
+) -> tuple[Aggregator, dict[str, bytes]]:
+    published: dict[str, bytes] = {}
+    agg = Aggregator(
+        AggregatorConfig(regions=list(REGIONS), startup_grace=5),
+        registry or CollectorRegistry(),
+        clock=clock,
+        publish_state=published.__setitem__,
+    )
+    agg.set_connected(True)
+    return agg, published
+
+
+def send(agg: Aggregator, probe: RegionProbe, ok: bool, at: float, retain: bool = False) -> None:
+    agg.handle(result_topic(probe.region, probe.target), probe.check(ok, at).to_json(), retain)
+
+
+def warm_up(agg: Aggregator, clock: Clock) -> None:
+    agg.tick(subscribed=True)
+    clock.now += 2
+    agg.tick(subscribed=True)
+    assert agg.readiness.loaded
+
+
+def test_outage_goes_down_and_is_recorded() -> None:
+    """Three regions failing three times makes the target down, with metrics and a record."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, published = make(clock, registry)
+    warm_up(agg, clock)
+    probes = [RegionProbe(r) for r in REGIONS]
+    seen: list[str] = []
+    agg.listeners.append(lambda ts: seen.extend(f"{t.kind}:{t.new}" for t in ts))
+    for _ in range(3):
+        clock.now += 10
+        for p in probes:
+            send(agg, p, False, clock.now)
+    assert agg.engine.targets["api"].verdict is Verdict.DOWN
+    assert "verdict:down" in seen
+    get = registry.get_sample_value
+    assert get("vigil_target_up", {"target": "api"}) == 0
+    assert get("vigil_target_verdict", {"target": "api", "verdict": "down"}) == 1
+    assert get("vigil_region_failing", {"target": "api", "region": "eu-west"}) == 1
+    assert get("vigil_consecutive_failures", {"target": "api", "region": "eu-west"}) == 3
+    assert get("probe_success", {"target": "api", "region": "eu-west"}) == 0
+    assert (
+        get(
+            "vigil_probe_results_total",
+            {"target": "api", "region": "eu-west", "outcome": "http_status"},
+        )
+        == 3
+    )
+    assert (
+        get(
+            "vigil_probe_latency_seconds_bucket",
+            {"target": "api", "region": "eu-west", "le": "0.02"},
+        )
+        == 3
+    )
+    assert (
+        get(
+            "vigil_probe_latency_seconds_bucket",
+            {"target": "api", "region": "eu-west", "le": "0.01"},
+        )
+        == 0
+    )
+    assert get("vigil_results_received_total", {"region": "eu-west"}) == 3
+    assert (
+        get(
+            "vigil_target_version_info", {"target": "api", "region": "eu-west", "version": "3.8.34"}
+        )
+        == 1
+    )
+    assert (
+        get("vigil_last_result_timestamp_seconds", {"target": "api", "region": "eu-west"})
+        == clock.now
+    )
+    record = StateRecord.from_json(published["vigil/v1/state/api"])
+    assert record.verdict is Verdict.DOWN
+    assert all(r.failing for r in record.regions.values())
+
+
+def test_hostile_messages_are_counted_not_fatal() -> None:
+    """Garbage of every kind is counted by reason; valid results keep being judged."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    warm_up(agg, clock)
+    garbage = [
+        ("vigil/v1/results/us-east/api", b"\xff\xfe"),
+        ("vigil/v1/results/us-east/api", b"{" * 70_000),
+        ("vigil/v1/results/us-east/api", json.dumps({"schema": "evil/v1"}).encode()),
+        ("vigil/v1/results/us-east/api/x/y", b"{}"),
+        ("vigil/v1/probes/us-east/p", b"null"),
+        ("vigil/v1/state/api", b"[1,2,3]"),
+    ]
+    for topic, payload in garbage * 50:
+        agg.handle(topic, payload, False)
+    probes = [RegionProbe(r) for r in REGIONS]
+    for p in probes:
+        send(agg, p, True, clock.now)
+    get = registry.get_sample_value
+    total = sum(
+        get("vigil_results_rejected_total", {"reason": r}) or 0
+        for r in ("invalid_json", "too_large", "schema", "topic", "invalid")
+    )
+    assert total == len(garbage) * 50
+    assert get("vigil_results_rejected_total", {"reason": "too_large"}) == 50
+    assert agg.engine.targets["api"].verdict is Verdict.UP
+
+
+def test_duplicates_counted_as_ignored() -> None:
+    """A redelivered result changes nothing and is counted as ignored."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    p = RegionProbe("us-east")
+    result = p.check(False, clock.now).to_json()
+    for _ in range(3):
+        agg.handle(result_topic("us-east", "api"), result, False)
+    assert registry.get_sample_value("vigil_results_ignored_total", {"reason": "duplicate"}) == 2
+    assert (
+        registry.get_sample_value(
+            "vigil_probe_results_total",
+            {"target": "api", "region": "us-east", "outcome": "http_status"},
+        )
+        == 1
+    )
+
+
+def test_restart_during_outage_does_not_flap() -> None:
+    """A new aggregator fed the retained results and record stays down, no transition."""
+    clock = Clock()
+    agg, published = make(clock)
+    warm_up(agg, clock)
+    probes = [RegionProbe(r) for r in REGIONS]
+    for _ in range(3):
+        clock.now += 10
+        for p in probes:
+            send(agg, p, False, clock.now)
+    clock.now += 10
+    for p in probes:
+        send(agg, p, True, clock.now)  # one success each: still failing by hysteresis
+    assert agg.engine.targets["api"].verdict is Verdict.DOWN
+    since = agg.engine.targets["api"].since
+
+    # The broker hands a restarted aggregator the retained state and the latest results.
+    clock.now += 3
+    fresh, _ = make(clock)
+    seen: list[str] = []
+    fresh.listeners.append(lambda ts: seen.extend(f"{t.kind}:{t.old}->{t.new}" for t in ts))
+    fresh.handle("vigil/v1/state/api", published["vigil/v1/state/api"], True)
+    for p in probes:
+        fresh.handle(result_topic(p.region, "api"), p.history[-1].to_json(), True)
+    assert not fresh.readiness.loaded
+    warm_up(fresh, clock)
+    assert fresh.engine.targets["api"].verdict is Verdict.DOWN
+    assert fresh.engine.targets["api"].since == since
+    assert not [s for s in seen if s.startswith("verdict")]
+
+
+def test_presence_marks_region_offline() -> None:
+    """An offline presence counts and shows in the region's staleness."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    warm_up(agg, clock)
+    for r in REGIONS:
+        send(agg, RegionProbe(r), True, clock.now)
+    presence = Presence(
+        status="offline", probe_id="us-east-1", region="us-east", boot_id=BOOT, at=clock.now
+    )
+    agg.handle(presence_topic("us-east", "us-east-1"), presence.to_json(), False)
+    agg.tick(subscribed=True)
+    assert registry.get_sample_value("vigil_region_stale", {"region": "us-east"}) == 1
+    assert registry.get_sample_value("vigil_region_stale", {"region": "eu-west"}) == 0
+
+
+async def test_http_endpoints() -> None:
+    """/healthz, /readyz (503 until loaded), /metrics and /api/v1/status answer."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    app = make_app(agg.engine, registry, agg.readiness)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/healthz")).status == 200
+        not_ready = await client.get("/readyz")
+        assert not_ready.status == 503
+        assert "loading retained state" in (await not_ready.json())["reason"]
+        warm_up(agg, clock)
+        for r in REGIONS:
+            send(agg, RegionProbe(r), True, clock.now)
+        assert (await client.get("/readyz")).status == 200
+        metrics = await (await client.get("/metrics")).text()
+        assert 'vigil_target_up{target="api"} 1.0' in metrics
+        status = await (await client.get("/api/v1/status")).json()
+    [target] = status["targets"]
+    assert target["verdict"] == "up"
+    assert [r["region"] for r in target["regions"]] == list(REGIONS)
+    assert target["quorum"]["fresh"] == sorted(REGIONS)
+
+
+def test_forgotten_target_series_disappear() -> None:
+    """A target silent past forget_after loses its metric series."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg = Aggregator(
+        AggregatorConfig(regions=list(REGIONS), forget_after=60), registry, clock=clock
+    )
+    warm_up(agg, clock)
+    send(agg, RegionProbe("us-east"), True, clock.now)
+    assert registry.get_sample_value("probe_success", {"target": "api", "region": "us-east"}) == 1
+    clock.now += 120
+    agg.tick(subscribed=True)
+    assert (
+        registry.get_sample_value("probe_success", {"target": "api", "region": "us-east"}) is None
+    )
+    assert (
+        registry.get_sample_value(
+            "vigil_probe_results_total", {"target": "api", "region": "us-east", "outcome": "ok"}
+        )
+        is None
+    )

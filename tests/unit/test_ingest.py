@@ -1,0 +1,79 @@
+"""Decoding MQTT messages: every rejection reason, and what passes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aggregator.ingest import MAX_PAYLOAD_BYTES, Reason, Rejected, decode
+from aggregator.rules import Verdict
+from aggregator.state import StateRecord
+from tests.rulekit import REGIONS, T0, RegionProbe
+from wire.result import Presence, ProbeResult
+
+NOW = T0 + 100
+GOOD = RegionProbe("us-east").check(True, T0).to_json()
+TOPIC = "vigil/v1/results/us-east/api"
+
+
+def run(topic: str, payload: bytes) -> object:
+    return decode(topic, payload, regions=frozenset(REGIONS), now=NOW, max_skew=30)
+
+
+def doc(**changes: object) -> bytes:
+    d = json.loads(GOOD)
+    d.update(changes)
+    return json.dumps(d).encode()
+
+
+def test_good_result_passes() -> None:
+    """A valid result on its own topic decodes to the model."""
+    assert isinstance(run(TOPIC, GOOD), ProbeResult)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (TOPIC, b"\x00\xffnot json", Reason.INVALID_JSON),
+        (TOPIC, b"", Reason.INVALID_JSON),
+        (TOPIC, doc(schema="vigil.result/v9"), Reason.SCHEMA),
+        (TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1), Reason.TOO_LARGE),
+        ("vigil/v1/results/eu-west/api", GOOD, Reason.TOPIC_MISMATCH),
+        ("vigil/v1/results/us-east/other", GOOD, Reason.TOPIC_MISMATCH),
+        ("vigil/v1/results/mars/api", doc(region="mars"), Reason.UNKNOWN_REGION),
+        (TOPIC, doc(started_at=NOW + 3600), Reason.FUTURE),
+        (TOPIC, doc(seq=-4), Reason.INVALID),
+        (TOPIC, doc(ok=True, error_kind="timeout"), Reason.INVALID),
+        (TOPIC, b"[]", Reason.INVALID),
+        ("vigil/v1/results/us-east/api/extra", GOOD, Reason.TOPIC),
+        ("vigil/v1/elsewhere/x", GOOD, Reason.TOPIC),
+        ("vigil/v1/probes/us-east/p1", b"{}", Reason.INVALID),
+    ],
+)
+def test_rejections(topic: str, payload: bytes, reason: Reason) -> None:
+    """Each kind of bad message is rejected with its reason, never raised."""
+    out = run(topic, payload)
+    assert isinstance(out, Rejected)
+    assert out.reason is reason
+    assert out.detail
+
+
+def test_presence_and_state_records_decode() -> None:
+    """Presence and state records on their topics decode to their models."""
+    presence = Presence(
+        status="online",
+        probe_id="us-east-1",
+        region="us-east",
+        boot_id="b" * 32,
+        at=T0,
+        targets={"api": 10.0},
+    )
+    assert run("vigil/v1/probes/us-east/us-east-1", presence.to_json()) == presence
+    wrong = run("vigil/v1/probes/us-east/someone-else", presence.to_json())
+    assert isinstance(wrong, Rejected)
+    assert wrong.reason is Reason.TOPIC_MISMATCH
+    record = StateRecord(target="api", verdict=Verdict.DOWN, since=T0, updated_at=T0)
+    assert run("vigil/v1/state/api", record.to_json()) == record
+    misfiled = run("vigil/v1/state/other", record.to_json())
+    assert isinstance(misfiled, Rejected)

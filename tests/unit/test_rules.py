@@ -1,0 +1,320 @@
+"""The rule engine: every verdict and transition, hysteresis, quorum, staleness, skew."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.config import Rule
+from aggregator.rules import Applied, Engine, Restored, RestoredRegion, Verdict, names, next_failing
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, verdict
+from wire.result import Presence
+
+
+def feed(e: Engine, pattern: dict[str, str], start: float = T0, step: float = 10.0) -> float:
+    """Feed each region's pattern ('F' fail, 'S' success), one check per step; returns the end."""
+    probes = {r: RegionProbe(r) for r in pattern}
+    longest = max(len(p) for p in pattern.values())
+    at = start
+    for i in range(longest):
+        for region, p in pattern.items():
+            if i < len(p):
+                e.apply_result(probes[region].check(p[i] == "S", at), at)
+        at += step
+    return at - step
+
+
+@pytest.mark.parametrize(
+    ("prior", "failures", "successes", "expected"),
+    [
+        (False, 1, 0, False),
+        (False, 2, 0, False),
+        (False, 3, 0, True),
+        (True, 0, 1, True),  # one success does not end a failure (hysteresis)
+        (True, 0, 2, False),
+        (True, 1, 0, True),
+        (False, 0, 5, False),
+    ],
+)
+def test_next_failing(prior: bool, failures: int, successes: int, expected: bool) -> None:
+    """A region starts failing at N failures and recovers only at K successes."""
+    assert next_failing(prior, failures, successes, Rule()) is expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected", "failing"),
+    [
+        (dict.fromkeys(REGIONS, "SS"), Verdict.UP, set()),
+        (
+            {"us-east": "FFF", "eu-west": "SSS", "ap-southeast": "SSS"},
+            Verdict.DEGRADED,
+            {"us-east"},
+        ),
+        (
+            {"us-east": "FFF", "eu-west": "FFF", "ap-southeast": "SSS"},
+            Verdict.DEGRADED,
+            {"us-east", "eu-west"},
+        ),
+        (dict.fromkeys(REGIONS, "FFF"), Verdict.DOWN, set(REGIONS)),
+        (dict.fromkeys(REGIONS, "FF"), Verdict.UP, set()),  # two failures are not yet failing
+        (dict.fromkeys(REGIONS, "FFFS"), Verdict.DOWN, set(REGIONS)),  # one success: still failing
+        (dict.fromkeys(REGIONS, "FFFSS"), Verdict.UP, set()),  # K successes: recovered
+        (dict.fromkeys(REGIONS, "FFFSFSFS"), Verdict.DOWN, set(REGIONS)),  # flapping stays down
+        ({"us-east": "SS"}, Verdict.UNKNOWN, set()),  # one fresh region cannot say up
+        ({"us-east": "SS", "eu-west": "SS"}, Verdict.UP, set()),  # min_regions fresh is enough
+    ],
+)
+def test_verdicts(pattern: dict[str, str], expected: Verdict, failing: set[str]) -> None:
+    """Each combination of regional streaks gives its verdict."""
+    e = engine()
+    end = feed(e, pattern)
+    e.evaluate("api", end)
+    assert verdict(e) is expected
+    assert e.targets["api"].failing == failing
+
+
+def test_no_results_is_unknown() -> None:
+    """A target only known from presence, with no results, is unknown."""
+    e = engine()
+    e.apply_presence(
+        Presence(
+            status="online",
+            probe_id="p",
+            region="us-east",
+            boot_id=BOOT,
+            at=T0,
+            targets={"api": 10.0},
+        ),
+        T0,
+    )
+    e.evaluate("api", T0)
+    state = e.targets["api"]
+    assert state.verdict is Verdict.UNKNOWN
+    assert state.expected == {"us-east"}
+    assert state.evaluation is not None
+    assert {r.stale_reason for r in state.evaluation.regions} == {"no results"}
+
+
+def test_transitions_carry_evidence() -> None:
+    """Going down reports the verdict change and each region's failure with its error."""
+    e = engine()
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    for r in REGIONS:
+        e.apply_result(probes[r].check(True, T0), T0)
+    e.evaluate("api", T0)
+    out = []
+    for i in range(1, 4):
+        for r in REGIONS:
+            e.apply_result(probes[r].check(False, T0 + 10 * i), T0 + 10 * i)
+            out += e.evaluate("api", T0 + 10 * i)
+    assert sorted(names(out)) == sorted(
+        ["region:ok->failing"] * 3 + ["verdict:up->degraded", "verdict:degraded->down"]
+    )
+    down = next(t for t in out if t.new == "down")
+    assert down.evaluation is not None
+    assert down.evaluation.failing == frozenset(REGIONS)
+    errors = {r.region: r.error for r in down.evaluation.regions}
+    assert errors["us-east"] == "HTTP 503, expected 200: db down"
+    region_t = next(t for t in out if t.kind == "region" and t.region == "us-east")
+    assert region_t.since == T0 + 10  # the streak began with the first failure
+
+
+def test_stale_region_and_degraded_quorum() -> None:
+    """One dead probe must not hide a real outage: down on a degraded quorum."""
+    e = engine()
+    a, b, c = (RegionProbe(r) for r in REGIONS)
+    for i in range(3):
+        t = T0 + 10 * i
+        e.apply_result(a.check(False, t), t)
+        e.apply_result(b.check(False, t), t)
+    e.apply_result(c.check(True, T0), T0)
+    now = T0 + 20
+    e.evaluate("api", now)  # c is 20 s old: fresh (stale after 3 x 10 s)
+    assert verdict(e) is Verdict.DEGRADED
+    out = e.evaluate("api", T0 + 45)  # c is now 45 s old: stale
+    state = e.targets["api"]
+    assert state.verdict is Verdict.DOWN
+    assert state.quorum_degraded
+    assert "stale:fresh->stale" in names(out)
+    assert "verdict:degraded->down" in names(out)
+
+
+def test_degraded_quorum_needs_min_regions_fresh() -> None:
+    """With only one fresh region failing, the verdict is not down."""
+    e = engine()
+    a = RegionProbe("us-east")
+    for i in range(3):
+        e.apply_result(a.check(False, T0 + 10 * i), T0 + 10 * i)
+    e.evaluate("api", T0 + 20)
+    assert verdict(e) is Verdict.DEGRADED
+    assert not e.targets["api"].quorum_degraded
+
+
+def test_offline_presence_makes_a_region_stale_at_once() -> None:
+    """A probe's `offline` presence makes its region stale without waiting."""
+    e = engine()
+    feed(e, {"us-east": "FFF", "eu-west": "FFF", "ap-southeast": "SSS"})
+    now = T0 + 25
+    e.evaluate("api", now)
+    assert verdict(e) is Verdict.DEGRADED
+    out = e.apply_presence(
+        Presence(
+            status="offline", probe_id="ap-southeast-1", region="ap-southeast", boot_id=BOOT, at=now
+        ),
+        now,
+    )
+    assert names(out) == ["probe:unknown->offline"]
+    e.evaluate("api", now)
+    assert verdict(e) is Verdict.DOWN
+    assert e.targets["api"].quorum_degraded
+    assert e.region_stale("ap-southeast")
+    assert not e.region_stale("us-east")
+
+
+def test_version_skew_after_grace() -> None:
+    """Regions disagreeing on the version is skew only after version_skew_after."""
+    e = engine(Rule(version_skew_after=60))
+    a, b = RegionProbe("us-east"), RegionProbe("eu-west")
+    out = []
+    for i in range(8):  # 0 .. 70 s, one check every 10 s
+        t = T0 + 10 * i
+        e.apply_result(a.check(True, t, "3.8.34"), t)
+        e.apply_result(b.check(True, t, "3.8.35"), t)
+        out.append(names(e.evaluate("api", t)))
+    assert out[0] == ["verdict:unknown->up"]
+    assert out[1:6] == [[]] * 5  # a deploy in progress for under a minute is not skew
+    assert out[6] == ["version_skew:false->true"]
+    assert e.targets["api"].skew_since == T0
+    t = T0 + 80
+    e.apply_result(a.check(True, t, "3.8.35"), t)
+    e.apply_result(b.check(True, t, "3.8.35"), t)
+    assert names(e.evaluate("api", t)) == ["version_skew:true->false"]
+
+
+def test_version_kept_through_a_failed_fetch_and_change_time_tracked() -> None:
+    """A result without a version keeps the last one; a new version records when it changed."""
+    e = engine()
+    a = RegionProbe("us-east")
+    e.apply_result(a.check(True, T0, "1"), T0)
+    e.apply_result(a.check(True, T0 + 10, None), T0 + 10)
+    view = e.targets["api"].regions["us-east"]
+    assert (view.version, view.version_since) == ("1", T0)
+    e.apply_result(a.check(True, T0 + 20, "2"), T0 + 20)
+    view = e.targets["api"].regions["us-east"]
+    assert (view.version, view.version_since) == ("2", T0 + 20)
+
+
+def test_duplicates_and_older_results_change_nothing() -> None:
+    """The same seq twice, or an older seq, is ignored."""
+    e = engine()
+    a = RegionProbe("us-east")
+    first, second = a.check(False, T0), a.check(False, T0 + 10)
+    assert e.apply_result(first, T0) is Applied.APPLIED
+    assert e.apply_result(second, T0) is Applied.APPLIED
+    assert e.apply_result(second, T0) is Applied.DUPLICATE
+    assert e.apply_result(first, T0) is Applied.OLDER
+    assert e.targets["api"].regions["us-east"].seq == 2
+
+
+def test_probe_restart_is_followed_by_time() -> None:
+    """A new boot restarts seq at 1; it is applied when newer, ignored when older."""
+    e = engine()
+    old = RegionProbe("us-east")
+    for i in range(3):
+        e.apply_result(old.check(False, T0 + 10 * i), T0 + 10 * i)
+    assert e.targets["api"].regions["us-east"].failing
+    new = RegionProbe("us-east", boot_id="c" * 32)
+    assert e.apply_result(new.check(False, T0 - 5), T0) is Applied.OLDER
+    restarted = new.check(False, T0 + 30)
+    assert e.apply_result(restarted, T0 + 30) is Applied.APPLIED
+    # The new process's streak starts at 1, but the region stays failing (no recoveries yet).
+    assert e.targets["api"].regions["us-east"].failing
+
+
+def test_interval_is_learned_from_seq() -> None:
+    """The probe's interval is learned from consecutive results, for staleness."""
+    e = engine()
+    a = RegionProbe("us-east")
+    e.apply_result(a.check(True, T0), T0)
+    e.apply_result(a.check(True, T0 + 2), T0 + 2)
+    assert e.targets["api"].regions["us-east"].interval == 2.0
+
+
+@pytest.mark.parametrize("record_first", [True, False])
+def test_restore_keeps_a_real_outage_through_a_restart(record_first: bool) -> None:
+    """After a restart, retained results with cs < K plus the record keep the target down."""
+    e = engine()
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    latest = []
+    for r in REGIONS:
+        for i in range(3):
+            probes[r].check(False, T0 + 10 * i)
+        latest.append(probes[r].check(True, T0 + 30))  # one success: cs = 1 < K = 2
+    record = Restored(
+        target="api",
+        verdict=Verdict.DOWN,
+        since=T0 + 20,
+        quorum_degraded=False,
+        skew_since=None,
+        regions={r: RestoredRegion(True, T0) for r in REGIONS},
+    )
+    if record_first:
+        e.restore(record)
+    for result in latest:
+        e.apply_result(result, T0 + 31)
+    if not record_first:
+        e.restore(record)
+    out = e.evaluate("api", T0 + 31)
+    assert verdict(e) is Verdict.DOWN
+    assert e.targets["api"].since == T0 + 20
+    assert not [t for t in out if t.kind == "verdict"]
+    assert e.targets["api"].regions["us-east"].failing_since == T0
+
+
+def test_restore_does_not_invent_an_outage() -> None:
+    """A record saying down is overruled by retained results showing K successes."""
+    e = engine()
+    e.restore(
+        Restored(
+            "api", Verdict.DOWN, T0, False, None, {r: RestoredRegion(True, T0) for r in REGIONS}
+        )
+    )
+    for r in REGIONS:
+        p = RegionProbe(r)
+        p.check(True, T0 + 10)
+        e.apply_result(p.check(True, T0 + 20), T0 + 21)
+    out = e.evaluate("api", T0 + 21)
+    assert verdict(e) is Verdict.UP
+    assert "verdict:down->up" in names(out)
+
+
+def test_per_target_override() -> None:
+    """A target may require more failures than the global rule."""
+    from aggregator.config import AggregatorConfig, RuleOverride
+
+    config = AggregatorConfig(regions=list(REGIONS), targets={"api": RuleOverride(failures=5)})
+    e = Engine(config.regions, config.rule_for, default_interval=10, forget_after=3600)
+    end = feed(e, dict.fromkeys(REGIONS, "FFFF"))
+    e.evaluate("api", end)
+    assert verdict(e) is Verdict.UP
+    for r in REGIONS:
+        e.apply_result(RegionProbe(r, seq=4, failures=4).check(False, end + 10), end + 10)
+    e.evaluate("api", end + 10)
+    assert verdict(e) is Verdict.DOWN
+
+
+def test_two_of_three_regions() -> None:
+    """With regions: 2, two failing regions are enough for down."""
+    e = engine(Rule(regions=2))
+    end = feed(e, {"us-east": "FFF", "eu-west": "FFF", "ap-southeast": "SSS"})
+    e.evaluate("api", end)
+    assert verdict(e) is Verdict.DOWN
+    assert not e.targets["api"].quorum_degraded
+
+
+def test_forget_drops_silent_targets() -> None:
+    """A target nobody reported for forget_after is dropped."""
+    e = engine(forget_after=100)
+    feed(e, {"us-east": "S"})
+    assert e.forget(T0 + 50) == []
+    assert e.forget(T0 + 101) == ["api"]
+    assert "api" not in e.targets

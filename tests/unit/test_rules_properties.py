@@ -1,0 +1,134 @@
+"""Invariants of the rule engine, checked on generated histories (hypothesis)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.config import Rule
+from aggregator.rules import Engine, Verdict
+from tests.rulekit import REGIONS, T0, RegionProbe, engine
+from wire.result import ProbeResult
+
+rules = st.builds(
+    Rule,
+    failures=st.integers(1, 4),
+    regions=st.integers(1, 3),
+    recoveries=st.integers(1, 3),
+    min_regions=st.integers(1, 3),
+)
+# Per region: the outcomes of its checks (True = ok), possibly none at all.
+histories = st.fixed_dictionaries({r: st.lists(st.booleans(), max_size=12) for r in REGIONS})
+# How many seconds before "now" each region's last check ran (40 s and more is stale).
+lags = st.fixed_dictionaries({r: st.sampled_from([0.0, 5.0, 40.0, 100.0]) for r in REGIONS})
+
+
+def streams(
+    history: dict[str, list[bool]], lag: dict[str, float], now: float
+) -> dict[str, list[ProbeResult]]:
+    out = {}
+    for region, oks in history.items():
+        probe = RegionProbe(region)
+        end = now - lag[region]
+        out[region] = [probe.check(ok, end - 10.0 * (len(oks) - 1 - i)) for i, ok in enumerate(oks)]
+    return out
+
+
+def final(e: Engine) -> tuple[Verdict, frozenset[str], bool, dict[str, tuple[int, bool]]]:
+    state = e.targets["api"]
+    views = {r: (v.seq, v.failing) for r, v in state.regions.items()}
+    return state.verdict, state.failing, state.quorum_degraded, views
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=rules, history=histories, lag=lags)
+def test_down_needs_the_quorum(
+    rule: Rule, history: dict[str, list[bool]], lag: dict[str, float]
+) -> None:
+    """`down` never holds with fewer than M failing regions, outside a degraded quorum."""
+    now = T0 + 1000
+    e = engine(rule)
+    for results in streams(history, lag, now).values():
+        for r in results:
+            e.apply_result(r, now)
+    if "api" not in e.targets:
+        return
+    e.evaluate("api", now)
+    state = e.targets["api"]
+    ev = state.evaluation
+    assert ev is not None
+    assert ev.failing <= ev.fresh
+    if state.verdict is Verdict.DOWN and len(ev.failing) < rule.regions:
+        assert state.quorum_degraded
+        assert ev.stale
+        assert ev.failing == ev.fresh
+        assert len(ev.fresh) >= rule.min_regions
+    if state.verdict is Verdict.DEGRADED:
+        assert ev.failing
+    if state.verdict is Verdict.UP:
+        assert not ev.failing
+        assert len(ev.fresh) >= rule.min_regions
+
+
+@settings(max_examples=200, deadline=None)
+@given(rule=rules, history=histories, order=st.randoms(use_true_random=False))
+def test_arrival_order_across_regions_does_not_matter(
+    rule: Rule, history: dict[str, list[bool]], order: object
+) -> None:
+    """Interleaving the regions' results differently gives the same verdict."""
+    import random
+
+    assert isinstance(order, random.Random)
+    now = T0 + 1000
+    per_region = streams(history, dict.fromkeys(REGIONS, 0.0), now)
+    if not any(per_region.values()):
+        return
+    in_order = [r for region in REGIONS for r in per_region[region]]
+    # A random interleaving that keeps each region's own order.
+    queues = {region: list(results) for region, results in per_region.items()}
+    shuffled: list[ProbeResult] = []
+    while any(queues.values()):
+        region = order.choice([r for r, q in queues.items() if q])
+        shuffled.append(queues[region].pop(0))
+    outcomes = []
+    for sequence in (in_order, shuffled):
+        e = engine(rule)
+        for r in sequence:
+            e.apply_result(r, now)
+        e.evaluate("api", now)
+        outcomes.append(final(e))
+    assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rule=rules,
+    history=histories,
+    noise=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 200)), max_size=30),
+)
+def test_duplicates_and_late_redeliveries_change_nothing(
+    rule: Rule, history: dict[str, list[bool]], noise: list[tuple[int, int]]
+) -> None:
+    """Re-delivering results already seen, at any later point, leaves the same state."""
+    now = T0 + 1000
+    clean = [
+        r
+        for results in streams(history, dict.fromkeys(REGIONS, 0.0), now).values()
+        for r in results
+    ]
+    if not clean:
+        return
+    noisy = list(clean)
+    for at, which in noise:
+        position = at % (len(noisy) + 1)
+        seen_before = list(noisy[:position])
+        if seen_before:
+            noisy.insert(position, seen_before[which % len(seen_before)])
+    outcomes = []
+    for sequence in (clean, noisy):
+        e = engine(rule)
+        for r in sequence:
+            e.apply_result(r, now)
+        e.evaluate("api", now)
+        outcomes.append(final(e))
+    assert outcomes[0] == outcomes[1]
