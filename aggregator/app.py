@@ -204,6 +204,7 @@ async def run_aggregator(
         agg.handle,
         client_id=config.client_id,
         session_expiry=config.session_expiry,
+        subscribe_timeout=config.subscribe_timeout,
         on_connected=agg.set_connected,
     )
     agg.publish_state = subscriber.publish_state

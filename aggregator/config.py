@@ -71,6 +71,10 @@ class AggregatorConfig(StrictModel):
     client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
     # How long the broker keeps the session of an aggregator that does not come back.
     session_expiry: Duration = 86400.0
+    # How long to wait for a SUBACK. After a reconnect with a large backlog queued for the
+    # session, the broker sends the backlog first and the SUBACK behind it; the backlog is
+    # consumed meanwhile, and a subscribe that times out is simply sent again.
+    subscribe_timeout: Duration = 60.0
     # Before this long after connecting, verdicts are rebuilt from retained state but not acted
     # on, so a restart neither fires nor resolves anything on partial knowledge.
     startup_grace: Duration = 10.0

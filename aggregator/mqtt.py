@@ -20,10 +20,11 @@ log = logging.getLogger("vigil.aggregator.mqtt")
 
 OnMessage = Callable[[str, bytes, bool], None]
 
-# How long to wait for a SUBACK. After a reconnect with a large backlog queued for the session
-# the broker sends the backlog first and the SUBACK behind it, so aiomqtt's default (10 s)
-# can expire while messages are flowing perfectly well; the messages are consumed meanwhile.
-SUBSCRIBE_TIMEOUT = 60.0
+
+def _refused(code: object) -> bool:
+    # MQTT 3.1.1 grants 0-2 or 0x80; MQTT 5 gives reason codes, failures from 0x80 up.
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
 
 
 class Subscriber:
@@ -36,12 +37,15 @@ class Subscriber:
         *,
         client_id: str,
         session_expiry: float,
+        subscribe_timeout: float = 60.0,
         on_connected: Callable[[bool], None] = lambda _c: None,
     ) -> None:
         self._settings = settings
         self._on_message = on_message
         self._client_id = client_id
         self._session_expiry = session_expiry
+        # aiomqtt's default of 10 s can expire while a backlog is flowing perfectly well.
+        self._subscribe_timeout = subscribe_timeout
         self._on_connected = on_connected
         self._client: aiomqtt.Client | None = None
         self.subscribed = asyncio.Event()
@@ -130,13 +134,20 @@ class Subscriber:
         for topic in (STATE_FILTER, RESULTS_FILTER, PRESENCE_FILTER):
             while True:
                 try:
-                    await client.subscribe(topic, qos=1, timeout=SUBSCRIBE_TIMEOUT)
-                    break
+                    granted = await client.subscribe(topic, qos=1, timeout=self._subscribe_timeout)
                 except aiomqtt.MqttCodeError:
                     raise
                 except aiomqtt.MqttError as exc:
                     # The SUBACK is stuck behind a backlog; subscribing again is harmless.
                     log.warning("mqtt_subscribe_slow", extra={"topic": topic, "error": str(exc)})
+                    continue
+                if any(_refused(code) for code in granted):
+                    # An ACL that forbids the subscription: say so loudly, retry with backoff.
+                    log.error(
+                        "mqtt_subscribe_refused", extra={"topic": topic, "codes": str(granted)}
+                    )
+                    raise aiomqtt.MqttError(f"subscription to {topic} refused")
+                break
         self.subscribed.set()
         log.info("mqtt_subscribed")
         await asyncio.Event().wait()  # keep the task alive; cancelled on disconnect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 async def wait_until(predicate: Callable[[], object], limit: float = 10.0, what: str = "") -> None:
@@ -14,3 +14,14 @@ async def wait_until(predicate: Callable[[], object], limit: float = 10.0, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {limit:g}s waiting for {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[object]], limit: float = 10.0, what: str = ""
+) -> None:
+    """Like `wait_until`, for a predicate that has to await (an HTTP call, say)."""
+    deadline = time.monotonic() + limit
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit:g}s waiting for {what or predicate}")
+        await asyncio.sleep(0.1)

@@ -137,3 +137,23 @@ def probe_config(
 
 def start_probe(config: Path, log: Path) -> Process:
     return Process(["-m", "probe", "--config", str(config)], log, env={"DEMO_KEY": "sk-demo"})
+
+
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+
+
+def aggregator_config(path: Path, broker: Broker, port: int, **extra: Any) -> Path:
+    doc: dict[str, Any] = {
+        "mqtt": {"url": broker.url, "reconnect_max": "1s"},
+        "listen": f"127.0.0.1:{port}",
+        "regions": list(REGIONS),
+        "startup_grace": "3s",
+        "client_id": "vigil-aggregator-test",
+    }
+    doc.update(extra)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start_aggregator(config: Path, log: Path) -> Process:
+    return Process(["-m", "aggregator", "--config", str(config)], log)
