@@ -17,7 +17,8 @@ test: lint
 
 bench:
 	./scripts/bootstrap.sh --bench
-	.venv/bin/python benchmarks/run.py
+	.venv/bin/python benchmarks/probe_bench.py
+	.venv/bin/python benchmarks/aggregator_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info

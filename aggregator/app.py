@@ -209,7 +209,9 @@ async def run_aggregator(
     )
     agg.publish_state = subscriber.publish_state
 
-    runner = web.AppRunner(make_app(agg.engine, registry, agg.readiness), access_log=None)
+    runner = web.AppRunner(
+        make_app(agg.engine, registry, agg.readiness, agg.clock), access_log=None
+    )
     await runner.setup()
     host, port = parse_listen(config.listen)
     await web.TCPSite(runner, host, port).start()

@@ -5,6 +5,8 @@ Handlers only read; wiring is in app.py.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ class Readiness:
 ENGINE = web.AppKey("engine", Engine)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 READINESS = web.AppKey("readiness", Readiness)
+CLOCK = web.AppKey[Callable[[], float]]("clock")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -71,9 +74,7 @@ def _region(e: RegionEvidence) -> dict[str, Any]:
     }
 
 
-def _evaluation(ev: Evaluation | None) -> dict[str, Any]:
-    if ev is None:
-        return {"regions": []}
+def _evaluation(ev: Evaluation) -> dict[str, Any]:
     return {
         "quorum": {
             "failing": sorted(ev.failing),
@@ -87,8 +88,9 @@ def _evaluation(ev: Evaluation | None) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Every target's verdict, since when, and each region's view."""
+    """Every target's verdict, since when, and each region's view as of now."""
     engine = request.app[ENGINE]
+    now = request.app[CLOCK]()
     targets = [
         {
             "target": name,
@@ -96,16 +98,24 @@ async def status(request: web.Request) -> web.Response:
             "since": state.since,
             "quorum_degraded": state.quorum_degraded,
             "version_skew": state.version_skew,
-            **_evaluation(state.evaluation),
+            # Evidence is judged afresh: streaks and errors move with every result, while
+            # the stored evaluation is refreshed only when something changes.
+            **_evaluation(engine.judge(name, now)),
         }
         for name, state in sorted(engine.targets.items())
     ]
     return web.json_response({"ready": request.app[READINESS].reason() is None, "targets": targets})
 
 
-def make_app(engine: Engine, registry: CollectorRegistry, readiness: Readiness) -> web.Application:
+def make_app(
+    engine: Engine,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
     """The aggregator's HTTP application."""
     app = web.Application()
+    app[CLOCK] = clock
     app[ENGINE] = engine
     app[REGISTRY] = registry
     app[READINESS] = readiness

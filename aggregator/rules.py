@@ -231,25 +231,38 @@ class Engine:
                 version, version_since = view.version, view.version_since
             if interval is None or interval <= 0:
                 interval = view.interval
-        state.regions[r.region] = RegionView(
-            probe_id=r.probe_id,
-            boot_id=r.boot_id,
-            seq=r.seq,
-            scheduled_at=r.scheduled_at,
-            started_at=r.started_at,
-            duration_ms=r.duration_ms,
-            ok=r.ok,
-            consecutive_failures=r.consecutive_failures,
-            consecutive_successes=r.consecutive_successes,
-            status_code=r.status_code,
-            error_kind=r.error_kind.value if r.error_kind else None,
-            error=r.error,
-            version=version,
-            version_since=version_since,
-            failing=failing,
-            failing_since=prior_since if failing else None,
-            interval=interval,
-        )
+        error_kind = r.error_kind.value if r.error_kind else None
+        if view is None:
+            state.regions[r.region] = RegionView(
+                probe_id=r.probe_id,
+                boot_id=r.boot_id,
+                seq=r.seq,
+                scheduled_at=r.scheduled_at,
+                started_at=r.started_at,
+                duration_ms=r.duration_ms,
+                ok=r.ok,
+                consecutive_failures=r.consecutive_failures,
+                consecutive_successes=r.consecutive_successes,
+                status_code=r.status_code,
+                error_kind=error_kind,
+                error=r.error,
+                version=version,
+                version_since=version_since,
+                failing=failing,
+                failing_since=prior_since if failing else None,
+                interval=interval,
+            )
+        else:
+            # Updated in place: this runs for every result, and there are targets x regions.
+            view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
+            view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
+            view.duration_ms, view.ok, view.status_code = r.duration_ms, r.ok, r.status_code
+            view.consecutive_failures = r.consecutive_failures
+            view.consecutive_successes = r.consecutive_successes
+            view.error_kind, view.error = error_kind, r.error
+            view.version, view.version_since = version, version_since
+            view.failing, view.failing_since = failing, prior_since if failing else None
+            view.interval = interval
         state.last_seen = now
         return Applied.APPLIED
 
@@ -326,41 +339,64 @@ class Engine:
         probe = self.probes.get((region, view.probe_id))
         return probe is not None and not probe.online
 
-    def judge(self, name: str, now: float) -> Evaluation:
-        """The verdict for a target as of `now`, without changing any state."""
-        state = self.targets[name]
-        rule = self._rule_for(name)
-        evidence: list[RegionEvidence] = []
-        failing: set[str] = set()
+    def _classify(
+        self, state: TargetState, rule: Rule, now: float
+    ) -> tuple[set[str], set[str], dict[str, str], dict[str, str]]:
+        """Fresh and failing regions, stale regions with the reason, fresh versions."""
         fresh: set[str] = set()
-        stale: set[str] = set()
+        failing: set[str] = set()
+        stale: dict[str, str] = {}
         versions: dict[str, str] = {}
         for region in self.regions:
             view = state.regions.get(region)
-            reason: str | None = None
             if view is None:
-                reason = "no results"
-            elif self._region_offline(region, view):
-                reason = "probe offline"
-            else:
-                stale_after = rule.stale_after or 3 * self._interval(state, region)
-                age = now - (view.started_at + view.duration_ms / 1000.0)
-                if age > stale_after:
-                    reason = f"no result for {age:.0f}s"
-            if reason is None and view is not None:
-                fresh.add(region)
-                if view.failing:
-                    failing.add(region)
-                if view.version is not None:
-                    versions[region] = view.version
-            else:
-                stale.add(region)
+                stale[region] = "no results"
+                continue
+            if self._region_offline(region, view):
+                stale[region] = "probe offline"
+                continue
+            stale_after = rule.stale_after or 3 * self._interval(state, region)
+            age = now - (view.started_at + view.duration_ms / 1000.0)
+            if age > stale_after:
+                stale[region] = f"no result for {age:.0f}s"
+                continue
+            fresh.add(region)
+            if view.failing:
+                failing.add(region)
+            if view.version is not None:
+                versions[region] = view.version
+        return fresh, failing, stale, versions
+
+    @staticmethod
+    def _verdict(
+        fresh: set[str], failing: set[str], stale: Mapping[str, str], rule: Rule
+    ) -> tuple[Verdict, bool]:
+        if len(failing) >= rule.regions:
+            return Verdict.DOWN, False
+        if stale and failing and failing == fresh and len(fresh) >= rule.min_regions:
+            # One dead probe must not hide a real outage.
+            return Verdict.DOWN, True
+        if failing:
+            return Verdict.DEGRADED, False
+        if len(fresh) >= rule.min_regions:
+            return Verdict.UP, False
+        return Verdict.UNKNOWN, False
+
+    def judge(self, name: str, now: float) -> Evaluation:
+        """The verdict for a target as of `now` with each region's evidence; changes nothing."""
+        state = self.targets[name]
+        rule = self._rule_for(name)
+        fresh, failing, stale, versions = self._classify(state, rule, now)
+        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
+        evidence = []
+        for region in self.regions:
+            view = state.regions.get(region)
             evidence.append(
                 RegionEvidence(
                     region=region,
                     failing=bool(view and view.failing),
-                    stale=reason is not None,
-                    stale_reason=reason,
+                    stale=region in stale,
+                    stale_reason=stale.get(region),
                     consecutive_failures=view.consecutive_failures if view else 0,
                     consecutive_successes=view.consecutive_successes if view else 0,
                     failing_since=view.failing_since if view else None,
@@ -371,18 +407,6 @@ class Engine:
                     last_result_at=view.started_at if view else None,
                 )
             )
-        quorum_degraded = False
-        if len(failing) >= rule.regions:
-            verdict = Verdict.DOWN
-        elif stale and failing and failing == fresh and len(fresh) >= rule.min_regions:
-            # One dead probe must not hide a real outage.
-            verdict, quorum_degraded = Verdict.DOWN, True
-        elif failing:
-            verdict = Verdict.DEGRADED
-        elif len(fresh) >= rule.min_regions:
-            verdict = Verdict.UP
-        else:
-            verdict = Verdict.UNKNOWN
         return Evaluation(
             verdict=verdict,
             quorum_degraded=quorum_degraded,
@@ -396,9 +420,29 @@ class Engine:
         )
 
     def evaluate(self, name: str, now: float) -> list[Transition]:
-        """Judge a target and return what changed since its last evaluation."""
+        """Judge a target and return what changed since its last evaluation.
+
+        The common case, nothing changed, costs one pass over the regions and builds no
+        evidence; evidence is built only for the transitions that carry it.
+        """
         state = self.targets[name]
         rule = self._rule_for(name)
+        fresh, failing, stale, versions = self._classify(state, rule, now)
+        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
+        if len(set(versions.values())) > 1:
+            state.skew_since = state.skew_since if state.skew_since is not None else now
+        else:
+            state.skew_since = None
+        skew = state.skew_since is not None and now - state.skew_since >= rule.version_skew_after
+        if (
+            state.evaluation is not None
+            and verdict is state.verdict
+            and quorum_degraded == state.quorum_degraded
+            and skew == state.version_skew
+            and failing == state.failing
+            and stale.keys() == state.stale
+        ):
+            return []
         ev = self.judge(name, now)
         out: list[Transition] = []
 
@@ -418,22 +462,10 @@ class Engine:
                     emit("stale", region, "fresh", "stale", now)
             for region in sorted(state.stale - ev.stale):
                 emit("stale", region, "stale", "fresh", now)
-
-        if len(set(ev.versions.values())) > 1:
-            state.skew_since = state.skew_since if state.skew_since is not None else now
-        else:
-            state.skew_since = None
-        skew = state.skew_since is not None and now - state.skew_since >= rule.version_skew_after
         if skew != state.version_skew:
-            emit(
-                "version_skew",
-                None,
-                str(state.version_skew).lower(),
-                str(skew).lower(),
-                state.skew_since or now,
-            )
+            since = state.skew_since or now
+            emit("version_skew", None, str(state.version_skew).lower(), str(skew).lower(), since)
             state.version_skew = skew
-
         if ev.verdict != state.verdict:
             emit("verdict", None, state.verdict.value, ev.verdict.value, now)
             state.verdict, state.since = ev.verdict, now

@@ -1,7 +1,7 @@
-"""Run Vigil on this machine: a broker, the demo target, three regional probes.
+"""Run Vigil on this machine: a broker, the demo target, three regional probes, the aggregator.
 
-Prints every result as it arrives over MQTT. Ctrl-C stops everything it started.
-(Until the aggregator lands this is the whole local system; see README.)
+Prints every result and every verdict the aggregator records, as they arrive over MQTT.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aggregator.state import StateRecord  # noqa: E402
 from demo.local import mosquitto_binary, mosquitto_conf, port_or_free, wait_port  # noqa: E402
 from wire.result import Presence, ProbeResult  # noqa: E402 - after the path fix above
-from wire.topics import PRESENCE_FILTER, RESULTS_FILTER  # noqa: E402
+from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER  # noqa: E402
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 
@@ -44,13 +45,27 @@ async def watch(port: int) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="vigil-run-watch") as client:
         await client.subscribe(RESULTS_FILTER, qos=1)
         await client.subscribe(PRESENCE_FILTER, qos=1)
+        await client.subscribe(STATE_FILTER, qos=1)
+        last_verdict: dict[str, str] = {}
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes):
                 continue
-            if str(message.topic).startswith("vigil/v1/probes/"):
+            topic = str(message.topic)
+            if topic.startswith("vigil/v1/probes/"):
                 p = Presence.from_json(payload)
                 print(f"{'':8} probe {p.probe_id} ({p.region}) is {p.status}", flush=True)
+            elif topic.startswith("vigil/v1/state/"):
+                record = StateRecord.from_json(payload)
+                verdict = record.verdict.value + (
+                    " (degraded quorum)" if record.quorum_degraded else ""
+                )
+                if last_verdict.get(record.target) != verdict:
+                    last_verdict[record.target] = verdict
+                    since = time.strftime("%H:%M:%S", time.localtime(record.since))
+                    print(
+                        f"{'':8} >>> {record.target} is {verdict.upper()} since {since}", flush=True
+                    )
             else:
                 print(line(ProbeResult.from_json(payload)), flush=True)
 
@@ -106,10 +121,33 @@ def main() -> int:
                     stderr=logs,
                 )
             )
+        aggregator_port = port_or_free(8080)
+        aggregator_config = work / "aggregator.yaml"
+        aggregator_config.write_text(
+            yaml.safe_dump(
+                {
+                    "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
+                    "listen": f"127.0.0.1:{aggregator_port}",
+                    "regions": list(REGIONS),
+                    "client_id": "vigil-aggregator-local",
+                }
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "aggregator", "--config", str(aggregator_config)],
+                cwd=ROOT,
+                stdout=logs,
+                stderr=logs,
+            )
+        )
+        wait_port(aggregator_port)
         demo = f"http://127.0.0.1:{demo_port}"
+        api = f"http://127.0.0.1:{aggregator_port}"
         print(
             f"Vigil is running: broker mqtt://127.0.0.1:{broker_port}, demo target {demo},\n"
-            f"probes for {', '.join(REGIONS)} (metrics on 127.0.0.1:9101-9103). Logs: {work}\n"
+            f"probes for {', '.join(REGIONS)} (metrics on 127.0.0.1:9101-9103),\n"
+            f"aggregator {api} (/api/v1/status, /metrics). Logs: {work}\n"
             "Break the target everywhere, or for one region, then heal it:\n"
             f'  curl -X POST {demo}/_demo/state -d \'{{"mode": "fail"}}\'\n'
             f'  curl -X POST {demo}/_demo/state -d \'{{"mode": "fail", "region": "eu-west"}}\'\n'

@@ -1,4 +1,4 @@
-"""Probe benchmarks against a local target on 127.0.0.1; figures go to docs/performance.md.
+"""Probe agent benchmarks against a local target on 127.0.0.1; figures go to docs/performance.md.
 
 1. Checks per CPU-second: one `vigil-probe` process (fresh connection per check, results
    published to a real mosquitto) and Debian's `prometheus-blackbox-exporter` driven by
@@ -6,7 +6,7 @@
 2. Lateness at 1,000 checks/s: 1,000 targets at a 1 s interval; lateness is each result's
    `started_at - scheduled_at`, read from the results on MQTT, so it is what the wire shows.
 
-Usage: python benchmarks/run.py [--duration S] [--rate N] [--targets N] [--output FILE]
+Usage: python benchmarks/probe_bench.py [--duration S] [--rate N] [--targets N] [--output FILE]
 Every load loop is bounded by --duration; every server listens on 127.0.0.1.
 """
 
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -26,7 +24,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import aiohttp
@@ -35,6 +32,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
 
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from wire.result import ProbeResult  # noqa: E402 - after the path fix above
@@ -242,23 +241,6 @@ async def run_blackbox(
     }
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    bb = subprocess.run(
-        ["prometheus-blackbox-exporter", "--version"], capture_output=True, text=True, check=False
-    )
-    bb_version = (bb.stdout or bb.stderr).splitlines()[0] if (bb.stdout or bb.stderr) else "?"
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, aiohttp {metadata.version('aiohttp')}, "
-        f"aiomqtt {metadata.version('aiomqtt')}, uvloop {metadata.version('uvloop')}; {bb_version}"
-    )
-
-
 async def main_async(args: argparse.Namespace) -> str:
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     broker_port, target_port = free_port(), free_port()
@@ -294,6 +276,14 @@ async def main_async(args: argparse.Namespace) -> str:
     return report(args, vigil, bb, late)
 
 
+def blackbox_version() -> str:
+    bb = subprocess.run(
+        ["prometheus-blackbox-exporter", "--version"], capture_output=True, text=True, check=False
+    )
+    out = bb.stdout or bb.stderr
+    return out.splitlines()[0] if out else "blackbox_exporter version unknown"
+
+
 def report(
     args: argparse.Namespace, vigil: dict[str, float], bb: dict[str, float], late: dict[str, float]
 ) -> str:
@@ -315,23 +305,20 @@ def report(
         f"| {late['cpu_util'] * 100:.0f}% | {late['late_p50_ms']:.2f} ms "
         f"| {late['late_p99_ms']:.2f} ms | {late['late_max_ms']:.1f} ms |"
     )
-    command = "python benchmarks/run.py " + " ".join(
+    command = "python benchmarks/probe_bench.py " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if k != "output"
     )
-    return f"""# Performance
+    return f"""## Probe agent
 
-Measured by `benchmarks/run.py` (`make bench`). Every figure below comes from the run
-described here; rerun the command to refresh them.
-
-- Date: {datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
-- Machine: {machine()}
+- Date: {now()}
+- Machine: {machine()}; {blackbox_version()}
 - Command: `{command}`
 - Target: `benchmarks/target.py`, a raw-asyncio HTTP server answering
   `{{"status":"ok"}}` on 127.0.0.1; a real mosquitto receives the probe's results.
 - Window: {args.duration:g} s of steady state after warm-up; CPU is user+system time of the
   prober's process only, from `/proc/<pid>/stat`.
 
-## Checks per CPU-second (fresh connection per check)
+### Checks per CPU-second (fresh connection per check)
 
 Both probers checked the same target at the same offered rate, one after the other.
 Vigil's figure includes judging the body, building the result and publishing it over MQTT
@@ -344,7 +331,7 @@ Vigil's figure includes judging the body, building the result and publishing it 
 
 Vigil / blackbox_exporter: **{ratio:.2f}x**. Goal (at least blackbox_exporter's figure): {goal_cpu}.
 
-## Lateness at {late["offered_per_s"]:.0f} checks/s
+### Lateness at {late["offered_per_s"]:.0f} checks/s
 
 {args.targets} targets at a 1 s interval, fresh connection per check, results over MQTT.
 Lateness is `started_at - scheduled_at` of every result in the window.
@@ -355,7 +342,7 @@ Lateness is `started_at - scheduled_at` of every result in the window.
 
 Goal (full rate, p99 lateness under 10 ms): {goal_late}.
 
-## Notes
+### Notes
 
 - Two cores serve the probe, the target, mosquitto and the benchmark's own subscriber, so
   the figures include that contention.
@@ -373,8 +360,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args()
     text = asyncio.run(main_async(args))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_section(args.output, "probe", text)
     print(f"wrote {args.output}")
 
 
