@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from aggregator.alertmanager import ConsoleSink, Outcome, PeerSender, auth_headers
+from aggregator.alerts import AlertBook, AlertSettings, desired_alerts
 from aggregator.config import AggregatorConfig
 from aggregator.http import Readiness, make_app
 from aggregator.ingest import Rejected, decode
@@ -55,6 +59,18 @@ class Aggregator:
         self.metrics = AggregatorMetrics(registry, self.engine, self.store)
         self.readiness = Readiness()
         self.publish_state = publish_state
+        am = config.alertmanager
+        host, port = parse_listen(config.listen)
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - listening on all; people need a name
+            host = socket.gethostname()
+        self.alert_settings = AlertSettings(
+            labels=am.labels,
+            runbook_url=am.runbook_url,
+            external_url=am.external_url or f"http://{host}:{port}",
+        )
+        self.alert_book = AlertBook(am.resend_interval, am.resolved_retention)
+        # Where alert payloads go: the Alertmanager peers, or the log.
+        self.send_alerts: Callable[[list[dict[str, Any]]], None] = ConsoleSink(clock).enqueue
         # Called with every batch of transitions once verdicts are live (alerting hooks in).
         self.listeners: list[Callable[[list[Transition]], None]] = []
         self._regions = frozenset(config.regions)
@@ -140,11 +156,14 @@ class Aggregator:
             for name in self.engine.targets:
                 self._record(name, now)
             self._emit(transitions, now, record=False)
+            self._alert(now)
             return
         self._emit(self.engine.evaluate_all(now), now)
         for name in self.engine.forget(now):
             self.store.forget(name)
             log.info("target_forgotten", extra={"target": name})
+        # Resends fall due with time, whether or not anything changed.
+        self._alert(now)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -168,6 +187,19 @@ class Aggregator:
                 self._record(target, now)
         for listener in self.listeners:
             listener(transitions)
+        # At once, not at the next tick: detection latency is what a pager is for.
+        self._alert(now)
+
+    def _alert(self, now: float) -> None:
+        if not self.readiness.loaded:
+            return
+        payloads = self.alert_book.update(
+            desired_alerts(self.engine, now, self.alert_settings), now
+        )
+        if payloads:
+            self.send_alerts(payloads)
+        for name, count in self.alert_book.firing().items():
+            self.metrics.alerts_firing.labels(name).set(count)
 
 
 def _describe(t: Transition) -> dict[str, Any]:
@@ -189,6 +221,47 @@ def _describe(t: Transition) -> dict[str, Any]:
     return doc
 
 
+def alert_senders(
+    config: AggregatorConfig, session: aiohttp.ClientSession, agg: Aggregator
+) -> list[PeerSender]:
+    """One sender per Alertmanager peer, wired to `agg`; none means alerts go to the log.
+
+    Raises:
+        ConfigError: a secret file cannot be read.
+    """
+    am = config.alertmanager
+    if not am.urls:
+        log.info("alerts_to_log", extra={"reason": "no alertmanager.urls configured"})
+        return []
+    m = agg.metrics
+
+    def posted(url: str, outcome: Outcome, seconds: float) -> None:
+        m.am_posts.labels(url, outcome.value).inc()
+        m.am_latency.labels(url).observe(seconds)
+
+    headers = auth_headers(am)
+    senders = [
+        PeerSender(
+            url,
+            session,
+            am,
+            headers=headers,
+            on_post=posted,
+            on_drop=lambda u: m.am_dropped.labels(u).inc(),
+        )
+        for url in am.urls
+    ]
+    for sender in senders:
+        m.am_queue.labels(sender.url).set_function(sender.__len__)
+
+    def fan_out(payloads: list[dict[str, Any]]) -> None:
+        for sender in senders:
+            sender.enqueue(payloads)
+
+    agg.send_alerts = fan_out
+    return senders
+
+
 async def run_aggregator(
     config: AggregatorConfig,
     stop: asyncio.Event,
@@ -208,6 +281,8 @@ async def run_aggregator(
         on_connected=agg.set_connected,
     )
     agg.publish_state = subscriber.publish_state
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    senders = alert_senders(config, session, agg)
 
     runner = web.AppRunner(
         make_app(agg.engine, registry, agg.readiness, agg.clock), access_log=None
@@ -235,6 +310,7 @@ async def run_aggregator(
                 log.exception("tick_crashed")
 
     tasks = [asyncio.create_task(subscriber.run()), asyncio.create_task(ticking())]
+    tasks += [asyncio.create_task(sender.run()) for sender in senders]
     await stop.wait()
     log.info("aggregator_stopping")
     for task in tasks:
@@ -243,5 +319,6 @@ async def run_aggregator(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await runner.cleanup()
+    await session.close()
     log.info("aggregator_stopped")
     return 0

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from wire.config import (
     ConfigError,
@@ -14,6 +14,7 @@ from wire.config import (
     Listen,
     MqttSettings,
     StrictModel,
+    check_url,
     env_overrides,
     parse_yaml,
     read_config_text,
@@ -59,6 +60,69 @@ class Rule(StrictModel):
         return self.model_copy(update=changes) if changes else self
 
 
+LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# Labels Vigil sets itself; static labels may not override them.
+RESERVED_LABELS = frozenset({"alertname", "severity", "sev", "target", "region"})
+
+
+class BasicAuth(StrictModel):
+    """Basic auth for Alertmanager; the password from env or a file."""
+
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+
+class AlertmanagerConfig(StrictModel):
+    """Where alerts go: every peer of an Alertmanager cluster, never a load balancer."""
+
+    urls: list[str] = []
+    resend_interval: Duration = 60.0
+    # How long a resolved alert keeps being re-sent (Prometheus: 15 minutes).
+    resolved_retention: Duration = 900.0
+    labels: dict[Annotated[str, Field(pattern=LABEL_NAME)], str] = {}
+    runbook_url: str | None = None
+    # Base URL of this aggregator as people reach it, for each alert's generatorURL;
+    # unset means http://<listen>.
+    external_url: str | None = None
+    timeout: Duration = 10.0
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64
+    # Alerts waiting per peer; beyond this the oldest update is dropped and counted.
+    queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    basic_auth: BasicAuth | None = None
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_insecure: bool = False
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        hint = "each url must look like http://alertmanager:9093"
+        checked = [check_url(u, ("http", "https"), hint).rstrip("/") for u in urls]
+        if len(set(checked)) != len(checked):
+            raise ValueError("urls must not repeat")
+        return checked
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        clash = RESERVED_LABELS & labels.keys()
+        if clash:
+            raise ValueError(f"labels may not set {', '.join(sorted(clash))}: Vigil sets those")
+        return labels
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Self:
+        if self.bearer_token is not None and self.bearer_token_file is not None:
+            raise ValueError("set bearer_token or bearer_token_file, not both")
+        if self.basic_auth is not None and (self.bearer_token or self.bearer_token_file):
+            raise ValueError("set basic_auth or a bearer token, not both")
+        return self
+
+
 class AggregatorConfig(StrictModel):
     """The whole aggregator config file."""
 
@@ -67,6 +131,8 @@ class AggregatorConfig(StrictModel):
     regions: Annotated[list[Name], Field(min_length=1)]
     rule: Rule = Rule()
     targets: dict[Name, RuleOverride] = {}
+    # No urls: alerts go to the log, so a local run shows them.
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     # Fixed, so the broker keeps this aggregator's session (and queues results) while it is down.
     client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
     # How long the broker keeps the session of an aggregator that does not come back.
@@ -115,12 +181,18 @@ class AggregatorConfig(StrictModel):
 
 
 def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> AggregatorConfig:
-    """Validate aggregator config text; VIGIL_MQTT_* variables override the file.
+    """Validate aggregator config text; VIGIL_MQTT_* and VIGIL_ALERTMANAGER_TOKEN override it.
 
     Raises:
         ConfigError: naming `source` and the key at fault.
     """
-    return parse_yaml(text, AggregatorConfig, source=source, env=env, overrides=env_overrides(env))
+    overrides = env_overrides(env)
+    alertmanager: dict[str, object] = {}
+    if "VIGIL_ALERTMANAGER_TOKEN" in env:
+        alertmanager["bearer_token"] = env["VIGIL_ALERTMANAGER_TOKEN"]
+    if alertmanager:
+        overrides["alertmanager"] = alertmanager
+    return parse_yaml(text, AggregatorConfig, source=source, env=env, overrides=overrides)
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> AggregatorConfig:
@@ -132,4 +204,12 @@ def load_config(path: Path, env: Mapping[str, str]) -> AggregatorConfig:
     return parse_config(read_config_text(path), source=str(path), env=env)
 
 
-__all__ = ["AggregatorConfig", "ConfigError", "Rule", "RuleOverride", "load_config", "parse_config"]
+__all__ = [
+    "AggregatorConfig",
+    "AlertmanagerConfig",
+    "ConfigError",
+    "Rule",
+    "RuleOverride",
+    "load_config",
+    "parse_config",
+]

@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -192,6 +192,34 @@ class AggregatorMetrics:
         )
         self.connected = Gauge(
             "vigil_broker_connected", "1 while connected to the MQTT broker.", registry=registry
+        )
+        self.alerts_firing = Gauge(
+            "vigil_alerts_firing", "Alerts firing, by alertname.", ["alertname"], registry=registry
+        )
+        self.am_posts = Counter(
+            "vigil_alertmanager_posts",
+            "POSTs to each Alertmanager: success, retry (5xx, timeout, connection) or rejected.",
+            ["alertmanager", "outcome"],
+            registry=registry,
+        )
+        self.am_queue = Gauge(
+            "vigil_alertmanager_queue_depth",
+            "Alert updates waiting for each Alertmanager.",
+            ["alertmanager"],
+            registry=registry,
+        )
+        self.am_dropped = Counter(
+            "vigil_alertmanager_dropped",
+            "Alert updates dropped because a peer's queue was full.",
+            ["alertmanager"],
+            registry=registry,
+        )
+        self.am_latency = Histogram(
+            "vigil_alertmanager_post_duration_seconds",
+            "Time to POST a batch of alerts to each Alertmanager.",
+            ["alertmanager"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
         )
         self.ready = Gauge(
             "vigil_aggregator_ready",

@@ -11,9 +11,10 @@ from collections.abc import Callable
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type
 
 from wire.config import MqttSettings
+from wire.retry import backoff
 from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
 
 log = logging.getLogger("vigil.aggregator.mqtt")
@@ -81,7 +82,7 @@ class Subscriber:
         """Connect, subscribe and consume forever; reconnect with backoff on any loss."""
         while True:
             retrying = AsyncRetrying(
-                wait=wait_exponential_jitter(initial=0.2, max=self._settings.reconnect_max),
+                wait=backoff(0.2, self._settings.reconnect_max, jitter=0.5),
                 retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
                 before_sleep=lambda rs: log.warning(
                     "mqtt_connect_failed",

@@ -10,15 +10,12 @@ from collections.abc import Callable, Mapping
 
 import aiomqtt
 import paho.mqtt.client as paho
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type
 
 from probe.buffer import ResultBuffer
 from wire.config import MqttSettings
 from wire.result import Presence
+from wire.retry import backoff
 from wire.topics import presence_topic, result_topic
 
 log = logging.getLogger("vigil.probe.mqtt")
@@ -128,7 +125,7 @@ class Publisher:
         # A fresh backoff for every outage: a long healthy run must not inherit the delays
         # of an old one.
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.2, max=self._settings.reconnect_max, jitter=0.5),
+            wait=backoff(0.2, self._settings.reconnect_max, jitter=0.5),
             retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
             before_sleep=lambda rs: log.warning(
                 "mqtt_connect_failed",

@@ -15,7 +15,7 @@ from demo.target import STATE, make_app
 from probe.app import checker_for
 from probe.check import Checker
 from probe.config import ProbeConfig, TargetConfig
-from tests.component.conftest import Serve
+from tests.conftest import Serve
 from wire.result import ErrorKind, VersionErrorKind
 
 API_KEY = "sk-test"

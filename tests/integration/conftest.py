@@ -5,19 +5,23 @@ A missing mosquitto binary fails the run: integration tests never skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port
+from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,3 +161,99 @@ def aggregator_config(path: Path, broker: Broker, port: int, **extra: Any) -> Pa
 
 def start_aggregator(config: Path, log: Path) -> Process:
     return Process(["-m", "aggregator", "--config", str(config)], log)
+
+
+INTERVAL = 0.5
+
+
+@dataclass
+class System:
+    broker: Broker
+    demo: str
+    tmp: Path
+    session: aiohttp.ClientSession
+    port: int = field(default_factory=free_port)
+    probes: dict[str, Process] = field(default_factory=dict)
+    aggregator: Process | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[str] = field(default_factory=list)
+    generation: int = 0
+    aggregator_extra: dict[str, Any] = field(default_factory=dict)
+
+    def start_probe(self, region: str) -> None:
+        config = probe_config(
+            self.tmp / f"probe-{region}.yaml",
+            self.broker,
+            self.demo,
+            region=region,
+            targets=[{"name": "api", "url": self.demo, "interval": INTERVAL, "timeout": 0.4}],
+        )
+        self.probes[region] = start_probe(config, self.tmp / f"probe-{region}.log")
+
+    def start_aggregator(self) -> None:
+        self.generation += 1
+        config = aggregator_config(
+            self.tmp / "aggregator.yaml", self.broker, self.port, **self.aggregator_extra
+        )
+        self.aggregator = start_aggregator(config, self.tmp / f"aggregator-{self.generation}.log")
+        wait_port(self.port)
+
+    async def poll(self) -> dict[str, Any]:
+        async with self.session.get(f"http://127.0.0.1:{self.port}/api/v1/status") as resp:
+            self.status = await resp.json()
+        targets = self.status["targets"]
+        if self.status["ready"] and targets:
+            self.verdicts.append(targets[0]["verdict"])
+        return self.status
+
+    async def wait_verdict(self, verdict: str, limit: float = 30.0) -> dict[str, Any]:
+        async def reached() -> bool:
+            status = await self.poll()
+            targets = status["targets"]
+            return bool(status["ready"] and targets and targets[0]["verdict"] == verdict)
+
+        await wait_until_async(reached, limit, what=f"verdict {verdict}")
+        return dict(self.status["targets"][0])
+
+    async def break_target(self, mode: str, region: str | None = None) -> None:
+        body: dict[str, Any] = {"mode": mode}
+        if region:
+            body["region"] = region
+        async with self.session.post(f"{self.demo}/_demo/state", json=body) as resp:
+            assert resp.status == 200
+
+    async def metric(self, name: str) -> float:
+        async with self.session.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+            text = await resp.text()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@contextlib.asynccontextmanager
+async def running_system(
+    broker: Broker, demo_target: str, tmp_path: Path, **aggregator_extra: Any
+) -> AsyncIterator[System]:
+    """Three probes (one per region) and an aggregator, all real processes, target up."""
+    async with aiohttp.ClientSession() as session:
+        s = System(broker, demo_target, tmp_path, session, aggregator_extra=aggregator_extra)
+        try:
+            for region in REGIONS:
+                s.start_probe(region)
+            s.start_aggregator()
+            await s.wait_verdict("up")
+            yield s
+        finally:
+            for proc in s.probes.values():
+                if proc.proc.poll() is None:
+                    proc.stop()
+            if s.aggregator is not None and s.aggregator.proc.poll() is None:
+                s.aggregator.stop()
+
+
+@pytest.fixture
+async def system(broker: Broker, demo_target: str, tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(broker, demo_target, tmp_path) as s:
+        yield s

@@ -1,0 +1,284 @@
+"""Turning verdicts into Alertmanager alerts, and deciding when to (re)send them. Pure.
+
+`desired_alerts` says which alerts the engine's state calls for right now; `AlertBook`
+remembers what was sent and returns what to send: new alerts at once, firing ones again
+every `resend_interval` with `endsAt = now + 4 x resend_interval` (as Prometheus does), and a
+resolved alert with `endsAt` = the resolution time, re-sent for `resolved_retention`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggregator.rules import Engine, RegionEvidence, TargetState, Verdict
+
+SERVICE_DOWN = "ServiceDown"
+SERVICE_REGION_DOWN = "ServiceRegionDown"
+PROBE_OFFLINE = "ProbeOffline"
+VERSION_SKEW = "ServiceVersionSkew"
+ALERTNAMES = (SERVICE_DOWN, SERVICE_REGION_DOWN, PROBE_OFFLINE, VERSION_SKEW)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """What every alert carries besides the engine's facts."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    runbook_url: str | None = None
+    # Where the aggregator's pages are, for `generatorURL`.
+    external_url: str = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert the engine's state calls for."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    # When the condition began, by the engine's account; the book keeps the first one seen.
+    starts_at: float
+    generator_url: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The alert's identity: its labels, as Alertmanager sees it."""
+        return fingerprint(self.labels)
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable identity for a label set."""
+    return "\x1f".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def rfc3339(ts: float) -> str:
+    """Epoch seconds as Alertmanager's timestamp format (UTC, milliseconds)."""
+    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _clock(ts: float | None) -> str:
+    return rfc3339(ts)[:-5] + "Z" if ts else "unknown"
+
+
+def _region_line(r: RegionEvidence) -> str:
+    if r.stale:
+        return f"{r.region}: no fresh data ({r.stale_reason})"
+    if r.failing:
+        text = (
+            f"{r.region}: failing since {_clock(r.failing_since)}, "
+            f"{r.consecutive_failures} consecutive failures"
+        )
+        if r.error_kind:
+            text += f", last error {r.error_kind}: {r.error}"
+    else:
+        text = f"{r.region}: ok ({r.consecutive_successes} consecutive successes)"
+    if r.version:
+        text += f", version {r.version}"
+    return text
+
+
+def _versions(regions: Iterable[RegionEvidence]) -> str:
+    seen = sorted({r.version for r in regions if r.version})
+    return ", ".join(seen) if seen else "unknown"
+
+
+class _Builder:
+    def __init__(self, settings: AlertSettings) -> None:
+        self.settings = settings
+
+    def alert(
+        self,
+        name: str,
+        severity: str,
+        sev: str | None,
+        labels: dict[str, str],
+        summary: str,
+        description: str,
+        starts_at: float,
+        page: str,
+        **extra: str,
+    ) -> Alert:
+        all_labels = {**self.settings.labels, "alertname": name, "severity": severity, **labels}
+        if sev is not None:
+            all_labels["sev"] = sev
+        annotations = {"summary": summary, "description": description, **extra}
+        if self.settings.runbook_url:
+            annotations["runbook_url"] = self.settings.runbook_url
+        base = self.settings.external_url.rstrip("/")
+        return Alert(all_labels, annotations, starts_at, f"{base}{page}")
+
+
+def desired_alerts(engine: Engine, now: float, settings: AlertSettings) -> dict[str, Alert]:
+    """Every alert the engine's current state calls for, by fingerprint."""
+    b = _Builder(settings)
+    out: list[Alert] = []
+    for name, state in engine.targets.items():
+        # Most targets are up: skip them before any work is done on their behalf.
+        if state.evaluation is None or (
+            state.verdict not in (Verdict.DOWN, Verdict.DEGRADED) and not state.version_skew
+        ):
+            continue
+        out.extend(_target_alerts(b, engine, name, state, now))
+    for region in engine.regions:
+        if engine.region_stale(region) and _region_known(engine, region):
+            out.append(
+                b.alert(
+                    PROBE_OFFLINE,
+                    "warning",
+                    None,
+                    {"region": region},
+                    summary=f"The probe in {region} is offline or silent",
+                    description=_offline_reason(engine, region),
+                    starts_at=now,
+                    page="/",
+                )
+            )
+    return {a.fingerprint: a for a in out}
+
+
+def _region_known(engine: Engine, region: str) -> bool:
+    # A region that never said anything is a deploy in progress, not a dead probe.
+    return any(p.region == region for p in engine.probes.values()) or any(
+        region in s.regions for s in engine.targets.values()
+    )
+
+
+def _offline_reason(engine: Engine, region: str) -> str:
+    probes = [p for p in engine.probes.values() if p.region == region]
+    if probes and not any(p.online for p in probes):
+        ids = ", ".join(sorted(p.probe_id for p in probes))
+        return f"Probe {ids} in {region} said offline (or its connection died)."
+    return f"No fresh results from {region} for any target."
+
+
+def _target_alerts(
+    b: _Builder, engine: Engine, name: str, state: TargetState, now: float
+) -> list[Alert]:
+    ev = engine.judge(name, now)
+    page = f"/targets/{name}"
+    lines = "\n".join(_region_line(r) for r in ev.regions)
+    out: list[Alert] = []
+    if state.verdict is Verdict.DOWN:
+        failing = sorted(ev.failing)
+        summary = f"{name} is down: failing from {len(failing)} of {len(ev.regions)} regions"
+        quorum = "full"
+        if state.quorum_degraded:
+            quorum = "degraded"
+            summary += f" (degraded quorum: {', '.join(sorted(ev.stale))} without fresh data)"
+        out.append(
+            b.alert(
+                SERVICE_DOWN,
+                "critical",
+                "SEV-1",
+                {"target": name},
+                summary=summary,
+                description=(
+                    f"Down since {_clock(state.since)}. Regions:\n{lines}\n"
+                    f"Versions seen: {_versions(ev.regions)}."
+                ),
+                starts_at=state.since,
+                page=page,
+                quorum=quorum,
+            )
+        )
+    elif state.verdict is Verdict.DEGRADED:
+        for r in ev.regions:
+            if r.failing and not r.stale:
+                out.append(
+                    b.alert(
+                        SERVICE_REGION_DOWN,
+                        "warning",
+                        "SEV-3",
+                        {"target": name, "region": r.region},
+                        summary=f"{name} is failing from {r.region} only",
+                        description=f"{_region_line(r)}\nAll regions:\n{lines}",
+                        starts_at=r.failing_since or now,
+                        page=page,
+                    )
+                )
+    if state.version_skew:
+        versions = "\n".join(f"{region}: {v}" for region, v in sorted(ev.versions.items()))
+        out.append(
+            b.alert(
+                VERSION_SKEW,
+                "info",
+                "SEV-4",
+                {"target": name},
+                summary=f"{name} runs different versions across regions",
+                description=f"Since {_clock(state.skew_since)}:\n{versions}",
+                starts_at=state.skew_since or now,
+                page=page,
+            )
+        )
+    return out
+
+
+@dataclass
+class _Tracked:
+    alert: Alert
+    starts_at: float
+    last_sent: float
+    resolved_at: float | None = None
+
+
+class AlertBook:
+    """What has been sent to Alertmanager, and what is due."""
+
+    def __init__(self, resend_interval: float, resolved_retention: float = 900.0) -> None:
+        self.resend_interval = resend_interval
+        self.resolved_retention = resolved_retention
+        self._tracked: dict[str, _Tracked] = {}
+
+    def update(self, desired: Mapping[str, Alert], now: float) -> list[dict[str, Any]]:
+        """Fold in the alerts wanted now; returns Alertmanager payloads to send."""
+        out: list[dict[str, Any]] = []
+        for fp, alert in desired.items():
+            t = self._tracked.get(fp)
+            if t is None or t.resolved_at is not None:
+                # A new alert, or one that fires again after resolving: a new startsAt.
+                t = self._tracked[fp] = _Tracked(alert, alert.starts_at, now)
+                out.append(self._payload(t, now))
+                continue
+            changed = alert.annotations.get("quorum") != t.alert.annotations.get("quorum")
+            t.alert = alert
+            if changed or now - t.last_sent >= self.resend_interval:
+                t.last_sent = now
+                out.append(self._payload(t, now))
+        for fp, t in list(self._tracked.items()):
+            if fp in desired:
+                continue
+            if t.resolved_at is None:
+                t.resolved_at, t.last_sent = now, now
+                out.append(self._payload(t, now))
+            elif now - t.resolved_at >= self.resolved_retention:
+                del self._tracked[fp]
+            elif now - t.last_sent >= self.resend_interval:
+                t.last_sent = now
+                out.append(self._payload(t, now))
+        return out
+
+    def _payload(self, t: _Tracked, now: float) -> dict[str, Any]:
+        ends = t.resolved_at if t.resolved_at is not None else now + 4 * self.resend_interval
+        return {
+            "labels": dict(t.alert.labels),
+            "annotations": dict(t.alert.annotations),
+            "startsAt": rfc3339(t.starts_at),
+            "endsAt": rfc3339(ends),
+            "generatorURL": t.alert.generator_url,
+        }
+
+    def firing(self) -> dict[str, int]:
+        """How many alerts fire, by alertname."""
+        counts = dict.fromkeys(ALERTNAMES, 0)
+        for t in self._tracked.values():
+            if t.resolved_at is None:
+                name = t.alert.labels["alertname"]
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def active(self) -> list[tuple[Alert, float, float | None]]:
+        """Every tracked alert with its startsAt and resolution time (None while firing)."""
+        return [(t.alert, t.starts_at, t.resolved_at) for t in self._tracked.values()]
