@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
-#   - Debian packages Vigil needs (mosquitto; with --bench also prometheus-blackbox-exporter),
+#   - Debian packages Vigil needs (mosquitto, and prometheus-alertmanager for the alerting
+#     tests; with --bench also prometheus-blackbox-exporter),
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed.
 # Idempotent: a second run installs nothing new.
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
+command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
 if [ "${1:-}" = "--bench" ]; then
   command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
 fi
@@ -28,10 +30,12 @@ if [ ${#packages[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${packages[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-  # Debian starts the packaged broker as a service where it can; Vigil runs its own.
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
-  fi
+  # Debian starts packaged services where it can; Vigil's tests and `make run` start their own.
+  for service in mosquitto prometheus-alertmanager; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+      $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 stamp=.venv/.installed

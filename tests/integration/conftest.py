@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 import yaml
 
@@ -186,7 +188,15 @@ class System:
             self.broker,
             self.demo,
             region=region,
-            targets=[{"name": "api", "url": self.demo, "interval": INTERVAL, "timeout": 0.4}],
+            targets=[
+                {
+                    "name": "api",
+                    "url": self.demo,
+                    "interval": INTERVAL,
+                    "timeout": 0.4,
+                    "version_auth_header": "Bearer ${DEMO_KEY}",
+                }
+            ],
         )
         self.probes[region] = start_probe(config, self.tmp / f"probe-{region}.log")
 
@@ -257,3 +267,106 @@ async def running_system(
 async def system(broker: Broker, demo_target: str, tmp_path: Path) -> AsyncIterator[System]:
     async with running_system(broker, demo_target, tmp_path) as s:
         yield s
+
+
+def find_alertmanager() -> str:
+    path = shutil.which("prometheus-alertmanager")
+    if path is None:
+        pytest.fail(
+            "prometheus-alertmanager is not installed: run `make test` (it installs it) "
+            "or `apt-get install prometheus-alertmanager`"
+        )
+    return path
+
+
+class Alertmanager:
+    """A real Alertmanager on loopback whose receiver is a webhook served by the test."""
+
+    def __init__(
+        self, workdir: Path, webhook: str, *, cluster: bool = False, peers: tuple[str, ...] = ()
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.dir = workdir
+        self.port = free_port()
+        self.cluster_address = f"127.0.0.1:{free_port()}" if cluster else ""
+        self.peers = peers
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "alertmanager.yml"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "hook",
+                        "group_by": ["alertname", "target"],
+                        "group_wait": "1s",
+                        "group_interval": "1s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {
+                            "name": "hook",
+                            "webhook_configs": [{"url": webhook, "send_resolved": True}],
+                        }
+                    ],
+                }
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [
+            find_alertmanager(),
+            f"--config.file={self.config}",
+            f"--storage.path={self.dir}/data",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--cluster.listen-address={self.cluster_address}",
+            "--log.level=warn",
+        ]
+        if self.cluster_address:
+            args += [
+                f"--cluster.advertise-address={self.cluster_address}",
+                "--cluster.peer-timeout=2s",
+                "--cluster.gossip-interval=100ms",
+            ]
+            args += [f"--cluster.peer={peer}" for peer in self.peers]
+        with (self.dir / "alertmanager.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+
+class Webhook:
+    """The receiver Alertmanager notifies: keeps every notification it gets."""
+
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.notifications.append(await request.json())
+        return aiohttp.web.Response(text="ok")
+
+    def app(self) -> aiohttp.web.Application:
+        app = aiohttp.web.Application()
+        app.router.add_post("/hook", self.handle)
+        return app
+
+    def alerts(self, status: str, alertname: str) -> list[dict[str, Any]]:
+        """Notified alerts with this status and name, one per notification."""
+        return [
+            a
+            for n in self.notifications
+            for a in n["alerts"]
+            if a["status"] == status and a["labels"].get("alertname") == alertname
+        ]
+
+
+async def am_alerts(session: aiohttp.ClientSession, am: Alertmanager) -> list[dict[str, Any]]:
+    """The alerts an Alertmanager holds (active ones, as its API lists by default)."""
+    async with session.get(f"{am.url}/api/v2/alerts") as resp:
+        assert resp.status == 200
+        return list(await resp.json())
