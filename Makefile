@@ -19,6 +19,7 @@ bench:
 	./scripts/bootstrap.sh --bench
 	.venv/bin/python benchmarks/probe_bench.py
 	.venv/bin/python benchmarks/aggregator_bench.py
+	.venv/bin/python benchmarks/alerting_bench.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info
