@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from aggregator.app import run_aggregator
-from aggregator.config import AggregatorConfig, load_config
+from aggregator.config import load_config
 from wire.config import ConfigError
 from wire.logs import configure_logging
+from wire.service import run_until_signalled
 
 EXIT_CONFIG = 2
 
@@ -35,14 +33,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(config: AggregatorConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return await run_aggregator(config, stop)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -55,12 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config}: ok ({len(config.regions)} regions)")
         return 0
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
-        return asyncio.run(_serve(config))
+        return run_until_signalled(lambda stop: run_aggregator(config, stop))
     except ConfigError as exc:
         print(f"vigil-aggregator: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -11,10 +11,9 @@ from collections.abc import Callable
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from tenacity import AsyncRetrying, retry_if_exception_type
 
 from wire.config import MqttSettings
-from wire.retry import backoff
+from wire.retry import reconnecting
 from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
 
 log = logging.getLogger("vigil.aggregator.mqtt")
@@ -81,19 +80,7 @@ class Subscriber:
     async def run(self) -> None:
         """Connect, subscribe and consume forever; reconnect with backoff on any loss."""
         while True:
-            retrying = AsyncRetrying(
-                wait=backoff(0.2, self._settings.reconnect_max, jitter=0.5),
-                retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
-                before_sleep=lambda rs: log.warning(
-                    "mqtt_connect_failed",
-                    extra={
-                        "broker": self._settings.url,
-                        "attempt": rs.attempt_number,
-                        "error": str(rs.outcome.exception()) if rs.outcome else "",
-                    },
-                ),
-                reraise=True,
-            )
+            retrying = reconnecting(self._settings.url, self._settings.reconnect_max, log)
             async with contextlib.AsyncExitStack() as stack:
                 async for attempt in retrying:
                     with attempt:

@@ -43,6 +43,7 @@ from aggregator.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
 from wire.config import MqttSettings  # noqa: E402
+from wire.service import use_uvloop  # noqa: E402
 from wire.topics import RESULTS_FILTER, result_topic  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -341,10 +342,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--expect", type=int, default=0)
     args = parser.parse_args()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     if args.contender == "bare":
         print(json.dumps(asyncio.run(drain_bare(args.port, args.expect))))
     elif args.contender == "aggregator":

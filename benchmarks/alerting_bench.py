@@ -37,6 +37,7 @@ from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on
 
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
+from wire.service import use_uvloop  # noqa: E402
 from wire.topics import result_topic  # noqa: E402
 
 
@@ -272,10 +273,7 @@ def main() -> None:
     parser.add_argument("--real-outages", type=int, default=5)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args()
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     work = Path(tempfile.mkdtemp(prefix="vigil-alertbench-"))
     stack = Stack(work)
     try:

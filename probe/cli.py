@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from probe.app import run_agent, run_once
-from probe.config import ProbeConfig, load_config
+from probe.config import load_config
 from wire.config import ConfigError
 from wire.logs import configure_logging
+from wire.service import run_until_signalled, use_uvloop
 
 EXIT_CONFIG = 2
 
@@ -41,21 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_uvloop() -> None:
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-async def _serve(config: ProbeConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return await run_agent(config, stop)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -68,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         print(f"{args.config}: ok ({len(config.targets)} targets, region {config.region})")
         return 0
-    _use_uvloop()
     try:
         if args.once:
+            use_uvloop()
             return asyncio.run(run_once(config, sys.stdout))
-        return asyncio.run(_serve(config))
+        return run_until_signalled(lambda stop: run_agent(config, stop))
     except ConfigError as exc:  # a secret file that became unreadable after the check
         print(f"vigil-probe: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

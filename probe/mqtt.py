@@ -10,12 +10,11 @@ from collections.abc import Callable, Mapping
 
 import aiomqtt
 import paho.mqtt.client as paho
-from tenacity import AsyncRetrying, retry_if_exception_type
 
 from probe.buffer import ResultBuffer
 from wire.config import MqttSettings
 from wire.result import Presence
-from wire.retry import backoff
+from wire.retry import reconnecting
 from wire.topics import presence_topic, result_topic
 
 log = logging.getLogger("vigil.probe.mqtt")
@@ -122,21 +121,7 @@ class Publisher:
                     self._on_connected(False)
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
-        # A fresh backoff for every outage: a long healthy run must not inherit the delays
-        # of an old one.
-        retrying = AsyncRetrying(
-            wait=backoff(0.2, self._settings.reconnect_max, jitter=0.5),
-            retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
-            before_sleep=lambda rs: log.warning(
-                "mqtt_connect_failed",
-                extra={
-                    "broker": self._settings.url,
-                    "attempt": rs.attempt_number,
-                    "error": str(rs.outcome.exception()) if rs.outcome else "",
-                },
-            ),
-            reraise=True,
-        )
+        retrying = reconnecting(self._settings.url, self._settings.reconnect_max, log)
         async for attempt in retrying:
             with attempt:
                 try:

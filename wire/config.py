@@ -7,7 +7,6 @@ which is pure: text and environment in, a validated frozen model or a `ConfigErr
 from __future__ import annotations
 
 import math
-import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -287,8 +286,3 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     if "VIGIL_MQTT_PASSWORD_FILE" in env:
         mqtt["password_file"] = env["VIGIL_MQTT_PASSWORD_FILE"]
     return {"mqtt": mqtt} if mqtt else {}
-
-
-def environ() -> Mapping[str, str]:
-    """The process environment, for the CLI to pass down."""
-    return os.environ

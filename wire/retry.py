@@ -1,8 +1,17 @@
-"""The backoff every retry loop in Vigil uses: exponential, capped, with jitter."""
+"""Retrying: the one backoff every loop uses, and the broker reconnect loop."""
 
 from __future__ import annotations
 
-from tenacity import wait_exponential, wait_random
+import logging
+
+import aiomqtt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
 from tenacity.wait import wait_base
 
 
@@ -12,3 +21,25 @@ def backoff(first: float, cap: float, jitter: float) -> wait_base:
     Jitter keeps a fleet of probes from reconnecting to a restarted broker in lockstep.
     """
     return wait_exponential(multiplier=first, max=cap) + wait_random(0, jitter)
+
+
+def reconnecting(broker: str, cap: float, log: logging.Logger) -> AsyncRetrying:
+    """The retry loop for connecting to the MQTT broker: forever, backing off up to `cap`.
+
+    Build a fresh one for every outage, so a long healthy run does not inherit the delays
+    of an old one.
+    """
+
+    def report(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "mqtt_connect_failed",
+            extra={"broker": broker, "attempt": state.attempt_number, "error": str(error)},
+        )
+
+    return AsyncRetrying(
+        wait=backoff(0.2, cap, jitter=0.5),
+        retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
+        before_sleep=report,
+        reraise=True,
+    )
