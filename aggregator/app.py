@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from aggregator.alertmanager import ConsoleSink, Outcome, PeerSender, auth_headers
 from aggregator.alerts import AlertBook, AlertSettings, desired_alerts
 from aggregator.config import AggregatorConfig
-from aggregator.http import Readiness, make_app
+from aggregator.http import Deps, Readiness, make_app
 from aggregator.ingest import Rejected, decode
 from aggregator.metrics import AggregatorMetrics, SeriesStore
 from aggregator.mqtt import Subscriber
@@ -55,7 +55,8 @@ class Aggregator:
             default_interval=config.default_interval,
             forget_after=config.forget_after,
         )
-        self.store = SeriesStore()
+        self.store = SeriesStore(config.history)
+        self.registry = registry
         self.metrics = AggregatorMetrics(registry, self.engine, self.store)
         self.readiness = Readiness()
         self.publish_state = publish_state
@@ -77,6 +78,24 @@ class Aggregator:
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
         self._rejections_logged: dict[str, float] = {}
+
+    def http_deps(self) -> Deps:
+        """What the HTTP handlers read, with the API tokens loaded.
+
+        Raises:
+            ConfigError: the tokens file cannot be read.
+        """
+        return Deps(
+            engine=self.engine,
+            store=self.store,
+            alerts=self.alert_book,
+            readiness=self.readiness,
+            registry=self.registry,
+            rule_for=self.config.rule_for,
+            clock=self.clock,
+            tokens=self.config.api.all_tokens(),
+            protect_probes=self.config.api.protect_probes,
+        )
 
     # -- input ----------------------------------------------------------------------------
 
@@ -284,9 +303,7 @@ async def run_aggregator(
     session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     senders = alert_senders(config, session, agg)
 
-    runner = web.AppRunner(
-        make_app(agg.engine, registry, agg.readiness, agg.clock), access_log=None
-    )
+    runner = web.AppRunner(make_app(agg.http_deps()), access_log=None)
     await runner.setup()
     host, port = parse_listen(config.listen)
     await web.TCPSite(runner, host, port).start()

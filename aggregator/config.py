@@ -123,6 +123,32 @@ class AlertmanagerConfig(StrictModel):
         return self
 
 
+class ApiConfig(StrictModel):
+    """Who may read the operator API and the status page."""
+
+    # Bearer tokens; set them with VIGIL_API_TOKENS (comma-separated) or tokens_file
+    # (one per line), not in this file. None configured: the API is open.
+    tokens: list[SecretStr] = []
+    tokens_file: Path | None = None
+    # Also require a token for /healthz, /readyz and /metrics.
+    protect_probes: bool = False
+
+    def all_tokens(self) -> frozenset[str]:
+        """Every accepted token, reading tokens_file.
+
+        Raises:
+            ConfigError: the file cannot be read.
+        """
+        tokens = {t.get_secret_value() for t in self.tokens if t.get_secret_value()}
+        if self.tokens_file is not None:
+            try:
+                text = self.tokens_file.read_text()
+            except OSError as exc:
+                raise ConfigError(f"api.tokens_file: cannot read: {exc.strerror}") from None
+            tokens |= {line.strip() for line in text.splitlines() if line.strip()}
+        return frozenset(tokens)
+
+
 class AggregatorConfig(StrictModel):
     """The whole aggregator config file."""
 
@@ -133,6 +159,7 @@ class AggregatorConfig(StrictModel):
     targets: dict[Name, RuleOverride] = {}
     # No urls: alerts go to the log, so a local run shows them.
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
+    api: ApiConfig = ApiConfig()
     # Fixed, so the broker keeps this aggregator's session (and queues results) while it is down.
     client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
     # How long the broker keeps the session of an aggregator that does not come back.
@@ -150,6 +177,8 @@ class AggregatorConfig(StrictModel):
     default_interval: Duration = 10.0
     # A target nobody has reported for this long is dropped, with its metric series.
     forget_after: Duration = 3600.0
+    # Recent results kept per (target, region) for the API's history and the sparklines.
+    history: Annotated[int, Field(ge=0, le=500)] = 20
 
     @field_validator("regions")
     @classmethod
@@ -181,7 +210,9 @@ class AggregatorConfig(StrictModel):
 
 
 def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> AggregatorConfig:
-    """Validate aggregator config text; VIGIL_MQTT_* and VIGIL_ALERTMANAGER_TOKEN override it.
+    """Validate aggregator config text; secrets and the broker come from the environment too.
+
+    VIGIL_MQTT_*, VIGIL_ALERTMANAGER_TOKEN and VIGIL_API_TOKENS override the file.
 
     Raises:
         ConfigError: naming `source` and the key at fault.
@@ -192,6 +223,9 @@ def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> Aggregato
         alertmanager["bearer_token"] = env["VIGIL_ALERTMANAGER_TOKEN"]
     if alertmanager:
         overrides["alertmanager"] = alertmanager
+    if env.get("VIGIL_API_TOKENS"):
+        tokens = [t.strip() for t in env["VIGIL_API_TOKENS"].split(",") if t.strip()]
+        overrides["api"] = {"tokens": tokens}
     return parse_yaml(text, AggregatorConfig, source=source, env=env, overrides=overrides)
 
 

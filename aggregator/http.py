@@ -1,19 +1,30 @@
-"""The aggregator's HTTP handlers: health, readiness, metrics and a status summary.
+"""The aggregator's HTTP handlers: one per resource, thin; wiring is in app.py.
 
-Handlers only read; wiring is in app.py.
+`/healthz`, `/readyz` and `/metrics` for machines; `/api/v1/*` and the status page for
+people, behind an optional bearer token.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 
-from aggregator.rules import Engine, Evaluation, RegionEvidence
+from aggregator import page, views
+from aggregator.alerts import AlertBook
+from aggregator.config import Rule
+from aggregator.metrics import SeriesStore
+from aggregator.rules import Engine
+from aggregator.schema import openapi_document
+
+TOKEN_COOKIE = "vigil_token"  # noqa: S105 - the cookie's name, not a secret
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @dataclass
@@ -32,10 +43,94 @@ class Readiness:
         return None
 
 
-ENGINE = web.AppKey("engine", Engine)
-REGISTRY = web.AppKey("registry", CollectorRegistry)
-READINESS = web.AppKey("readiness", Readiness)
-CLOCK = web.AppKey[Callable[[], float]]("clock")
+@dataclass
+class Deps:
+    """What the handlers read."""
+
+    engine: Engine
+    store: SeriesStore
+    alerts: AlertBook
+    readiness: Readiness
+    registry: CollectorRegistry
+    rule_for: Callable[[str], Rule]
+    clock: Callable[[], float] = time.time
+    # Bearer tokens for /api/v1 and the page; empty means no auth.
+    tokens: frozenset[str] = field(default_factory=frozenset)
+    # Whether /healthz, /readyz and /metrics need a token too.
+    protect_probes: bool = False
+
+    def sources(self) -> views.Sources:
+        """The views' inputs, as of now."""
+        return views.Sources(self.engine, self.store, self.alerts, self.readiness.reason() is None)
+
+
+DEPS = web.AppKey("deps", Deps)
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    return request.cookies.get(TOKEN_COOKIE) or request.query.get("token")
+
+
+def _valid(token: str | None, tokens: frozenset[str]) -> bool:
+    if not token:
+        return False
+    # Constant time, and every token is compared, so timing says nothing about which matched.
+    results = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
+    return any(results)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Require a bearer token where configured; the page may take `?token=` once (a cookie)."""
+    deps = request.app[DEPS]
+    protected = bool(deps.tokens) and (request.path not in OPEN_PATHS or deps.protect_probes)
+    if protected and not _valid(_token(request), deps.tokens):
+        if request.path.startswith("/api/") or request.path in OPEN_PATHS:
+            return _error(401, "missing or wrong bearer token")
+        return web.Response(
+            status=401,
+            content_type="text/html",
+            text="<!doctype html><title>Vigil</title><p>Open this page with ?token=... "
+            "(a token from VIGIL_API_TOKENS) to sign in.",
+        )
+    response = await handler(request)
+    if protected and "token" in request.query and not request.path.startswith("/api/"):
+        # Keep the token in an HttpOnly cookie, so it leaves the address bar and history.
+        raise web.HTTPFound(
+            request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"}),
+            headers={
+                "Set-Cookie": f"{TOKEN_COOKIE}={request.query['token']}; HttpOnly; "
+                "SameSite=Strict; Path=/"
+            },
+        )
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors under /api/ are JSON with a message, whatever raised them."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status >= 400:
+            return _error(exc.status, exc.reason)
+        raise
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -45,7 +140,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """200 once connected and retained state is loaded; 503 with the reason before."""
-    reason = request.app[READINESS].reason()
+    reason = request.app[DEPS].readiness.reason()
     if reason is not None:
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
     return web.json_response({"status": "ready"})
@@ -53,74 +148,92 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    body = generate_latest(request.app[REGISTRY])
+    body = generate_latest(request.app[DEPS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _region(e: RegionEvidence) -> dict[str, Any]:
-    return {
-        "region": e.region,
-        "failing": e.failing,
-        "failing_since": e.failing_since,
-        "stale": e.stale,
-        "stale_reason": e.stale_reason,
-        "consecutive_failures": e.consecutive_failures,
-        "consecutive_successes": e.consecutive_successes,
-        "status_code": e.status_code,
-        "error_kind": e.error_kind,
-        "error": e.error,
-        "version": e.version,
-        "last_result_at": e.last_result_at,
-    }
-
-
-def _evaluation(ev: Evaluation) -> dict[str, Any]:
-    return {
-        "quorum": {
-            "failing": sorted(ev.failing),
-            "fresh": sorted(ev.fresh),
-            "stale": sorted(ev.stale),
-            "required": ev.required,
-            "min_regions": ev.min_regions,
-        },
-        "regions": [_region(r) for r in ev.regions],
-    }
 
 
 async def status(request: web.Request) -> web.Response:
     """Every target's verdict, since when, and each region's view as of now."""
-    engine = request.app[ENGINE]
-    now = request.app[CLOCK]()
-    targets = [
-        {
-            "target": name,
-            "verdict": state.verdict.value,
-            "since": state.since,
-            "quorum_degraded": state.quorum_degraded,
-            "version_skew": state.version_skew,
-            # Evidence is judged afresh: streaks and errors move with every result, while
-            # the stored evaluation is refreshed only when something changes.
-            **_evaluation(engine.judge(name, now)),
-        }
-        for name, state in sorted(engine.targets.items())
-    ]
-    return web.json_response({"ready": request.app[READINESS].reason() is None, "targets": targets})
+    deps = request.app[DEPS]
+    return _json(views.status(deps.sources(), deps.clock()))
 
 
-def make_app(
-    engine: Engine,
-    registry: CollectorRegistry,
-    readiness: Readiness,
-    clock: Callable[[], float] = time.time,
-) -> web.Application:
+async def target(request: web.Request) -> web.Response:
+    """One target with its recent results per region."""
+    deps = request.app[DEPS]
+    name = request.match_info["target"]
+    detail = views.target_detail(deps.sources(), name, deps.clock())
+    return _json(detail) if detail is not None else _error(404, f"unknown target {name!r}")
+
+
+async def explain(request: web.Request) -> web.Response:
+    """Why the target is or is not alerting, as the rule evaluated it."""
+    deps = request.app[DEPS]
+    name = request.match_info["target"]
+    if name not in deps.engine.targets:
+        return _error(404, f"unknown target {name!r}")
+    why = views.explain(deps.sources(), name, deps.rule_for(name), deps.clock())
+    assert why is not None
+    return _json(why)
+
+
+async def regions(request: web.Request) -> web.Response:
+    """Each region's probes: presence, boot id, last seen, targets."""
+    return _json(views.regions(request.app[DEPS].sources()))
+
+
+async def alerts(request: web.Request) -> web.Response:
+    """Alerts firing and recently resolved."""
+    return _json(views.alerts(request.app[DEPS].sources()))
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    """The OpenAPI document of /api/v1, generated from the response models."""
+    return web.json_response(openapi_document())
+
+
+def _histories(deps: Deps) -> dict[str, dict[str, list[Any]]]:
+    out: dict[str, dict[str, list[Any]]] = {}
+    for name in deps.engine.targets:
+        detail = views.target_detail(deps.sources(), name, deps.clock())
+        if detail is not None:
+            out[name] = dict(detail.history)
+    return out
+
+
+async def index(request: web.Request) -> web.Response:
+    """The status page: targets x regions."""
+    deps = request.app[DEPS]
+    src = deps.sources()
+    html = page.status_page(views.status(src, deps.clock()), _histories(deps), views.alerts(src))
+    return web.Response(text=html, content_type="text/html")
+
+
+async def target_page(request: web.Request) -> web.Response:
+    """One target's page: the explain view and recent results."""
+    deps = request.app[DEPS]
+    name = request.match_info["target"]
+    now = deps.clock()
+    detail = views.target_detail(deps.sources(), name, now)
+    why = views.explain(deps.sources(), name, deps.rule_for(name), now)
+    if detail is None or why is None:
+        raise web.HTTPNotFound(text=f"unknown target {name}")
+    return web.Response(text=page.target_page(detail, why), content_type="text/html")
+
+
+def make_app(deps: Deps) -> web.Application:
     """The aggregator's HTTP application."""
-    app = web.Application()
-    app[CLOCK] = clock
-    app[ENGINE] = engine
-    app[REGISTRY] = registry
-    app[READINESS] = readiness
+    app = web.Application(middlewares=[error_middleware, auth_middleware])
+    app[DEPS] = deps
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status)
+    app.router.add_get("/api/v1/targets/{target}", target)
+    app.router.add_get("/api/v1/targets/{target}/explain", explain)
+    app.router.add_get("/api/v1/regions", regions)
+    app.router.add_get("/api/v1/alerts", alerts)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/", index)
+    app.router.add_get("/targets/{target}", target_page)
     return app

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aggregator.config import Rule
-from wire.result import Presence, ProbeResult
+from wire.result import Phases, Presence, ProbeResult
 
 
 class Verdict(enum.StrEnum):
@@ -69,6 +69,8 @@ class RegionView:
     failing_since: float | None = None
     # Learned from consecutive results of one probe process: seconds between checks.
     interval: float | None = None
+    # The latest result's phase timings, shared with the parsed result (not copied).
+    phases: Phases | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,7 @@ class Engine:
                 failing=failing,
                 failing_since=prior_since if failing else None,
                 interval=interval,
+                phases=r.phases,
             )
         else:
             # Updated in place: this runs for every result, and there are targets x regions.
@@ -263,6 +266,7 @@ class Engine:
             view.version, view.version_since = version, version_since
             view.failing, view.failing_since = failing, prior_since if failing else None
             view.interval = interval
+            view.phases = r.phases
         state.last_seen = now
         return Applied.APPLIED
 
@@ -323,6 +327,10 @@ class Engine:
             view.failing = failing
 
     # -- judgement --------------------------------------------------------------------------
+
+    def interval(self, target: str, region: str) -> float:
+        """The probe's check interval for a target in a region, as best known."""
+        return self._interval(self.targets[target], region)
 
     def _interval(self, state: TargetState, region: str) -> float:
         view = state.regions.get(region)

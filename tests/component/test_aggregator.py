@@ -209,7 +209,7 @@ async def test_http_endpoints() -> None:
     clock = Clock()
     registry = CollectorRegistry()
     agg, _ = make(clock, registry)
-    app = make_app(agg.engine, registry, agg.readiness, clock)
+    app = make_app(agg.http_deps())
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         assert (await client.get("/healthz")).status == 200
         not_ready = await client.get("/readyz")

@@ -1,0 +1,191 @@
+"""The status page, rendered by the aggregator itself: no CDN, no build step, no script.
+
+Pure: views in, HTML out. Every cell says its state in words and a symbol as well as in
+colour, so it reads without colour vision. The page refreshes itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+from html import escape
+from urllib.parse import quote
+
+from aggregator.schema import (
+    AlertsResponse,
+    ExplainResponse,
+    HistoryPoint,
+    RegionStatus,
+    StatusResponse,
+    TargetDetail,
+)
+
+REFRESH_SECONDS = 10
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;background:#fafafa}
+h1{font-size:1.4rem;margin:0} h2{font-size:1.1rem;margin-top:2rem}
+.meta{color:#555;margin:.2rem 0 1rem}
+table{border-collapse:collapse;background:#fff}
+th,td{border:1px solid #ddd;padding:.45rem .6rem;vertical-align:top;text-align:left}
+th{background:#f0f0f0}
+.state{font-weight:700;display:block}
+.detail{display:block;color:#444;font-size:12px;max-width:22rem;overflow-wrap:anywhere}
+.ver{display:block;color:#555;font-size:12px}
+.ok{background:#e7f6ea}.ok .state{color:#0a5a22}
+.failing{background:#fde8e6}.failing .state{color:#8a1408}
+.stale,.missing{background:#eeeeee}.stale .state,.missing .state{color:#444}
+.up{background:#e7f6ea}.down{background:#fde8e6}.degraded{background:#fff4d6}
+.unknown{background:#eeeeee}
+.verdict .state{font-size:15px}
+svg{display:block;margin-top:.25rem}
+a{color:#0b4f9c}
+"""
+
+SYMBOL = {"up": "✔", "down": "✖", "degraded": "▲", "unknown": "?"}
+
+
+def clock(ts: float | None) -> str:
+    """A timestamp as HH:MM:SSZ (UTC), or a dash."""
+    if not ts:
+        return "—"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%H:%M:%SZ")
+
+
+def _page(title: str, body: str, *, refresh: bool = True) -> str:
+    meta = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if refresh else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta name=viewport content="width=device-width,initial-scale=1">{meta}'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def sparkline(points: list[HistoryPoint], width: int = 90, height: int = 20) -> str:
+    """Latency of recent results as an inline SVG line; failures marked with dots."""
+    if len(points) < 2:
+        return ""
+    top = max(p.duration_ms for p in points) or 1.0
+    step = width / (len(points) - 1)
+
+    def y(ms: float) -> float:
+        return round(height - 2 - (height - 4) * ms / top, 1)
+
+    line = " ".join(f"{round(i * step, 1)},{y(p.duration_ms)}" for i, p in enumerate(points))
+    dots = "".join(
+        f'<circle cx="{round(i * step, 1)}" cy="{y(p.duration_ms)}" r="2" fill="#b3261e"/>'
+        for i, p in enumerate(points)
+        if p.outcome != "ok"
+    )
+    label = f"latency of the last {len(points)} checks, up to {top:.0f} ms"
+    return (
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
+        f"<title>{escape(label)}</title>"
+        f'<polyline points="{line}" fill="none" stroke="#555" stroke-width="1.2"/>{dots}</svg>'
+    )
+
+
+def _cell(r: RegionStatus, history: list[HistoryPoint]) -> str:
+    if r.last_result is None:
+        return '<td class="missing"><span class="state">- NO DATA</span></td>'
+    if r.stale:
+        css, state = "stale", f"◌ STALE ({escape(r.stale_reason or '')})"
+    elif r.failing:
+        css, state = "failing", f"✖ FAILING x{r.consecutive_failures}"
+    else:
+        css, state = "ok", "✔ OK"
+    last = r.last_result
+    detail = f"{last.status_code or '—'} in {last.duration_ms:.0f} ms"
+    if last.error_kind:
+        detail += f" · {last.error_kind}: {last.error or ''}"
+    version = f'<span class="ver">version {escape(r.version)}</span>' if r.version else ""
+    return (
+        f'<td class="cell {css}" data-region="{escape(r.region)}">'
+        f'<span class="state">{state}</span><span class="detail">{escape(detail)}</span>'
+        f"{version}{sparkline(history)}</td>"
+    )
+
+
+def _alerts(alerts: AlertsResponse) -> str:
+    if not alerts.firing and not alerts.resolved:
+        return "<p>No alerts firing.</p>"
+    rows = []
+    for status, items in (("firing", alerts.firing), ("resolved", alerts.resolved)):
+        for a in items:
+            where = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k != "alertname")
+            rows.append(
+                f'<tr class="{"down" if status == "firing" else "up"}">'
+                f"<td>{'🔔 FIRING' if status == 'firing' else '✔ RESOLVED'}</td>"
+                f"<td>{escape(a.labels.get('alertname', ''))}</td><td>{escape(where)}</td>"
+                f"<td>{escape(a.annotations.get('summary', ''))}</td>"
+                f"<td>{clock(a.starts_at)}</td></tr>"
+            )
+    return (
+        "<table><thead><tr><th>Status</th><th>Alert</th><th>Labels</th><th>Summary</th>"
+        f"<th>Since</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def status_page(
+    status: StatusResponse,
+    histories: dict[str, dict[str, list[HistoryPoint]]],
+    alerts: AlertsResponse,
+) -> str:
+    """The grid: one row per target, one column per region, then the alerts."""
+    head = "".join(f"<th>{escape(r)}</th>" for r in status.regions)
+    rows = []
+    for t in status.targets:
+        note = " (degraded quorum)" if t.quorum_degraded else ""
+        skew = "<span class='detail'>version skew</span>" if t.version_skew else ""
+        cells = "".join(_cell(r, histories.get(t.target, {}).get(r.region, [])) for r in t.regions)
+        rows.append(
+            f'<tr data-target="{escape(t.target)}">'
+            f'<th><a href="/targets/{quote(t.target)}">{escape(t.target)}</a></th>'
+            f'<td class="verdict {t.verdict}"><span class="state">{SYMBOL[t.verdict]} '
+            f"{t.verdict.upper()}</span><span class='detail'>since {clock(t.since)}{note}</span>"
+            f"{skew}</td>{cells}</tr>"
+        )
+    table = (
+        f"<table class=grid><thead><tr><th>Target</th><th>Verdict</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows) or '<tr><td colspan=9>No targets yet.</td></tr>'}</tbody></table>"
+    )
+    ready = "" if status.ready else " · <strong>loading retained state</strong>"
+    body = (
+        "<h1>Vigil</h1>"
+        f"<p class=meta>Updated {clock(status.generated_at)} · {len(status.targets)} targets · "
+        f"refreshes every {REFRESH_SECONDS} s{ready}</p>{table}<h2>Alerts</h2>{_alerts(alerts)}"
+    )
+    return _page("Vigil status", body)
+
+
+def target_page(detail: TargetDetail, why: ExplainResponse) -> str:
+    """One target: the rule's arithmetic, each region's part, and recent results."""
+    regions = "".join(
+        f"<tr class='{r.counted_as if r.counted_as != 'ok' else 'ok'}'>"
+        f"<th>{escape(r.region)}</th><td><span class=state>{r.counted_as.upper()}</span></td>"
+        f"<td>{escape(r.reason)}</td><td>{r.consecutive_failures}/{r.failures_needed}</td>"
+        f"<td>{r.consecutive_successes}/{r.recoveries_needed}</td>"
+        f"<td>{clock(r.failing_since)}</td></tr>"
+        for r in why.regions
+    )
+    history = []
+    for region, points in detail.history.items():
+        for p in reversed(points):
+            css = "ok" if p.outcome == "ok" else "failing"
+            history.append(
+                f"<tr class={css}><td>{clock(p.started_at)}</td><td>{escape(region)}</td>"
+                f"<td>{escape(p.outcome)}</td><td>{p.status_code or '—'}</td>"
+                f"<td>{p.duration_ms:.1f} ms</td></tr>"
+            )
+    body = (
+        f"<p><a href='/'>← all targets</a></p><h1>{escape(detail.target)}: "
+        f"<span class='{detail.verdict}'>{SYMBOL[detail.verdict]} "
+        f"{detail.verdict.upper()}</span></h1><p class=meta>since {clock(detail.since)}; "
+        f"alerting: {'yes' if why.alerting else 'no'}</p>"
+        f"<h2>Why</h2><ul>{''.join(f'<li>{escape(line)}</li>' for line in why.arithmetic)}</ul>"
+        "<table><thead><tr><th>Region</th><th>Counted as</th><th>Because</th>"
+        "<th>Failures / needed</th><th>Successes / to recover</th><th>Failing since</th></tr>"
+        f"</thead><tbody>{regions}</tbody></table>"
+        "<h2>Recent results</h2><table><thead><tr><th>Started</th><th>Region</th><th>Outcome</th>"
+        f"<th>Status</th><th>Latency</th></tr></thead><tbody>{''.join(history)}</tbody></table>"
+    )
+    return _page(f"Vigil: {detail.target}", body)

@@ -1,0 +1,237 @@
+"""The operator API's response models, and the OpenAPI document generated from them.
+
+Handlers build these models, so what the API answers and what the document declares cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from wire.result import Phases
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class LastResult(_Model):
+    """A region's latest result for a target."""
+
+    started_at: float
+    ok: bool
+    status_code: int | None
+    error_kind: str | None
+    error: str | None
+    duration_ms: float
+    phases: Phases | None
+
+
+class RegionStatus(_Model):
+    """One region's view of one target."""
+
+    region: str
+    failing: bool
+    failing_since: float | None
+    stale: bool
+    stale_reason: str | None
+    consecutive_failures: int
+    consecutive_successes: int
+    version: str | None
+    version_since: float | None
+    last_result: LastResult | None
+
+
+class Quorum(_Model):
+    """The regions behind a verdict."""
+
+    failing: list[str]
+    fresh: list[str]
+    stale: list[str]
+    required: int
+    min_regions: int
+
+
+class TargetStatus(_Model):
+    """A target's verdict and every region's view."""
+
+    target: str
+    verdict: Literal["up", "down", "degraded", "unknown"]
+    since: float
+    quorum_degraded: bool
+    version_skew: bool
+    quorum: Quorum
+    regions: list[RegionStatus]
+
+
+class StatusResponse(_Model):
+    """`GET /api/v1/status`."""
+
+    ready: bool
+    generated_at: float
+    regions: list[str]
+    targets: list[TargetStatus]
+
+
+class HistoryPoint(_Model):
+    """One recent result."""
+
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    outcome: str
+
+
+class TargetDetail(TargetStatus):
+    """`GET /api/v1/targets/{target}`: the status plus recent results per region."""
+
+    history: dict[str, list[HistoryPoint]]
+
+
+class ProbeInfo(_Model):
+    """A probe's presence."""
+
+    probe_id: str
+    boot_id: str
+    online: bool
+    last_seen: float
+    targets: dict[str, float]
+
+
+class RegionInfo(_Model):
+    """A configured region and its probes."""
+
+    region: str
+    stale: bool
+    probes: list[ProbeInfo]
+
+
+class RegionsResponse(_Model):
+    """`GET /api/v1/regions`."""
+
+    regions: list[RegionInfo]
+
+
+class AlertInfo(_Model):
+    """An alert the aggregator has firing or recently resolved."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: float
+    resolved_at: float | None
+    generator_url: str
+
+
+class AlertsResponse(_Model):
+    """`GET /api/v1/alerts`."""
+
+    firing: list[AlertInfo]
+    resolved: list[AlertInfo]
+
+
+class ExplainRegion(_Model):
+    """How the rule counted one region."""
+
+    region: str
+    counted_as: Literal["failing", "ok", "stale"]
+    reason: str
+    consecutive_failures: int
+    failures_needed: int
+    consecutive_successes: int
+    recoveries_needed: int
+    failing_since: float | None
+    last_result_age_s: float | None
+    stale_after_s: float
+
+
+class ExplainResponse(_Model):
+    """`GET /api/v1/targets/{target}/explain`: why the target is or is not alerting."""
+
+    target: str
+    verdict: Literal["up", "down", "degraded", "unknown"]
+    alerting: bool
+    quorum_degraded: bool
+    rule: dict[str, float | None]
+    regions: list[ExplainRegion]
+    arithmetic: list[str]
+
+
+class ErrorResponse(_Model):
+    """Any error: a message."""
+
+    error: str
+
+
+def _op(
+    summary: str, model: str, *, target: bool = False, errors: tuple[int, ...] = (401,)
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": summary,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}},
+        }
+    }
+    for code in errors:
+        responses[str(code)] = {
+            "description": {401: "missing or wrong token", 404: "unknown target"}[code],
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+            },
+        }
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if target:
+        op["parameters"] = [
+            {
+                "name": "target",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        ]
+    return {"get": op}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `/api/v1`."""
+    models: list[type[BaseModel]] = [
+        StatusResponse,
+        TargetDetail,
+        RegionsResponse,
+        AlertsResponse,
+        ExplainResponse,
+        ErrorResponse,
+    ]
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Vigil aggregator", "version": "1"},
+        "paths": {
+            "/api/v1/status": _op(
+                "Every target's verdict and each region's view", "StatusResponse"
+            ),
+            "/api/v1/targets/{target}": _op(
+                "One target, with recent results per region",
+                "TargetDetail",
+                target=True,
+                errors=(401, 404),
+            ),
+            "/api/v1/targets/{target}/explain": _op(
+                "Why the target is or is not alerting",
+                "ExplainResponse",
+                target=True,
+                errors=(401, 404),
+            ),
+            "/api/v1/regions": _op("Each region's probes and presence", "RegionsResponse"),
+            "/api/v1/alerts": _op("Alerts firing and recently resolved", "AlertsResponse"),
+        },
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}, {}],
+    }

@@ -1,0 +1,226 @@
+"""What the operator API and the status page show, built from the aggregator's state. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aggregator.alerts import AlertBook
+from aggregator.config import Rule
+from aggregator.metrics import SeriesStore
+from aggregator.rules import Engine, Evaluation, Verdict
+from aggregator.schema import (
+    AlertInfo,
+    AlertsResponse,
+    ExplainRegion,
+    ExplainResponse,
+    HistoryPoint,
+    LastResult,
+    ProbeInfo,
+    Quorum,
+    RegionInfo,
+    RegionsResponse,
+    RegionStatus,
+    StatusResponse,
+    TargetDetail,
+    TargetStatus,
+)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Everything the views read."""
+
+    engine: Engine
+    store: SeriesStore
+    alerts: AlertBook
+    ready: bool
+
+
+def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
+    state = src.engine.targets[name]
+    ev: Evaluation = src.engine.judge(name, now)
+    regions = []
+    for r in ev.regions:
+        view = state.regions.get(r.region)
+        last = None
+        if view is not None:
+            last = LastResult(
+                started_at=view.started_at,
+                ok=view.ok,
+                status_code=view.status_code,
+                error_kind=view.error_kind,
+                error=view.error,
+                duration_ms=view.duration_ms,
+                phases=view.phases,
+            )
+        regions.append(
+            RegionStatus(
+                region=r.region,
+                failing=r.failing,
+                failing_since=r.failing_since,
+                stale=r.stale,
+                stale_reason=r.stale_reason,
+                consecutive_failures=r.consecutive_failures,
+                consecutive_successes=r.consecutive_successes,
+                version=r.version,
+                version_since=view.version_since if view else None,
+                last_result=last,
+            )
+        )
+    return TargetStatus(
+        target=name,
+        # Before the first evaluation the stored verdict is a placeholder: say unknown.
+        verdict=state.verdict.value if state.evaluation is not None else "unknown",
+        since=state.since,
+        quorum_degraded=state.quorum_degraded,
+        version_skew=state.version_skew,
+        quorum=Quorum(
+            failing=sorted(ev.failing),
+            fresh=sorted(ev.fresh),
+            stale=sorted(ev.stale),
+            required=ev.required,
+            min_regions=ev.min_regions,
+        ),
+        regions=regions,
+    )
+
+
+def status(src: Sources, now: float) -> StatusResponse:
+    """Every target's verdict and each region's view."""
+    return StatusResponse(
+        ready=src.ready,
+        generated_at=now,
+        regions=list(src.engine.regions),
+        targets=[_target_status(src, name, now) for name in sorted(src.engine.targets)],
+    )
+
+
+def target_detail(src: Sources, name: str, now: float) -> TargetDetail | None:
+    """One target with its recent results per region; None when unknown."""
+    if name not in src.engine.targets:
+        return None
+    base = _target_status(src, name, now)
+    history = {
+        region: [
+            HistoryPoint(started_at=t, duration_ms=d, status_code=c, outcome=o)
+            for t, d, c, o in src.store.recent(name, region)
+        ]
+        for region in src.engine.regions
+    }
+    return TargetDetail(**base.model_dump(), history=history)
+
+
+def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse | None:
+    """Why a target is or is not alerting, as the rule evaluated it; None when unknown."""
+    if name not in src.engine.targets:
+        return None
+    engine = src.engine
+    state = engine.targets[name]
+    ev = engine.judge(name, now)
+    regions = []
+    for r in ev.regions:
+        view = state.regions.get(r.region)
+        stale_after = rule.stale_after or 3 * engine.interval(name, r.region)
+        counted: Literal["failing", "ok", "stale"]
+        if r.stale:
+            counted, reason = "stale", f"not counted: {r.stale_reason}"
+        elif r.failing:
+            counted = "failing"
+            reason = (
+                f"{r.consecutive_failures} consecutive failures reached {rule.failures}"
+                if r.consecutive_failures >= rule.failures
+                else f"still failing: {r.consecutive_successes} of {rule.recoveries} "
+                "successes needed to recover"
+            )
+        else:
+            counted = "ok"
+            reason = (
+                f"{r.consecutive_failures} of {rule.failures} failures needed to fail"
+                if r.consecutive_failures
+                else f"passing ({r.consecutive_successes} in a row)"
+            )
+        regions.append(
+            ExplainRegion(
+                region=r.region,
+                counted_as=counted,
+                reason=reason,
+                consecutive_failures=r.consecutive_failures,
+                failures_needed=rule.failures,
+                consecutive_successes=r.consecutive_successes,
+                recoveries_needed=rule.recoveries,
+                failing_since=r.failing_since,
+                last_result_age_s=(now - view.started_at) if view else None,
+                stale_after_s=stale_after,
+            )
+        )
+    failing, fresh, stale = len(ev.failing), len(ev.fresh), len(ev.stale)
+    lines = [
+        f"{failing} failing of {fresh} fresh regions ({stale} stale); down needs {rule.regions} "
+        f"failing, or on a degraded quorum every fresh region failing with at least "
+        f"{rule.min_regions} fresh",
+    ]
+    if ev.verdict is Verdict.DOWN and not ev.quorum_degraded:
+        lines.append(f"{failing} >= {rule.regions}: down")
+    elif ev.verdict is Verdict.DOWN:
+        lines.append(
+            f"{failing} < {rule.regions}, but all {fresh} fresh regions fail and "
+            f"{fresh} >= {rule.min_regions}: down on a degraded quorum"
+        )
+    elif ev.verdict is Verdict.DEGRADED:
+        lines.append(f"{failing} < {rule.regions} and not every fresh region fails: degraded")
+    elif ev.verdict is Verdict.UP:
+        lines.append(f"no region failing and {fresh} >= {rule.min_regions} fresh: up")
+    else:
+        lines.append(f"no region failing but only {fresh} < {rule.min_regions} fresh: unknown")
+    return ExplainResponse(
+        target=name,
+        verdict=ev.verdict.value,
+        alerting=ev.verdict is Verdict.DOWN,
+        quorum_degraded=ev.quorum_degraded,
+        rule={
+            "failures": rule.failures,
+            "regions": rule.regions,
+            "recoveries": rule.recoveries,
+            "min_regions": rule.min_regions,
+            "stale_after": rule.stale_after,
+            "version_skew_after": rule.version_skew_after,
+        },
+        regions=regions,
+        arithmetic=lines,
+    )
+
+
+def regions(src: Sources) -> RegionsResponse:
+    """Each configured region with its probes' presence."""
+    out = []
+    for region in src.engine.regions:
+        probes = [
+            ProbeInfo(
+                probe_id=p.probe_id,
+                boot_id=p.boot_id,
+                online=p.online,
+                last_seen=p.at,
+                targets=p.targets,
+            )
+            for p in src.engine.probes.values()
+            if p.region == region
+        ]
+        out.append(RegionInfo(region=region, stale=src.engine.region_stale(region), probes=probes))
+    return RegionsResponse(regions=out)
+
+
+def alerts(src: Sources) -> AlertsResponse:
+    """Alerts firing now and those resolved recently (still being re-sent)."""
+    firing: list[AlertInfo] = []
+    resolved: list[AlertInfo] = []
+    for alert, starts_at, resolved_at in src.alerts.active():
+        info = AlertInfo(
+            labels=dict(alert.labels),
+            annotations=dict(alert.annotations),
+            starts_at=starts_at,
+            resolved_at=resolved_at,
+            generator_url=alert.generator_url,
+        )
+        (firing if resolved_at is None else resolved).append(info)
+    return AlertsResponse(firing=firing, resolved=resolved)
