@@ -114,7 +114,7 @@ def _alerts(alerts: AlertsResponse) -> str:
             where = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k != "alertname")
             rows.append(
                 f'<tr class="{"down" if status == "firing" else "up"}">'
-                f"<td>{'🔔 FIRING' if status == 'firing' else '✔ RESOLVED'}</td>"
+                f"<td>{'▲ FIRING' if status == 'firing' else '✔ RESOLVED'}</td>"
                 f"<td>{escape(a.labels.get('alertname', ''))}</td><td>{escape(where)}</td>"
                 f"<td>{escape(a.annotations.get('summary', ''))}</td>"
                 f"<td>{clock(a.starts_at)}</td></tr>"

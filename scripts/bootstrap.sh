@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
-#   - Debian packages Vigil needs (mosquitto, and prometheus-alertmanager for the alerting
-#     tests; with --bench also prometheus-blackbox-exporter),
+#   - Debian packages Vigil needs (mosquitto; for the tests also prometheus-alertmanager and
+#     chromium, which Playwright drives without downloading a browser; with --bench also
+#     prometheus-blackbox-exporter),
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed.
 # Idempotent: a second run installs nothing new.
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
 command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if [ "${1:-}" = "--bench" ]; then
   command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
 fi

@@ -1,0 +1,1 @@
+"""`vigil`: the operator's command line."""

@@ -1,0 +1,40 @@
+"""`vigil`: operator commands (`vigil status`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from cli import status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="vigil", description="Vigil's operator commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser(
+        "status",
+        help="show every target's verdict per region",
+        description="Exit code: 0 all up, 1 any degraded or unknown, 2 any down, "
+        "3 the aggregator cannot be reached. Token from VIGIL_TOKEN.",
+    )
+    st.add_argument(
+        "--url",
+        default=os.environ.get("VIGIL_URL", "http://127.0.0.1:8080"),
+        help="the aggregator's base URL (default: $VIGIL_URL or http://127.0.0.1:8080)",
+    )
+    st.add_argument("--target", help="only this target")
+    st.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        return status.run(
+            args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout
+        )
+    parser.error(f"unknown command {args.command}")
+    return 2  # pragma: no cover - parser.error exits
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The operator API and status page in-process: every endpoint, auth, 404, declared shapes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from aggregator.app import Aggregator
+from aggregator.config import AggregatorConfig
+from aggregator.http import make_app
+from aggregator.schema import openapi_document
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
+from wire.result import Presence
+from wire.topics import presence_topic, result_topic
+
+TOKEN = "tok-3f9a"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fed(tokens: list[str] | None = None) -> tuple[Aggregator, Clock]:
+    """An aggregator past warm-up: `api` down (all regions), `web` failing in eu-west only."""
+    clock = Clock()
+    config = AggregatorConfig.model_validate(
+        {"regions": list(REGIONS), "api": {"tokens": tokens or []}}
+    )
+    agg = Aggregator(config, CollectorRegistry(), clock=clock)
+    agg.set_connected(True)
+    agg.tick(subscribed=True)
+    clock.now += 2
+    agg.tick(subscribed=True)
+    for region in REGIONS:
+        presence = Presence(
+            status="online",
+            probe_id=f"{region}-1",
+            region=region,
+            boot_id=BOOT,
+            at=clock.now,
+            targets={"api": 10.0, "web": 10.0},
+        )
+        agg.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
+    probes = {(t, r): RegionProbe(r, target=t) for t in ("api", "web") for r in REGIONS}
+    for i in range(4):
+        clock.now += 10
+        for (t, r), p in probes.items():
+            ok = i == 0 or (t == "web" and r != "eu-west")
+            agg.handle(result_topic(r, t), p.check(ok, clock.now).to_json(), False)
+    return agg, clock
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    agg, _ = fed()
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        yield c
+
+
+def validator(model: str) -> Any:
+    doc = openapi_document()
+    return jsonschema_rs.validator_for(
+        {"$ref": f"#/components/schemas/{model}", "components": doc["components"]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("/api/v1/status", "StatusResponse"),
+        ("/api/v1/targets/api", "TargetDetail"),
+        ("/api/v1/targets/api/explain", "ExplainResponse"),
+        ("/api/v1/regions", "RegionsResponse"),
+        ("/api/v1/alerts", "AlertsResponse"),
+    ],
+)
+async def test_each_endpoint_matches_its_declared_shape(
+    client: TestClient[Any, Any], path: str, model: str
+) -> None:
+    """Every API answer validates against the schema the OpenAPI document declares for it."""
+    resp = await client.get(path)
+    assert resp.status == 200
+    body = await resp.json()
+    errors = [str(e) for e in validator(model).iter_errors(body)]
+    assert errors == []
+    doc = (await (await client.get("/api/v1/openapi.json")).json())["paths"]
+    templated = path.replace("/api/v1/targets/api", "/api/v1/targets/{target}")
+    ref = doc[templated]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ref == {"$ref": f"#/components/schemas/{model}"}
+
+
+async def test_status_content(client: TestClient[Any, Any]) -> None:
+    """Status shows each verdict, since when, and each region's last result and version."""
+    body = await (await client.get("/api/v1/status")).json()
+    targets = {t["target"]: t for t in body["targets"]}
+    assert targets["api"]["verdict"] == "down"
+    assert targets["web"]["verdict"] == "degraded"
+    eu = next(r for r in targets["web"]["regions"] if r["region"] == "eu-west")
+    assert eu["failing"] is True
+    assert eu["consecutive_failures"] == 3
+    assert eu["last_result"]["status_code"] == 503
+    assert eu["last_result"]["error_kind"] == "http_status"
+    assert eu["version"] == "3.8.34"
+    assert body["regions"] == list(REGIONS)
+
+
+async def test_target_history_and_explain(client: TestClient[Any, Any]) -> None:
+    """A target's page data: recent results per region, and the rule's arithmetic."""
+    detail = await (await client.get("/api/v1/targets/web")).json()
+    assert [p["outcome"] for p in detail["history"]["eu-west"]] == ["ok"] + ["http_status"] * 3
+    why = await (await client.get("/api/v1/targets/web/explain")).json()
+    assert why["verdict"] == "degraded"
+    assert why["alerting"] is False
+    eu = next(r for r in why["regions"] if r["region"] == "eu-west")
+    assert eu["counted_as"] == "failing"
+    assert (eu["consecutive_failures"], eu["failures_needed"]) == (3, 3)
+    assert any("1 failing of 3 fresh" in line for line in why["arithmetic"])
+    down = await (await client.get("/api/v1/targets/api/explain")).json()
+    assert down["alerting"] is True
+    assert any("3 >= 3: down" in line for line in down["arithmetic"])
+
+
+async def test_regions_and_alerts(client: TestClient[Any, Any]) -> None:
+    """Regions list their probes' presence; alerts list what fires."""
+    regions = await (await client.get("/api/v1/regions")).json()
+    us = next(r for r in regions["regions"] if r["region"] == "us-east")
+    assert us["probes"][0]["probe_id"] == "us-east-1"
+    assert us["probes"][0]["online"] is True
+    assert us["probes"][0]["targets"] == {"api": 10.0, "web": 10.0}
+    alerts = await (await client.get("/api/v1/alerts")).json()
+    names = sorted(a["labels"]["alertname"] for a in alerts["firing"])
+    assert names == ["ServiceDown", "ServiceRegionDown"]
+
+
+async def test_unknown_target_is_a_json_404(client: TestClient[Any, Any]) -> None:
+    """An unknown target answers 404 with a JSON message, on both target endpoints."""
+    for path in ("/api/v1/targets/nope", "/api/v1/targets/nope/explain", "/api/v1/nothing"):
+        resp = await client.get(path)
+        assert resp.status == 404
+        assert "error" in await resp.json()
+
+
+async def test_pages_render(client: TestClient[Any, Any]) -> None:
+    """The status page shows the grid in words; a target page shows the arithmetic."""
+    html = await (await client.get("/")).text()
+    assert 'data-target="api"' in html
+    assert "✖ DOWN" in html
+    assert "▲ DEGRADED" in html
+    assert "✖ FAILING x3" in html
+    assert "<svg" in html
+    assert 'http-equiv="refresh"' in html
+    target = await (await client.get("/targets/web")).text()
+    assert "1 failing of 3 fresh regions" in target
+    assert (await client.get("/targets/nope")).status == 404
+
+
+async def test_bearer_auth() -> None:
+    """With tokens set, the API and pages need one; health, readiness and metrics do not."""
+    agg, _ = fed(tokens=[TOKEN])
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        assert (await c.get("/api/v1/status")).status == 401
+        wrong = await c.get("/api/v1/status", headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        assert await wrong.json() == {"error": "missing or wrong bearer token"}
+        ok = await c.get("/api/v1/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status == 200
+        assert (await c.get("/")).status == 401
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await c.get(path)).status == 200
+        # A person opens the page with ?token= once; it becomes a cookie and leaves the URL.
+        signed = await c.get(f"/?token={TOKEN}", allow_redirects=False)
+        assert signed.status == 302
+        assert signed.headers["Location"] == "/"
+        assert "HttpOnly" in signed.headers["Set-Cookie"]
+        assert (await c.get("/")).status == 200
