@@ -10,7 +10,6 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -192,20 +191,12 @@ async def openapi(_request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
-def _histories(deps: Deps) -> dict[str, dict[str, list[Any]]]:
-    out: dict[str, dict[str, list[Any]]] = {}
-    for name in deps.engine.targets:
-        detail = views.target_detail(deps.sources(), name, deps.clock())
-        if detail is not None:
-            out[name] = dict(detail.history)
-    return out
-
-
 async def index(request: web.Request) -> web.Response:
     """The status page: targets x regions."""
     deps = request.app[DEPS]
     src = deps.sources()
-    html = page.status_page(views.status(src, deps.clock()), _histories(deps), views.alerts(src))
+    histories = {name: views.history(src, name) for name in deps.engine.targets}
+    html = page.status_page(views.status(src, deps.clock()), histories, views.alerts(src))
     return web.Response(text=html, content_type="text/html")
 
 

@@ -96,19 +96,23 @@ def status(src: Sources, now: float) -> StatusResponse:
     )
 
 
-def target_detail(src: Sources, name: str, now: float) -> TargetDetail | None:
-    """One target with its recent results per region; None when unknown."""
-    if name not in src.engine.targets:
-        return None
-    base = _target_status(src, name, now)
-    history = {
+def history(src: Sources, name: str) -> dict[str, list[HistoryPoint]]:
+    """A target's recent results per region, oldest first."""
+    return {
         region: [
             HistoryPoint(started_at=t, duration_ms=d, status_code=c, outcome=o)
             for t, d, c, o in src.store.recent(name, region)
         ]
         for region in src.engine.regions
     }
-    return TargetDetail(**base.model_dump(), history=history)
+
+
+def target_detail(src: Sources, name: str, now: float) -> TargetDetail | None:
+    """One target with its recent results per region; None when unknown."""
+    if name not in src.engine.targets:
+        return None
+    base = _target_status(src, name, now)
+    return TargetDetail(**base.model_dump(), history=history(src, name))
 
 
 def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse | None:

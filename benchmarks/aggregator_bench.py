@@ -327,7 +327,8 @@ rejected: {int(agg["rejected"])}; ignored as duplicate or older: {int(agg["ignor
 the drain and then evaluated. Resident memory grew by {mem["rss_delta"] / 2**20:.1f} MiB:
 **{per_pair_kib:.2f} KiB per pair** (goal: under 4 KiB); the Python heap still held by
 then, per tracemalloc, was {mem["traced_per_pair"] / 1024:.2f} KiB per pair. This covers the
-engine's state, the latest evaluation per target and the per-pair metric counts; a
+engine's state (with the latest result's phases), the latest evaluation per target, the
+per-pair metric counts and the ring of the last 20 results per pair (`history`); a
 `/metrics` scrape allocates more while it runs.
 """
 
