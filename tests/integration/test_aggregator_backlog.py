@@ -82,4 +82,4 @@ async def test_backlog_with_a_slow_suback_loses_nothing(broker: Broker, tmp_path
     for target in status["targets"]:
         [view] = [r for r in target["regions"] if r["region"] == "us-east"]
         # The latest of each target's 40 results is the one applied last.
-        assert view["last_result_at"] == 1_790_000_000.0 + PER_TARGET - 1
+        assert view["last_result"]["started_at"] == 1_790_000_000.0 + PER_TARGET - 1

@@ -26,8 +26,8 @@ async def test_one_region_failing_is_only_degraded(system: System) -> None:
     failing = [r["region"] for r in target["regions"] if r["failing"]]
     assert failing == ["eu-west"]
     region = next(r for r in target["regions"] if r["region"] == "eu-west")
-    assert region["error_kind"] == "http_status"
-    assert "database connection failed" in region["error"]
+    assert region["last_result"]["error_kind"] == "http_status"
+    assert "database connection failed" in region["last_result"]["error"]
     # Many more intervals pass; it must stay degraded.
     settle = time.monotonic() + 10 * INTERVAL
     while time.monotonic() < settle:
