@@ -5,7 +5,7 @@ bootstrap:
 	./scripts/bootstrap.sh
 
 run: bootstrap
-	.venv/bin/python scripts/run_local.py
+	.venv/bin/vigil demo
 
 lint: bootstrap
 	.venv/bin/ruff check .

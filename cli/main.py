@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli import status
+from cli import demo, status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +27,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     st.add_argument("--target", help="only this target")
     st.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    dm = sub.add_parser(
+        "demo",
+        help="run broker, probes, aggregator and a demo target on this machine",
+        description="Everything on 127.0.0.1 until Ctrl-C; needs Debian's mosquitto.",
+    )
+    dm.add_argument("--port", type=int, default=8080, help="the aggregator's HTTP port")
+    dm.add_argument("--target", help="watch this real service (base URL) instead of the demo")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo.run(args.port, args.target)
     if args.command == "status":
         return status.run(
             args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout
