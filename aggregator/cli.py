@@ -25,7 +25,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="vigil-aggregator",
         description="Judge probe results from every region and expose verdicts.",
     )
-    parser.add_argument("--config", required=True, type=Path, help="aggregator YAML config file")
+    default = os.environ.get("VIGIL_CONFIG")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help="aggregator YAML config file (default: $VIGIL_CONFIG)",
+    )
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
     )

@@ -26,7 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="vigil-probe",
         description="Check targets' health and version endpoints and publish results over MQTT.",
     )
-    parser.add_argument("--config", required=True, type=Path, help="probe YAML config file")
+    default = os.environ.get("VIGIL_CONFIG")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help="probe YAML config file (default: $VIGIL_CONFIG)",
+    )
     parser.add_argument("--region", help="override the config's region")
     parser.add_argument(
         "--check-config", action="store_true", help="validate the config and exit (0 or 2)"

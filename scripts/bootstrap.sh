@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
-#   - Debian packages Vigil needs (mosquitto; for the tests also prometheus-alertmanager and
-#     chromium, which Playwright drives without downloading a browser; with --bench also
-#     prometheus-blackbox-exporter),
+#   - Debian packages Vigil needs (mosquitto; for the tests also prometheus-alertmanager,
+#     prometheus for promtool, and chromium, which Playwright drives without downloading a
+#     browser; with --bench also prometheus-blackbox-exporter),
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed.
 # Idempotent: a second run installs nothing new.
@@ -13,6 +13,7 @@ packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
 command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
 fi
@@ -33,7 +34,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   # Debian starts packaged services where it can; Vigil's tests and `make run` start their own.
-  for service in mosquitto prometheus-alertmanager; do
+  for service in mosquitto prometheus-alertmanager prometheus; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
       $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
     fi

@@ -1,0 +1,169 @@
+"""The deploy/ files, checked by the tools that will run them, and the broker's ACL for real."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+
+from demo.local import free_port, mosquitto_binary, wait_port
+from tests.integration.conftest import ROOT
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = ROOT / "deploy"
+PASSWORDS = {
+    "probe-us-east": "pw-us",
+    "probe-eu-west": "pw-eu",
+    "probe-ap-southeast": "pw-ap",
+    "aggregator": "pw-agg",
+}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs it from Debian")
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_promtool_checks_config_and_rules() -> None:
+    """Promtool accepts the Prometheus config and rules, and the rule unit tests pass."""
+    promtool = tool("promtool")
+    config = run(
+        promtool, "check", "config", "--syntax-only", str(DEPLOY / "prometheus/prometheus.yml")
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+    rules = run(promtool, "check", "rules", str(DEPLOY / "prometheus/rules/vigil.yml"))
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 16 rules found" in rules.stdout
+    tests = run(promtool, "test", "rules", str(DEPLOY / "prometheus/tests/vigil_test.yml"))
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "SUCCESS" in tests.stdout
+
+
+def test_amtool_checks_alertmanager_config() -> None:
+    """Amtool accepts the Alertmanager config: two receivers and the inhibit rule."""
+    out = run(tool("amtool"), "check-config", str(DEPLOY / "alertmanager/alertmanager.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 receivers" in out.stdout
+    assert "1 inhibit rules" in out.stdout
+
+
+def test_compose_file_parses_and_its_files_exist() -> None:
+    """Every file the compose stack mounts or builds from is in the repository."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {
+        "mosquitto",
+        "probe-us-east",
+        "probe-eu-west",
+        "probe-ap-southeast",
+        "aggregator",
+        "prometheus",
+        "alertmanager",
+        "demo-target",
+    } <= services.keys()
+    for name, service in services.items():
+        build = service.get("build")
+        if build is not None:
+            assert (DEPLOY / build / "Dockerfile").exists(), name
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+@pytest.fixture
+def deploy_broker(tmp_path: Path) -> Iterator[int]:
+    """Mosquitto with deploy/'s config, password file made as start.sh does, on loopback."""
+    passwd_tool = tool("mosquitto_passwd")
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in PASSWORDS.items():
+        done = run(passwd_tool, "-b", str(passwd), user, password)
+        assert done.returncode == 0, done.stderr
+    port = free_port()
+    text = (DEPLOY / "mosquitto/mosquitto.conf").read_text()
+    text = text.replace("/mosquitto/run/passwd", str(passwd))
+    text = text.replace("/mosquitto/config/acl", str(DEPLOY / "mosquitto/acl"))
+    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
+    text = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M)
+    assert f"listener {port} 127.0.0.1" in text
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text + f"user {getpass.getuser()}\nlog_dest file {tmp_path}/broker.log\n")
+    binary = mosquitto_binary()
+    assert binary is not None, "mosquitto is installed by `make test`"
+    proc = subprocess.Popen([binary, "-c", str(conf)])
+    wait_port(port)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def client(port: int, user: str | None, password: str | None = None) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        username=user,
+        password=password or PASSWORDS.get(user or ""),
+        protocol=aiomqtt.ProtocolVersion.V5,
+    )
+
+
+async def test_broker_acl(deploy_broker: int) -> None:
+    """Probes write only their region, the aggregator only state; no credentials, no entry."""
+    port = deploy_broker
+    seen: list[str] = []
+
+    async def observe() -> None:
+        async with client(port, "aggregator") as watcher:
+            await watcher.subscribe("vigil/v1/results/#", qos=1)
+            await watcher.subscribe("vigil/v1/probes/#", qos=1)
+            await watcher.subscribe("vigil/v1/state/#", qos=1)
+            async for message in watcher.messages:
+                seen.append(str(message.topic))
+
+    watching = asyncio.create_task(observe())
+    try:
+        await asyncio.sleep(0.5)
+        async with client(port, "probe-us-east") as probe:
+            await probe.publish("vigil/v1/results/eu-west/api", b"forged", qos=1)
+            await probe.publish("vigil/v1/probes/us-east/someone-else", b"forged", qos=1)
+            await probe.publish("vigil/v1/state/api", b"forged", qos=1)
+            await probe.publish("vigil/v1/results/us-east/api", b"allowed", qos=1)
+            await probe.publish("vigil/v1/probes/us-east/us-east-1", b"allowed", qos=1)
+        async with client(port, "aggregator") as aggregator:
+            await aggregator.publish("vigil/v1/results/us-east/api", b"forged", qos=1)
+            await aggregator.publish("vigil/v1/state/api", b"allowed", qos=1)
+        await wait_until(lambda: "vigil/v1/state/api" in seen, what="the allowed publishes")
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+    # Same publishers, same order: anything refused would have arrived before what followed it.
+    assert seen == [
+        "vigil/v1/results/us-east/api",
+        "vigil/v1/probes/us-east/us-east-1",
+        "vigil/v1/state/api",
+    ]
+    for user, password in ((None, None), ("probe-us-east", "wrong")):
+        with pytest.raises(aiomqtt.MqttError):
+            async with client(port, user, password):
+                pass
