@@ -25,6 +25,7 @@ from aggregator.rules import Applied, Engine, Transition
 from aggregator.state import StateRecord
 from wire.config import parse_listen
 from wire.result import Presence, ProbeResult
+from wire.service import until_stopped_or_crashed
 from wire.topics import state_topic
 
 log = logging.getLogger("vigil.aggregator")
@@ -328,14 +329,15 @@ async def run_aggregator(
 
     tasks = [asyncio.create_task(subscriber.run()), asyncio.create_task(ticking())]
     tasks += [asyncio.create_task(sender.run()) for sender in senders]
-    await stop.wait()
+    code = await until_stopped_or_crashed(stop, tasks, log)
     log.info("aggregator_stopping")
     for task in tasks:
         task.cancel()
     for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
+        # A crashed task's error was logged by until_stopped_or_crashed.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await task
     await runner.cleanup()
     await session.close()
     log.info("aggregator_stopped")
-    return 0
+    return code

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -69,7 +70,8 @@ class Subscriber:
             protocol=aiomqtt.ProtocolVersion.V311 if v311 else aiomqtt.ProtocolVersion.V5,
             # A persistent session: the broker queues results while the aggregator is away.
             clean_session=False if v311 else None,
-            clean_start=False,
+            # paho refuses a clean-start flag on MQTT 3.1.1, where clean_session says it.
+            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if v311 else False,
             properties=properties,
             keepalive=s.keepalive,
             tls_context=s.ssl_context(),

@@ -157,23 +157,45 @@ def _alertmanager(children: Children, work: Path) -> str | None:
     return f"http://127.0.0.1:{port}"
 
 
-def run(port: int, target: str | None) -> int:
-    """Start everything, watch until Ctrl-C, stop everything; returns the exit code."""
+def _embedded_available() -> bool:
+    try:
+        import amqtt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(port: int, target: str | None, broker: str = "auto") -> int:
+    """Start everything, watch until Ctrl-C, stop everything; returns the exit code.
+
+    `broker`: `mosquitto`, `embedded` (amqtt, in its own process) or `auto` (mosquitto when
+    installed, else embedded).
+    """
     mosquitto = mosquitto_binary()
-    if mosquitto is None:
+    if broker == "auto":
+        broker = "mosquitto" if mosquitto is not None else "embedded"
+    if broker == "mosquitto" and mosquitto is None:
+        print("vigil demo: mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
+        return 1
+    if broker == "embedded" and not _embedded_available():
         print(
-            "vigil demo: mosquitto is not installed (apt-get install mosquitto, or "
-            "./scripts/bootstrap.sh)",
+            "vigil demo: no mosquitto and no embedded broker: apt-get install mosquitto, or "
+            "pip install 'vigil[demo]'",
             file=sys.stderr,
         )
         return 1
+    # amqtt speaks MQTT 3.1.1 only.
+    protocol = "3.1.1" if broker == "embedded" else "auto"
     work = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     children = Children(work)
     py = sys.executable
     try:
         broker_port = port_or_free(1883)
-        (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
-        children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto")
+        if broker == "mosquitto" and mosquitto is not None:
+            (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
+            children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto")
+        else:
+            children.start([py, "-m", "demo.broker", "--port", str(broker_port)], "broker")
         wait_port(broker_port)
         if target is None:
             demo_port = port_or_free(8000)
@@ -184,8 +206,9 @@ def run(port: int, target: str | None) -> int:
         else:
             watched = target
         am = _alertmanager(children, work)
+        mqtt = {"url": f"mqtt://127.0.0.1:{broker_port}", "protocol": protocol}
         agg_config: dict[str, Any] = {
-            "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
+            "mqtt": mqtt,
             "listen": f"127.0.0.1:{port}",
             "regions": list(REGIONS),
             "client_id": "vigil-demo-aggregator",
@@ -204,7 +227,7 @@ def run(port: int, target: str | None) -> int:
                     {
                         "region": region,
                         "probe_id": f"{region}-1",
-                        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
+                        "mqtt": mqtt,
                         "listen": f"127.0.0.1:{port_or_free(9101 + i)}",
                         "targets": [
                             {"name": "demo", "url": target, "interval": "5s", "timeout": "2s"}
@@ -219,7 +242,7 @@ def run(port: int, target: str | None) -> int:
         print(
             f"Vigil demo: watching {watched} from {', '.join(REGIONS)}.\n"
             f"  Status page: {page}/   (API: {page}/api/v1/status; `vigil status --url {page}`)\n"
-            f"  Broker: mqtt://127.0.0.1:{broker_port}   "
+            f"  Broker ({broker}): mqtt://127.0.0.1:{broker_port}   "
             f"Alertmanager: {am or 'none (alerts print here)'}\n"
             f"  Logs: {work}\n",
             flush=True,

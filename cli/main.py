@@ -30,13 +30,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     dm = sub.add_parser(
         "demo",
         help="run broker, probes, aggregator and a demo target on this machine",
-        description="Everything on 127.0.0.1 until Ctrl-C; needs Debian's mosquitto.",
+        description="Everything on 127.0.0.1 until Ctrl-C: Debian's mosquitto when installed, "
+        "else an embedded broker (pip install 'vigil[demo]').",
     )
     dm.add_argument("--port", type=int, default=8080, help="the aggregator's HTTP port")
     dm.add_argument("--target", help="watch this real service (base URL) instead of the demo")
+    dm.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="mosquitto when installed (auto), or the embedded amqtt broker",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo.run(args.port, args.target)
+        return demo.run(args.port, args.target, args.broker)
     if args.command == "status":
         return status.run(
             args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout

@@ -22,6 +22,7 @@ from probe.mqtt import Publisher
 from probe.schedule import Scheduler
 from wire.config import parse_listen
 from wire.result import ProbeResult
+from wire.service import until_stopped_or_crashed
 
 log = logging.getLogger("vigil.probe")
 
@@ -150,7 +151,7 @@ async def run_agent(
         )
         publishing = asyncio.create_task(publisher.run()) if publisher else None
         scheduler.start()
-        await stop.wait()
+        code = await until_stopped_or_crashed(stop, [publishing] if publishing else [], log)
 
         deadline = time.monotonic() + config.shutdown_timeout
         log.info("probe_stopping", extra={"buffered": len(buffer)})
@@ -160,11 +161,11 @@ async def run_agent(
         if publisher is not None and publishing is not None:
             await publisher.close(max(0.1, deadline - time.monotonic()))
             publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await publishing
     await runner.cleanup()
     log.info("probe_stopped", extra={"unsent": len(buffer) if publisher else 0})
-    return 0
+    return code
 
 
 async def run_once(config: ProbeConfig, out: TextIO) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 
 def use_uvloop() -> None:
@@ -28,3 +30,26 @@ def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]]) -> int
 
     use_uvloop()
     return asyncio.run(main())
+
+
+async def until_stopped_or_crashed(
+    stop: asyncio.Event, tasks: Sequence[asyncio.Task[Any]], log: logging.Logger
+) -> int:
+    """Wait for `stop`, or for one of a service's forever-tasks to end, which is a bug.
+
+    A task that dies must take the process down (exit 1, so a supervisor restarts it) rather
+    than leave it running half-alive: an aggregator without its subscriber still answers
+    /healthz but judges nothing. Returns the exit code.
+    """
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    crashed = [t for t in done if t is not stopping]
+    for task in crashed:
+        error = task.exception() if not task.cancelled() else None
+        log.error(
+            "task_crashed",
+            extra={"task": task.get_name(), "error": repr(error)},
+            exc_info=error,
+        )
+    return 1 if crashed else 0

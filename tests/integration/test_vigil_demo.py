@@ -30,10 +30,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_demo(port: int, out: Path) -> subprocess.Popen[bytes]:
+def start_demo(port: int, out: Path, broker: str) -> subprocess.Popen[bytes]:
     with out.open("wb") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "demo", "--port", str(port)],
+            [sys.executable, "-m", "cli.main", "demo", "--port", str(port), "--broker", broker],
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -45,12 +45,13 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in found.stdout.split()]
 
 
-async def test_vigil_demo_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+async def test_vigil_demo_end_to_end(tmp_path: Path, broker: str) -> None:
     """Regions report, the page serves, a broken target pages, and SIGINT stops everything."""
     find_alertmanager()  # the demo uses a local Alertmanager when installed; CI installs it
     port = free_port()
     out = tmp_path / "demo.out"
-    proc = await asyncio.to_thread(start_demo, port, out)
+    proc = await asyncio.to_thread(start_demo, port, out, broker)
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_until(
