@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aggregator.app import run_aggregator
 from aggregator.config import load_config
 from wire.config import ConfigError
 from wire.logs import configure_logging
-from wire.service import run_until_signalled
+from wire.service import run_until_signalled, service_arguments
 
 EXIT_CONFIG = 2
 
@@ -25,18 +24,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="vigil-aggregator",
         description="Judge probe results from every region and expose verdicts.",
     )
-    default = os.environ.get("VIGIL_CONFIG")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="aggregator YAML config file (default: $VIGIL_CONFIG)",
-    )
-    parser.add_argument(
-        "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
-    )
-    parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+    service_arguments(parser, "aggregator")
     return parser
 
 

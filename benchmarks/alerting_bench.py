@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +34,15 @@ sys.path.insert(0, str(ROOT))
 
 from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
 
-from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
+from demo.local import (  # noqa: E402
+    alertmanager_args,
+    alertmanager_binary,
+    alertmanager_config,
+    free_port,
+    mosquitto_binary,
+    mosquitto_conf,
+    wait_port,
+)
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
 from wire.service import use_uvloop  # noqa: E402
 from wire.topics import result_topic  # noqa: E402
@@ -64,28 +71,15 @@ class Stack:
 
     def start(self) -> None:
         mosquitto = mosquitto_binary()
-        am = shutil.which("prometheus-alertmanager")
+        am = alertmanager_binary()
         if mosquitto is None or am is None:
             raise SystemExit("bench: needs mosquitto and prometheus-alertmanager (make bench)")
         (self.work / "mosquitto.conf").write_text(mosquitto_conf(self.broker_port, self.work))
         self.spawn([mosquitto, "-c", str(self.work / "mosquitto.conf")], "mosquitto")
-        (self.work / "am.yml").write_text(
-            yaml.safe_dump(
-                {
-                    "route": {"receiver": "none", "group_by": ["alertname", "target"]},
-                    "receivers": [{"name": "none"}],
-                }
-            )
-        )
+        am_config = self.work / "am.yml"
+        am_config.write_text(yaml.safe_dump(alertmanager_config()))
         self.spawn(
-            [
-                am,
-                f"--config.file={self.work / 'am.yml'}",
-                f"--storage.path={self.work / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{self.am_port}",
-                "--cluster.listen-address=",
-            ],
-            "alertmanager",
+            alertmanager_args(am, am_config, self.work / "am-data", self.am_port), "alertmanager"
         )
         (self.work / "aggregator.yaml").write_text(
             yaml.safe_dump(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,15 @@ import aiomqtt
 import yaml
 
 from aggregator.state import StateRecord
-from demo.local import mosquitto_binary, mosquitto_conf, port_or_free, wait_port
+from demo.local import (
+    alertmanager_args,
+    alertmanager_binary,
+    alertmanager_config,
+    mosquitto_binary,
+    mosquitto_conf,
+    port_or_free,
+    wait_port,
+)
 from wire.result import Presence, ProbeResult
 from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
 
@@ -131,28 +138,13 @@ async def _watch(broker_port: int, api: str) -> None:
 
 
 def _alertmanager(children: Children, work: Path) -> str | None:
-    binary = shutil.which("prometheus-alertmanager")
+    binary = alertmanager_binary()
     if binary is None:
         return None
     port = port_or_free(9093)
-    (work / "alertmanager.yml").write_text(
-        yaml.safe_dump(
-            {
-                "route": {"receiver": "demo", "group_by": ["alertname", "target"]},
-                "receivers": [{"name": "demo"}],
-            }
-        )
-    )
-    children.start(
-        [
-            binary,
-            f"--config.file={work / 'alertmanager.yml'}",
-            f"--storage.path={work / 'alertmanager'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        "alertmanager",
-    )
+    config = work / "alertmanager.yml"
+    config.write_text(yaml.safe_dump(alertmanager_config()))
+    children.start(alertmanager_args(binary, config, work / "alertmanager", port), "alertmanager")
     wait_port(port)
     return f"http://127.0.0.1:{port}"
 

@@ -1,4 +1,4 @@
-"""Running Vigil's parts as local processes on 127.0.0.1: ports and a throwaway broker.
+"""Running Vigil's parts as local processes on 127.0.0.1: ports, a broker, an Alertmanager.
 
 Shared by the local runner, the integration tests and the benchmarks.
 """
@@ -65,3 +65,38 @@ def mosquitto_conf(port: int, workdir: Path, *, persistence: bool = False, extra
     if persistence:
         lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
     return "\n".join(lines) + "\n" + extra
+
+
+def alertmanager_binary() -> str | None:
+    """Path of Debian's prometheus-alertmanager, or None."""
+    return shutil.which("prometheus-alertmanager")
+
+
+def alertmanager_config(webhook: str | None = None) -> dict[str, object]:
+    """An Alertmanager config grouped by alert and target, notifying `webhook` or nobody."""
+    receiver: dict[str, object] = {"name": "local"}
+    if webhook is not None:
+        receiver["webhook_configs"] = [{"url": webhook, "send_resolved": True}]
+    return {
+        "route": {
+            "receiver": "local",
+            "group_by": ["alertname", "target"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [receiver],
+    }
+
+
+def alertmanager_args(
+    binary: str, config: Path, workdir: Path, port: int, cluster: str = ""
+) -> list[str]:
+    """The command line of an Alertmanager on 127.0.0.1:`port`, alone unless `cluster` is set."""
+    return [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={workdir}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--cluster.listen-address={cluster}",
+    ]

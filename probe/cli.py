@@ -8,13 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from probe.app import run_agent, run_once
 from probe.config import load_config
 from wire.config import ConfigError
 from wire.logs import configure_logging
-from wire.service import run_until_signalled, use_uvloop
+from wire.service import run_until_signalled, service_arguments, use_uvloop
 
 EXIT_CONFIG = 2
 
@@ -26,24 +25,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="vigil-probe",
         description="Check targets' health and version endpoints and publish results over MQTT.",
     )
-    default = os.environ.get("VIGIL_CONFIG")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="probe YAML config file (default: $VIGIL_CONFIG)",
-    )
+    service_arguments(parser, "probe")
     parser.add_argument("--region", help="override the config's region")
-    parser.add_argument(
-        "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
-    )
     parser.add_argument(
         "--once",
         action="store_true",
         help="check every target once, print JSON lines, publish when a broker is configured",
     )
-    parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
     return parser
 
 

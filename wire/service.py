@@ -1,12 +1,15 @@
-"""Running a service process: the event loop (uvloop when installed) and signal handling."""
+"""Running a service process: options, event loop, signals, and dying loudly on a bug."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -53,3 +56,19 @@ async def until_stopped_or_crashed(
             exc_info=error,
         )
     return 1 if crashed else 0
+
+
+def service_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options both services take: --config (or $VIGIL_CONFIG), --check-config, --log-level."""
+    default = os.environ.get("VIGIL_CONFIG")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help=f"{what} YAML config file (default: $VIGIL_CONFIG)",
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
+    )
+    parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))

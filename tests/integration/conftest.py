@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,15 @@ import aiohttp.web
 import pytest
 import yaml
 
-from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port
+from demo.local import (
+    alertmanager_args,
+    alertmanager_binary,
+    alertmanager_config,
+    free_port,
+    mosquitto_binary,
+    mosquitto_conf,
+    wait_port,
+)
 from tests.polling import wait_until_async
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,7 +277,7 @@ async def system(broker: Broker, demo_target: str, tmp_path: Path) -> AsyncItera
 
 
 def find_alertmanager() -> str:
-    path = shutil.which("prometheus-alertmanager")
+    path = alertmanager_binary()
     if path is None:
         pytest.fail(
             "prometheus-alertmanager is not installed: run `make test` (it installs it) "
@@ -292,36 +299,14 @@ class Alertmanager:
         self.peers = peers
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "alertmanager.yml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "route": {
-                        "receiver": "hook",
-                        "group_by": ["alertname", "target"],
-                        "group_wait": "1s",
-                        "group_interval": "1s",
-                        "repeat_interval": "1h",
-                    },
-                    "receivers": [
-                        {
-                            "name": "hook",
-                            "webhook_configs": [{"url": webhook, "send_resolved": True}],
-                        }
-                    ],
-                }
-            )
-        )
+        self.config.write_text(yaml.safe_dump(alertmanager_config(webhook)))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = [
-            find_alertmanager(),
-            f"--config.file={self.config}",
-            f"--storage.path={self.dir}/data",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            f"--cluster.listen-address={self.cluster_address}",
-            "--log.level=warn",
-        ]
+        args = alertmanager_args(
+            find_alertmanager(), self.config, self.dir / "data", self.port, self.cluster_address
+        )
+        args.append("--log.level=warn")
         if self.cluster_address:
             args += [
                 f"--cluster.advertise-address={self.cluster_address}",
