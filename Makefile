@@ -7,7 +7,8 @@ bootstrap:
 run: bootstrap
 	.venv/bin/vigil demo
 
-lint: bootstrap
+lint:
+	./scripts/bootstrap.sh --test
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy

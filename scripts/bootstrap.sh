@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
-#   - Debian packages Vigil needs (mosquitto; for the tests also prometheus-alertmanager,
-#     prometheus for promtool, and chromium, which Playwright drives without downloading a
-#     browser; with --bench also prometheus-blackbox-exporter),
+#   - Debian packages Vigil needs: mosquitto; with --test also prometheus-alertmanager,
+#     prometheus (for promtool) and chromium, which Playwright drives without downloading a
+#     browser; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed.
 # Idempotent: a second run installs nothing new.
@@ -11,12 +11,17 @@ cd "$(dirname "$0")/.."
 
 packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
-command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
-command -v chromium >/dev/null 2>&1 || packages+=(chromium)
-command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
-if [ "${1:-}" = "--bench" ]; then
-  command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
-fi
+case "${1:-}" in
+  --test)
+    command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+    ;;
+  --bench)
+    command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
+    command -v prometheus-blackbox-exporter >/dev/null 2>&1 || packages+=(prometheus-blackbox-exporter)
+    ;;
+esac
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
