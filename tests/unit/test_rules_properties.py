@@ -40,6 +40,17 @@ def final(e: Engine) -> tuple[Verdict, frozenset[str], bool, dict[str, tuple[int
     return state.verdict, state.failing, state.quorum_degraded, views
 
 
+def replayed(
+    rule: Rule, sequence: list[ProbeResult], now: float
+) -> tuple[Verdict, frozenset[str], bool, dict[str, tuple[int, bool]]]:
+    """The final state of a fresh engine fed `sequence`, then judged at `now`."""
+    e = engine(rule)
+    for r in sequence:
+        e.apply_result(r, now)
+    e.evaluate("api", now)
+    return final(e)
+
+
 @settings(max_examples=300, deadline=None)
 @given(rule=rules, history=histories, lag=lags)
 def test_down_needs_the_quorum(
@@ -90,14 +101,7 @@ def test_arrival_order_across_regions_does_not_matter(
     while any(queues.values()):
         region = order.choice([r for r, q in queues.items() if q])
         shuffled.append(queues[region].pop(0))
-    outcomes = []
-    for sequence in (in_order, shuffled):
-        e = engine(rule)
-        for r in sequence:
-            e.apply_result(r, now)
-        e.evaluate("api", now)
-        outcomes.append(final(e))
-    assert outcomes[0] == outcomes[1]
+    assert replayed(rule, in_order, now) == replayed(rule, shuffled, now)
 
 
 @settings(max_examples=200, deadline=None)
@@ -124,11 +128,4 @@ def test_duplicates_and_late_redeliveries_change_nothing(
         seen_before = list(noisy[:position])
         if seen_before:
             noisy.insert(position, seen_before[which % len(seen_before)])
-    outcomes = []
-    for sequence in (clean, noisy):
-        e = engine(rule)
-        for r in sequence:
-            e.apply_result(r, now)
-        e.evaluate("api", now)
-        outcomes.append(final(e))
-    assert outcomes[0] == outcomes[1]
+    assert replayed(rule, clean, now) == replayed(rule, noisy, now)
