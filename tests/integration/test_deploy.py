@@ -10,13 +10,15 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 import pytest
+import trustme
 import yaml
 
 from demo.local import free_port, mosquitto_binary, wait_port
-from tests.integration.conftest import ROOT
-from tests.polling import wait_until
+from tests.integration.conftest import ROOT, Process
+from tests.polling import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +169,106 @@ async def test_broker_acl(deploy_broker: int) -> None:
         with pytest.raises(aiomqtt.MqttError):
             async with client(port, user, password):
                 pass
+
+
+@pytest.fixture
+def tls_deploy_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The deploy broker with its TLS listener example switched on (a trustme CA)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "broker.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "broker.key"))
+    passwd = tmp_path / "passwd"
+    passwd.touch()
+    for user, password in PASSWORDS.items():
+        assert run(tool("mosquitto_passwd"), "-b", str(passwd), user, password).returncode == 0
+    port = free_port()
+    text = (DEPLOY / "mosquitto/mosquitto.conf").read_text()
+    text = text.replace("/mosquitto/run/passwd", str(passwd))
+    text = text.replace("/mosquitto/config/acl", str(DEPLOY / "mosquitto/acl"))
+    text = text.replace("/mosquitto/data/", f"{tmp_path}/")
+    text = re.sub(r"^listener 1883$", f"listener {free_port()} 127.0.0.1", text, flags=re.M)
+    # Switch the documented TLS example on, as an operator would.
+    text = re.sub(r"^#listener 8883$", f"listener {port} 127.0.0.1", text, flags=re.M)
+    text = re.sub(r"^#(cafile|certfile|keyfile|tls_version) ", r"\1 ", text, flags=re.M)
+    text = text.replace("/mosquitto/certs/", f"{tmp_path}/")
+    assert f"listener {port} 127.0.0.1\ncafile {tmp_path}/ca.crt" in text
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text + f"user {getpass.getuser()}\nlog_dest file {tmp_path}/broker.log\n")
+    binary = mosquitto_binary()
+    assert binary is not None
+    proc = subprocess.Popen([binary, "-c", str(conf)])
+    wait_port(port)
+    yield port, tmp_path / "ca.crt"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+async def test_probe_and_aggregator_over_tls_with_credentials(
+    tls_deploy_broker: tuple[int, Path], demo_target: str, tmp_path: Path
+) -> None:
+    """Probe and aggregator processes reach the deploy broker over TLS with their credentials."""
+    port, ca = tls_deploy_broker
+    mqtt = {"url": f"mqtts://127.0.0.1:{port}", "ca_file": str(ca), "reconnect_max": "1s"}
+    probe_cfg = tmp_path / "probe.yaml"
+    probe_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "region": "us-east",
+                "probe_id": "us-east-1",
+                "mqtt": mqtt,
+                "listen": "127.0.0.1:0",
+                "targets": [
+                    {
+                        "name": "api",
+                        "url": demo_target,
+                        "interval": 0.5,
+                        "timeout": 0.4,
+                        "version_path": None,
+                    }
+                ],
+            }
+        )
+    )
+    agg_port = free_port()
+    agg_cfg = tmp_path / "aggregator.yaml"
+    agg_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": mqtt,
+                "listen": f"127.0.0.1:{agg_port}",
+                "regions": ["us-east"],
+                "rule": {"regions": 1, "min_regions": 1},
+                "startup_grace": "2s",
+            }
+        )
+    )
+    aggregator = Process(
+        ["-m", "aggregator", "--config", str(agg_cfg)],
+        tmp_path / "agg.log",
+        env={"VIGIL_MQTT_USERNAME": "aggregator", "VIGIL_MQTT_PASSWORD": PASSWORDS["aggregator"]},
+    )
+    probe = Process(
+        ["-m", "probe", "--config", str(probe_cfg)],
+        tmp_path / "probe.log",
+        env={
+            "VIGIL_MQTT_USERNAME": "probe-us-east",
+            "VIGIL_MQTT_PASSWORD": PASSWORDS["probe-us-east"],
+        },
+    )
+    try:
+        wait_port(agg_port)
+        async with aiohttp.ClientSession() as session:
+
+            async def judged_up() -> bool:
+                async with session.get(f"http://127.0.0.1:{agg_port}/api/v1/status") as resp:
+                    status = await resp.json()
+                return bool(status["targets"]) and status["targets"][0]["verdict"] == "up"
+
+            await wait_until_async(judged_up, 30, what="a verdict from results sent over TLS")
+    finally:
+        assert probe.stop() == 0
+        assert aggregator.stop() == 0
+    assert probe.events("mqtt_connected")
+    assert not probe.events("mqtt_connect_failed")
