@@ -73,7 +73,7 @@ class Aggregator:
         self.alert_book = AlertBook(am.resend_interval, am.resolved_retention)
         # Where alert payloads go: the Alertmanager peers, or the log.
         self.send_alerts: Callable[[list[dict[str, Any]]], None] = ConsoleSink(clock).enqueue
-        # Called with every batch of transitions once verdicts are live (alerting hooks in).
+        # Called with every batch of transitions once verdicts are live.
         self.listeners: list[Callable[[list[Transition]], None]] = []
         self._regions = frozenset(config.regions)
         self._subscribed_at: float | None = None
@@ -175,14 +175,14 @@ class Aggregator:
             # Re-record every target, so the retained records reflect this process's view.
             for name in self.engine.targets:
                 self._record(name, now)
-            self._emit(transitions, now, record=False)
+            self._emit(transitions, now, record=False, alert=False)
             self._alert(now)
             return
-        self._emit(self.engine.evaluate_all(now), now)
+        self._emit(self.engine.evaluate_all(now), now, alert=False)
         for name in self.engine.forget(now):
             self.store.forget(name)
             log.info("target_forgotten", extra={"target": name})
-        # Resends fall due with time, whether or not anything changed.
+        # Once per tick, changed or not: resends fall due with time.
         self._alert(now)
 
     # -- output ---------------------------------------------------------------------------
@@ -193,7 +193,9 @@ class Aggregator:
             record = StateRecord.of(state, now, self.config.client_id)
             self.publish_state(state_topic(target), record.to_json())
 
-    def _emit(self, transitions: list[Transition], now: float, *, record: bool = True) -> None:
+    def _emit(
+        self, transitions: list[Transition], now: float, *, record: bool = True, alert: bool = True
+    ) -> None:
         if not transitions:
             return
         changed: set[str] = set()
@@ -207,8 +209,9 @@ class Aggregator:
                 self._record(target, now)
         for listener in self.listeners:
             listener(transitions)
-        # At once, not at the next tick: detection latency is what a pager is for.
-        self._alert(now)
+        if alert:
+            # At once, not at the next tick: detection latency is what a pager is for.
+            self._alert(now)
 
     def _alert(self, now: float) -> None:
         if not self.readiness.loaded:
