@@ -8,27 +8,23 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from aggregator.rules import Restored, RestoredRegion, TargetState, Verdict
-from wire.result import EpochSeconds, Name
+from wire.result import EpochSeconds, Name, WireModel
 
 STATE_SCHEMA: Final = "vigil.state/v1"
 
 
-class RegionRecord(BaseModel):
+class RegionRecord(WireModel):
     """A region's failing flag in the record."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
 
     failing: bool
     failing_since: EpochSeconds | None = None
 
 
-class StateRecord(BaseModel):
+class StateRecord(WireModel):
     """One target's verdict as the aggregator last concluded it."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     schema_: Literal["vigil.state/v1"] = Field(default=STATE_SCHEMA, alias="schema")
     target: Name
@@ -39,19 +35,6 @@ class StateRecord(BaseModel):
     regions: Annotated[dict[Name, RegionRecord], Field(max_length=1000)] = {}
     updated_at: EpochSeconds
     aggregator: Annotated[str, Field(max_length=128)] = ""
-
-    def to_json(self) -> bytes:
-        """Serialise for the wire."""
-        return self.model_dump_json(by_alias=True).encode()
-
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> StateRecord:
-        """Parse and validate a wire payload.
-
-        Raises:
-            pydantic.ValidationError: on invalid JSON or any rejected field.
-        """
-        return cls.model_validate_json(payload)
 
     @classmethod
     def of(cls, state: TargetState, now: float, aggregator: str) -> StateRecord:

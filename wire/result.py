@@ -63,11 +63,26 @@ class VersionErrorKind(enum.StrEnum):
     INTERNAL = "internal"
 
 
-class _WireModel(BaseModel):
+class WireModel(BaseModel):
+    """Base of every message on Vigil's topics: frozen, JSON, tolerant of unknown fields."""
+
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
+    def to_json(self) -> bytes:
+        """Serialise for the wire, fields under their wire names (`schema`)."""
+        return self.model_dump_json(by_alias=True).encode()
 
-class Phases(_WireModel):
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Self:
+        """Parse and validate a wire payload.
+
+        Raises:
+            pydantic.ValidationError: on invalid JSON or any rejected field.
+        """
+        return cls.model_validate_json(payload)
+
+
+class Phases(WireModel):
     """Time spent in each phase of the health request, in ms; None where not measured."""
 
     dns: Millis | None = None
@@ -77,7 +92,7 @@ class Phases(_WireModel):
     transfer: Millis | None = None
 
 
-class ProbeResult(_WireModel):
+class ProbeResult(WireModel):
     """One health check of one target from one region, as published by the probe."""
 
     schema_: Literal["vigil.result/v1"] = Field(default=RESULT_SCHEMA, alias="schema")
@@ -122,20 +137,11 @@ class ProbeResult(_WireModel):
         return self
 
     def to_json(self) -> bytes:
-        """Serialise for the wire, with the `schema` field under its wire name."""
+        """Serialise for the wire; unset optional fields are left out to keep results small."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> ProbeResult:
-        """Parse and validate a wire payload.
 
-        Raises:
-            pydantic.ValidationError: on invalid JSON or any rejected field.
-        """
-        return cls.model_validate_json(payload)
-
-
-class Presence(_WireModel):
+class Presence(WireModel):
     """A probe's retained presence record: `online` on connect, `offline` on exit or death."""
 
     schema_: Literal["vigil.presence/v1"] = Field(default=PRESENCE_SCHEMA, alias="schema")
@@ -148,16 +154,3 @@ class Presence(_WireModel):
     targets: Annotated[
         dict[Name, Annotated[float, Field(gt=0, le=86400)]], Field(max_length=100_000)
     ] = {}
-
-    def to_json(self) -> bytes:
-        """Serialise for the wire."""
-        return self.model_dump_json(by_alias=True).encode()
-
-    @classmethod
-    def from_json(cls, payload: bytes | str) -> Presence:
-        """Parse and validate a wire payload.
-
-        Raises:
-            pydantic.ValidationError: on invalid JSON or any rejected field.
-        """
-        return cls.model_validate_json(payload)
