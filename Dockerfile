@@ -5,6 +5,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY wire wire
+COPY runtime runtime
 COPY probe probe
 COPY aggregator aggregator
 COPY demo demo

@@ -24,8 +24,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type
 
 from aggregator.alerts import fingerprint, rfc3339
 from aggregator.config import AlertmanagerConfig
-from wire.config import ConfigError
-from wire.retry import backoff
+from runtime.retry import backoff
+from runtime.secrets import resolve_secret
+from runtime.tls import client_context
 
 log = logging.getLogger("vigil.aggregator.alertmanager")
 
@@ -62,27 +63,16 @@ def auth_headers(config: AlertmanagerConfig) -> dict[str, str]:
     Raises:
         ConfigError: a secret file cannot be read.
     """
-
-    def read(path: Any, key: str) -> str:
-        try:
-            return str(path.read_text()).strip()
-        except OSError as exc:
-            raise ConfigError(f"alertmanager.{key}: cannot read: {exc.strerror}") from None
-
     if config.basic_auth is not None:
         ba = config.basic_auth
-        password = ""
-        if ba.password is not None:
-            password = ba.password.get_secret_value()
-        elif ba.password_file is not None:
-            password = read(ba.password_file, "basic_auth.password_file")
+        key = "alertmanager.basic_auth.password_file"
+        password = resolve_secret(ba.password, ba.password_file, key) or ""
         token = base64.b64encode(f"{ba.username}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
-    if config.bearer_token is not None:
-        return {"Authorization": f"Bearer {config.bearer_token.get_secret_value()}"}
-    if config.bearer_token_file is not None:
-        return {"Authorization": f"Bearer {read(config.bearer_token_file, 'bearer_token_file')}"}
-    return {}
+    bearer = resolve_secret(
+        config.bearer_token, config.bearer_token_file, "alertmanager.bearer_token_file"
+    )
+    return {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
 
 
 def ssl_for(config: AlertmanagerConfig) -> ssl.SSLContext | bool:
@@ -91,12 +81,9 @@ def ssl_for(config: AlertmanagerConfig) -> ssl.SSLContext | bool:
         return False
     if config.ca_file is None and config.cert_file is None:
         return True
-    ctx = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-    if config.cert_file is not None:
-        ctx.load_cert_chain(
-            str(config.cert_file), str(config.key_file) if config.key_file else None
-        )
-    return ctx
+    return client_context(
+        ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file
+    )
 
 
 class PeerSender:

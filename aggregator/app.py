@@ -23,9 +23,9 @@ from aggregator.metrics import AggregatorMetrics, SeriesStore
 from aggregator.mqtt import Subscriber
 from aggregator.rules import Applied, Engine, Transition
 from aggregator.state import StateRecord
-from wire.config import parse_listen
+from runtime.config import parse_listen
+from runtime.service import until_stopped_or_crashed
 from wire.result import Presence, ProbeResult
-from wire.service import until_stopped_or_crashed
 from wire.topics import state_topic
 
 log = logging.getLogger("vigil.aggregator")

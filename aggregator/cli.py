@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from aggregator.app import run_aggregator
 from aggregator.config import load_config
-from wire.config import ConfigError
-from wire.logs import configure_logging
-from wire.service import run_until_signalled, service_arguments
+from runtime.config import ConfigError
+from runtime.logs import configure_logging
+from runtime.service import run_until_signalled, service_arguments
 
 EXIT_CONFIG = 2
 

@@ -8,7 +8,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from wire.config import (
+from runtime.config import (
     ConfigError,
     Duration,
     Listen,
@@ -19,6 +19,7 @@ from wire.config import (
     parse_yaml,
     read_config_text,
 )
+from runtime.secrets import read_secret_file
 from wire.result import Name
 
 Count = Annotated[int, Field(ge=1, le=1000)]
@@ -141,10 +142,7 @@ class ApiConfig(StrictModel):
         """
         tokens = {t.get_secret_value() for t in self.tokens if t.get_secret_value()}
         if self.tokens_file is not None:
-            try:
-                text = self.tokens_file.read_text()
-            except OSError as exc:
-                raise ConfigError(f"api.tokens_file: cannot read: {exc.strerror}") from None
+            text = read_secret_file(self.tokens_file, "api.tokens_file")
             tokens |= {line.strip() for line in text.splitlines() if line.strip()}
         return frozenset(tokens)
 

@@ -13,8 +13,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from wire.config import MqttSettings
-from wire.retry import reconnecting
+from runtime.config import MqttSettings
+from runtime.retry import reconnecting
 from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
 
 log = logging.getLogger("vigil.aggregator.mqtt")

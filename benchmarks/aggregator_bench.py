@@ -41,9 +41,9 @@ from aggregator.app import Aggregator  # noqa: E402
 from aggregator.config import AggregatorConfig  # noqa: E402
 from aggregator.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
+from runtime.config import MqttSettings  # noqa: E402
+from runtime.service import use_uvloop  # noqa: E402
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
-from wire.config import MqttSettings  # noqa: E402
-from wire.service import use_uvloop  # noqa: E402
 from wire.topics import RESULTS_FILTER, result_topic  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

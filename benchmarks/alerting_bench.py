@@ -43,8 +43,8 @@ from demo.local import (  # noqa: E402
     mosquitto_conf,
     wait_port,
 )
+from runtime.service import use_uvloop  # noqa: E402
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
-from wire.service import use_uvloop  # noqa: E402
 from wire.topics import result_topic  # noqa: E402
 
 

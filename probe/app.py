@@ -20,9 +20,9 @@ from probe.http import make_app
 from probe.metrics import ProbeMetrics
 from probe.mqtt import Publisher
 from probe.schedule import Scheduler
-from wire.config import parse_listen
+from runtime.config import parse_listen
+from runtime.service import until_stopped_or_crashed
 from wire.result import ProbeResult
-from wire.service import until_stopped_or_crashed
 
 log = logging.getLogger("vigil.probe")
 

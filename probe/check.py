@@ -22,6 +22,7 @@ from probe.verdict import (
     parse_version,
     version_error_kind,
 )
+from runtime.tls import client_context
 from wire.result import Phases, ProbeResult, VersionErrorKind
 
 # Health and version bodies are small JSON documents; reading more would let a broken or
@@ -177,7 +178,7 @@ def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
         return True
     if not target.tls_verify:
         return False
-    return ssl.create_default_context(cafile=str(target.ca_file) if target.ca_file else None)
+    return client_context(ca_file=target.ca_file)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from probe.app import run_agent, run_once
 from probe.config import load_config
-from wire.config import ConfigError
-from wire.logs import configure_logging
-from wire.service import run_until_signalled, service_arguments, use_uvloop
+from runtime.config import ConfigError
+from runtime.logs import configure_logging
+from runtime.service import run_until_signalled, service_arguments, use_uvloop
 
 EXIT_CONFIG = 2
 

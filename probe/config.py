@@ -8,8 +8,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from wire.config import (
-    ConfigError,
+from runtime.config import (
     Duration,
     Listen,
     MqttSettings,
@@ -19,6 +18,7 @@ from wire.config import (
     parse_yaml,
     read_config_text,
 )
+from runtime.secrets import resolve_secret
 from wire.result import Name
 
 
@@ -93,16 +93,11 @@ class TargetConfig(StrictModel):
         Raises:
             ConfigError: the file cannot be read.
         """
-        if self.version_auth_header is not None:
-            return self.version_auth_header.get_secret_value()
-        if self.version_auth_header_file is not None:
-            try:
-                return self.version_auth_header_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"targets.{self.name}.version_auth_header_file: cannot read: {exc.strerror}"
-                ) from None
-        return None
+        return resolve_secret(
+            self.version_auth_header,
+            self.version_auth_header_file,
+            f"targets.{self.name}.version_auth_header_file",
+        )
 
 
 class ProbeConfig(StrictModel):

@@ -12,9 +12,9 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from probe.buffer import ResultBuffer
-from wire.config import MqttSettings
+from runtime.config import MqttSettings
+from runtime.retry import reconnecting
 from wire.result import Presence
-from wire.retry import reconnecting
 from wire.topics import presence_topic, result_topic
 
 log = logging.getLogger("vigil.probe.mqtt")

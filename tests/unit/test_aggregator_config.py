@@ -8,7 +8,7 @@ import pytest
 
 from aggregator.cli import main
 from aggregator.config import parse_config
-from wire.config import ConfigError
+from runtime.config import ConfigError
 
 MINIMAL = "regions: [us-east, eu-west, ap-southeast]\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tenacity import RetryCallState
 
-from wire.retry import backoff
+from runtime.retry import backoff
 
 
 def wait_for_attempt(strategy: object, attempt: int) -> float:

@@ -8,7 +8,7 @@ import pytest
 
 from probe.cli import main
 from probe.config import load_config, parse_config
-from wire.config import ConfigError, parse_duration
+from runtime.config import ConfigError, parse_duration
 
 MINIMAL = """
 region: us-east

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from wire.service import until_stopped_or_crashed
+from runtime.service import until_stopped_or_crashed
 
 
 async def test_stop_is_exit_0() -> None:

@@ -25,6 +25,12 @@ from pydantic import (
     field_validator,
 )
 
+from runtime.errors import ConfigError
+from runtime.secrets import resolve_secret
+from runtime.tls import client_context
+
+__all__ = ["ConfigError"]  # re-exported: config errors are raised from here
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -44,10 +50,6 @@ def check_url(value: str, schemes: tuple[str, ...], hint: str) -> str:
     except ValueError as exc:
         raise ValueError(f"bad port in url: {exc}") from None
     return value
-
-
-class ConfigError(Exception):
-    """A config file is unreadable or invalid; the message names the file and the key."""
 
 
 def parse_duration(value: object) -> float:
@@ -159,13 +161,12 @@ class MqttSettings(StrictModel):
         """The TLS context for an `mqtts://` broker, None for plain `mqtt://`."""
         if not self.tls:
             return None
-        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        if self.cert_file is not None:
-            ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
-        if self.tls_insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return client_context(
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            insecure=self.tls_insecure,
+        )
 
     def resolved_password(self) -> str | None:
         """The password, reading `password_file` if one is set.
@@ -173,14 +174,7 @@ class MqttSettings(StrictModel):
         Raises:
             ConfigError: the password file cannot be read.
         """
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read: {exc.strerror}") from None
-        return None
+        return resolve_secret(self.password, self.password_file, "mqtt.password_file")
 
 
 def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:
