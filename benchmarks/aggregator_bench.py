@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
 
-from aggregator.app import Aggregator  # noqa: E402
+from aggregator.app import build  # noqa: E402
 from aggregator.config import AggregatorConfig  # noqa: E402
-from aggregator.mqtt import Subscriber  # noqa: E402
+from aggregator.edges.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from runtime.config import MqttSettings  # noqa: E402
 from runtime.service import use_uvloop  # noqa: E402
@@ -132,24 +132,28 @@ async def drain_aggregator(port: int, expect: int) -> dict[str, Any]:
         startup_grace=1,
     )
     registry = CollectorRegistry()
-    agg = Aggregator(config, registry)
+    agg = build(config, registry, None)
     done = asyncio.Event()
     count = 0
 
     def handle(topic: str, payload: bytes, retain: bool) -> None:
         nonlocal count
-        agg.handle(topic, payload, retain)
+        agg.pipeline.handle(topic, payload, retain)
         count += 1
         if count >= expect:
             done.set()
 
     sub = Subscriber(
-        config.mqtt, handle, client_id=config.client_id, session_expiry=3600, subscribe_timeout=600
+        config.mqtt,
+        handle,
+        agg.outbox,
+        client_id=config.client_id,
+        session_expiry=3600,
+        subscribe_timeout=600,
     )
     # As an aggregator that is past its warm-up and reconnects to a backlog: every applied
     # result is judged at once, and state records go out through the subscriber.
     agg.readiness.loaded = True
-    agg.publish_state = sub.publish_state
     t0, c0 = time.perf_counter(), cpu_seconds()
     task = asyncio.create_task(sub.run())
     await asyncio.wait_for(done.wait(), 600)
@@ -188,7 +192,8 @@ def memory(targets: int, trace: bool) -> dict[str, Any]:
     tracemalloc itself costs memory, so the two are measured in separate processes.
     """
     config = AggregatorConfig(regions=list(REGIONS), startup_grace=1)
-    agg = Aggregator(config, CollectorRegistry())
+    offset = 0.0
+    agg = build(config, CollectorRegistry(), None, clock=lambda: time.time() + offset)
     start = time.time() - 20
     gc.collect()
     before = rss_bytes()
@@ -201,14 +206,14 @@ def memory(targets: int, trace: bool) -> dict[str, Any]:
             probe = RegionProbe(region, target=f"t{i}")
             for k in range(2):
                 result = probe.check(k == 1, start + 10 * k)
-                agg.handle(result_topic(region, probe.target), result.to_json(), False)
-    agg.tick(subscribed=True)
-    agg.clock = lambda: time.time() + 2
-    agg.tick(subscribed=True)  # warm-up over: every target evaluated
+                agg.pipeline.handle(result_topic(region, probe.target), result.to_json(), False)
+    agg.pipeline.tick(subscribed=True)
+    offset = 2.0
+    agg.pipeline.tick(subscribed=True)  # warm-up over: every target evaluated
     assert agg.readiness.loaded
     gc.collect()
     after = rss_bytes()
-    pairs = sum(len(s.regions) for s in agg.engine.targets.values())
+    pairs = sum(len(s.regions) for s in agg.engine.snapshots())
     if trace:
         return {"traced_per_pair": tracemalloc.get_traced_memory()[0] / pairs}
     return {"pairs": pairs, "rss_delta": after - before, "per_pair": (after - before) / pairs}

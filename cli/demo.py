@@ -24,7 +24,6 @@ from typing import Any
 import aiomqtt
 import yaml
 
-from aggregator.state import StateRecord
 from demo.local import (
     alertmanager_args,
     alertmanager_binary,
@@ -35,7 +34,8 @@ from demo.local import (
     wait_port,
 )
 from wire.result import Presence, ProbeResult
-from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
+from wire.state import StateRecord
+from wire.topics import ALL_FILTERS, Kind, topic_kind
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 
@@ -87,18 +87,18 @@ def _line(r: ProbeResult) -> str:
 
 async def _watch_mqtt(port: int) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="vigil-demo-watch") as client:
-        for topic in (RESULTS_FILTER, PRESENCE_FILTER, STATE_FILTER):
+        for topic in ALL_FILTERS:
             await client.subscribe(topic, qos=1)
         verdicts: dict[str, str] = {}
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes):
                 continue
-            topic = str(message.topic)
-            if topic.startswith("vigil/v1/probes/"):
+            kind = topic_kind(str(message.topic))
+            if kind is Kind.PRESENCE:
                 p = Presence.from_json(payload)
                 print(f"{'':8} probe {p.probe_id} ({p.region}) is {p.status}", flush=True)
-            elif topic.startswith("vigil/v1/state/"):
+            elif kind is Kind.STATE:
                 record = StateRecord.from_json(payload)
                 verdict = record.verdict.value + (
                     " (degraded quorum)" if record.quorum_degraded else ""
@@ -106,7 +106,7 @@ async def _watch_mqtt(port: int) -> None:
                 if verdicts.get(record.target) != verdict:
                     verdicts[record.target] = verdict
                     print(f"{'':8} >>> {record.target} is {verdict.upper()}", flush=True)
-            else:
+            elif kind is Kind.RESULT:
                 print(_line(ProbeResult.from_json(payload)), flush=True)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 import urllib.error
@@ -10,6 +9,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import quote, urlsplit
+
+from runtime.clock import utc_clock
 
 EXIT_UP, EXIT_DEGRADED, EXIT_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -52,12 +53,6 @@ def exit_code(targets: Sequence[Mapping[str, Any]]) -> int:
     return EXIT_DEGRADED
 
 
-def _clock(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%H:%M:%SZ")
-
-
 def _cell(region: Mapping[str, Any]) -> str:
     if region.get("last_result") is None:
         text = "no data"
@@ -92,7 +87,7 @@ def table(status: Mapping[str, Any]) -> str:
             [
                 t["target"],
                 verdict,
-                _clock(t["since"]),
+                utc_clock(t["since"]),
                 *(_cell(by_region[r]) if r in by_region else "-" for r in regions),
                 _last_error(t),
             ]

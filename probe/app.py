@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TextIO
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from probe.buffer import ResultBuffer
@@ -20,7 +19,7 @@ from probe.http import make_app
 from probe.metrics import ProbeMetrics
 from probe.mqtt import Publisher
 from probe.schedule import Scheduler
-from runtime.config import parse_listen
+from runtime.http import serve
 from runtime.service import until_stopped_or_crashed
 from wire.result import ProbeResult
 
@@ -111,12 +110,7 @@ async def run_agent(
         on_connected=lambda up: metrics.broker_connected.set(1 if up else 0),
     )
 
-    runner = web.AppRunner(make_app(registry), access_log=None)
-    await runner.setup()
-    host, port = parse_listen(config.listen)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    runner, host, bound = await serve(make_app(registry), config.listen)
     on_listening(bound)
     log.info(
         "probe_started",

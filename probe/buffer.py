@@ -27,7 +27,6 @@ class ResultBuffer:
         self._not_empty = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -36,7 +35,6 @@ class ResultBuffer:
         """Append a result, dropping the oldest when the buffer is full."""
         if len(self._items) >= self._capacity:
             self._items.popleft()
-            self.dropped += 1
             self._on_drop()
         self._items.append((self._next_id, result))
         self._next_id += 1

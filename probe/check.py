@@ -227,7 +227,7 @@ class VersionCache:
 
 
 @dataclass
-class TargetState:
+class TargetMemory:
     """Per-target memory of the probe: sequence number, streak, version cache."""
 
     seq: int = 0
@@ -254,7 +254,7 @@ class Checker:
         self._fresh = fresh
         self._pooled = pooled
         self._wall = wall_clock
-        self._state: dict[str, TargetState] = {}
+        self._state: dict[str, TargetMemory] = {}
         # Identify the caller, so a target's logs (and the demo target) can tell regions apart.
         self._id_headers = {"X-Vigil-Region": region, "X-Vigil-Probe": probe_id}
         self._ssl: dict[tuple[bool, bool, str], ssl.SSLContext | bool] = {}
@@ -352,7 +352,7 @@ class Checker:
 
     async def run(self, target: TargetConfig, scheduled_at: float) -> ProbeResult:
         """Check health and version concurrently and return the next result for `target`."""
-        state = self._state.setdefault(target.name, TargetState())
+        state = self._state.setdefault(target.name, TargetMemory())
         outcome, (version, version_error) = await asyncio.gather(
             self.health(target), self.version(target, state.version)
         )

@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable, Mapping
 
 import aiomqtt
-import paho.mqtt.client as paho
 
 from probe.buffer import ResultBuffer
 from runtime.config import MqttSettings
-from runtime.retry import reconnecting
+from runtime.mqtt import Connector, make_client
 from wire.result import Presence
 from wire.topics import presence_topic, result_topic
 
@@ -22,13 +21,6 @@ log = logging.getLogger("vigil.probe.mqtt")
 # Results published concurrently before waiting for their acknowledgements. aiomqtt hands
 # each publish to paho synchronously and in call order, so order on the wire is kept.
 PUBLISH_WINDOW = 100
-
-
-def _refused_for_protocol(exc: aiomqtt.MqttError) -> bool:
-    rc = getattr(exc, "rc", None)
-    value = getattr(rc, "value", rc)
-    # 1: v3.1.1 "unacceptable protocol version"; 132: v5 "Unsupported Protocol Version".
-    return value in (1, 132)
 
 
 class Publisher:
@@ -56,11 +48,7 @@ class Publisher:
         self._on_published = on_published
         self._on_connected = on_connected
         self._wall = wall_clock
-        self._protocol = (
-            aiomqtt.ProtocolVersion.V311
-            if settings.protocol == "3.1.1"
-            else aiomqtt.ProtocolVersion.V5
-        )
+        self._connector = Connector(settings, self._client_for, log)
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
@@ -78,32 +66,22 @@ class Publisher:
             targets=self._targets if status == "online" else {},
         ).to_json()
 
-    def _client_for(self) -> aiomqtt.Client:
-        s = self._settings
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.resolved_password(),
-            identifier=s.client_id or f"vigil-probe-{self._region}-{self._probe_id}",
-            protocol=self._protocol,
-            # The probe keeps its own buffer of unacknowledged results, so it needs no
-            # session state at the broker.
-            clean_session=True if self._protocol == aiomqtt.ProtocolVersion.V311 else None,
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY,
+    def _client_for(self, protocol: aiomqtt.ProtocolVersion) -> aiomqtt.Client:
+        # The probe keeps its own buffer of unacknowledged results, so it needs no session
+        # state at the broker: a clean session.
+        return make_client(
+            self._settings,
+            identifier=self._settings.client_id or f"vigil-probe-{self._region}-{self._probe_id}",
+            protocol=protocol,
             will=aiomqtt.Will(self._presence_topic, self._presence("offline"), qos=1, retain=True),
-            keepalive=s.keepalive,
-            tls_context=s.ssl_context(),
-            tls_insecure=s.tls_insecure if s.tls else None,
-            timeout=10,
-            max_inflight_messages=PUBLISH_WINDOW,
+            max_inflight=PUBLISH_WINDOW,
         )
 
     async def run(self) -> None:
         """Connect, publish presence, drain the buffer; reconnect forever on any loss."""
         while True:
             async with contextlib.AsyncExitStack() as stack:
-                client = await self._connect(stack)
+                client = await self._connector.connect(stack)
                 self._client = client
                 self.connected.set()
                 self._on_connected(True)
@@ -119,19 +97,6 @@ class Publisher:
                     self._client = None
                     self.connected.clear()
                     self._on_connected(False)
-
-    async def _connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
-        retrying = reconnecting(self._settings.url, self._settings.reconnect_max, log)
-        async for attempt in retrying:
-            with attempt:
-                try:
-                    return await stack.enter_async_context(self._client_for())
-                except aiomqtt.MqttError as exc:
-                    if self._settings.protocol == "auto" and _refused_for_protocol(exc):
-                        log.info("mqtt_protocol_fallback", extra={"protocol": "3.1.1"})
-                        self._protocol = aiomqtt.ProtocolVersion.V311
-                    raise
-        raise AssertionError("unreachable: the retry loop never stops")  # pragma: no cover
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:

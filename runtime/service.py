@@ -8,9 +8,17 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from runtime.errors import ConfigError
+from runtime.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+C = TypeVar("C")
 
 
 def use_uvloop() -> None:
@@ -72,3 +80,35 @@ def service_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         "--check-config", action="store_true", help="validate the config and exit (0 or 2)"
     )
     parser.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+
+
+def service_main(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    *,
+    load: Callable[[argparse.Namespace], C],
+    describe: Callable[[C], str],
+    run: Callable[[argparse.Namespace, C], int],
+    log: logging.Logger,
+) -> int:
+    """The command line both services share; returns the exit code.
+
+    Parses `argv` with `parser` (which has `service_arguments`), sets up logging, loads the
+    config with `load`, and either prints `describe(config)` for `--check-config` or calls
+    `run`. A config error, at load or when a file it names is read at start, is exit 2 with
+    the file and key on stderr; an OS error at start (a port taken) is exit 1.
+    """
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load(args)
+        if args.check_config:
+            print(f"{args.config}: ok ({describe(config)})")
+            return 0
+        return run(args, config)
+    except ConfigError as exc:
+        print(f"{parser.prog}: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        log.error("start_failed", extra={"error": str(exc)})
+        return 1

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aggregator.config import AggregatorConfig, Rule
-from aggregator.rules import Engine, Verdict
+from aggregator.core.rules import Engine, TargetState, Transition, Verdict
 from wire.result import ErrorKind, ProbeResult
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
@@ -66,4 +67,14 @@ class RegionProbe:
 
 def verdict(e: Engine, target: str = "api") -> Verdict:
     """The target's current verdict (a call, so type narrowing does not stick across steps)."""
-    return e.targets[target].verdict
+    return state(e, target).verdict
+
+
+def state(e: Engine, target: str = "api") -> TargetState:
+    """The engine's own state of a target, for tests of the engine (readers use `snapshot`)."""
+    return e._targets[target]
+
+
+def names(transitions: Iterable[Transition]) -> list[str]:
+    """Short `kind:old->new` labels."""
+    return [f"{t.kind}:{t.old}->{t.new}" for t in transitions]

@@ -1,16 +1,32 @@
-"""MQTT topic names: built and parsed here and nowhere else."""
+"""MQTT topic names: built, parsed and matched here and nowhere else."""
 
 from __future__ import annotations
 
+import enum
 import re
 from typing import NamedTuple
 
 from wire.result import NAME_PATTERN
 
 PREFIX = "vigil/v1"
-RESULTS_FILTER = f"{PREFIX}/results/+/+"
-PRESENCE_FILTER = f"{PREFIX}/probes/+/+"
-STATE_FILTER = f"{PREFIX}/state/+"
+
+
+class Kind(enum.StrEnum):
+    """The kinds of message on Vigil's topics; the value is the topic level after the prefix."""
+
+    RESULT = "results"
+    PRESENCE = "probes"
+    STATE = "state"
+
+
+# Topic levels after `{PREFIX}/{kind}` for each kind.
+_LEVELS = {Kind.RESULT: 2, Kind.PRESENCE: 2, Kind.STATE: 1}
+
+RESULTS_FILTER = f"{PREFIX}/{Kind.RESULT}/+/+"
+PRESENCE_FILTER = f"{PREFIX}/{Kind.PRESENCE}/+/+"
+STATE_FILTER = f"{PREFIX}/{Kind.STATE}/+"
+# Everything a consumer of the whole system subscribes to.
+ALL_FILTERS = (STATE_FILTER, RESULTS_FILTER, PRESENCE_FILTER)
 
 _NAME = re.compile(NAME_PATTERN)
 
@@ -41,23 +57,37 @@ def _level(kind: str, value: str) -> str:
 
 def result_topic(region: str, target: str) -> str:
     """Topic of every result of `target` seen from `region`."""
-    return f"{PREFIX}/results/{_level('region', region)}/{_level('target', target)}"
+    return f"{PREFIX}/{Kind.RESULT}/{_level('region', region)}/{_level('target', target)}"
 
 
 def presence_topic(region: str, probe_id: str) -> str:
     """Topic of a probe's retained online/offline record."""
-    return f"{PREFIX}/probes/{_level('region', region)}/{_level('probe_id', probe_id)}"
+    return f"{PREFIX}/{Kind.PRESENCE}/{_level('region', region)}/{_level('probe_id', probe_id)}"
 
 
 def state_topic(target: str) -> str:
     """Topic of the aggregator's retained record of its last verdict for `target`."""
-    return f"{PREFIX}/state/{_level('target', target)}"
+    return f"{PREFIX}/{Kind.STATE}/{_level('target', target)}"
 
 
-def _split(topic: str, kind: str, levels: int) -> list[str]:
+def topic_kind(topic: str) -> Kind | None:
+    """Which kind of message a topic carries, judged by its first levels only; None if not ours.
+
+    Cheap, for dispatch; the `parse_*` functions validate the rest.
+    """
+    parts = topic.split("/", 3)
+    if len(parts) < 4 or f"{parts[0]}/{parts[1]}" != PREFIX:
+        return None
+    try:
+        return Kind(parts[2])
+    except ValueError:
+        return None
+
+
+def _split(topic: str, kind: Kind) -> list[str]:
     parts = topic.split("/")
-    if len(parts) != 3 + levels or "/".join(parts[:3]) != f"{PREFIX}/{kind}":
-        raise TopicError(f"not a {kind} topic: {topic!r}")
+    if len(parts) != 3 + _LEVELS[kind] or "/".join(parts[:3]) != f"{PREFIX}/{kind}":
+        raise TopicError(f"not a {kind.name.lower()} topic: {topic!r}")
     for part in parts[3:]:
         _level("level", part)
     return parts[3:]
@@ -69,7 +99,7 @@ def parse_result_topic(topic: str) -> ResultTopic:
     Raises:
         TopicError: the topic is not a well-formed result topic.
     """
-    region, target = _split(topic, "results", 2)
+    region, target = _split(topic, Kind.RESULT)
     return ResultTopic(region, target)
 
 
@@ -79,5 +109,15 @@ def parse_presence_topic(topic: str) -> PresenceTopic:
     Raises:
         TopicError: the topic is not a well-formed presence topic.
     """
-    region, probe_id = _split(topic, "probes", 2)
+    region, probe_id = _split(topic, Kind.PRESENCE)
     return PresenceTopic(region, probe_id)
+
+
+def parse_state_topic(topic: str) -> str:
+    """The target a state topic is about.
+
+    Raises:
+        TopicError: the topic is not a well-formed state topic.
+    """
+    (target,) = _split(topic, Kind.STATE)
+    return target

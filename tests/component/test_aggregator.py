@@ -7,13 +7,13 @@ import json
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from aggregator.app import Aggregator
+from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
-from aggregator.http import make_app
-from aggregator.rules import Verdict
-from aggregator.state import StateRecord
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
+from aggregator.core.rules import Verdict
+from aggregator.edges.http import make_app
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, state
 from wire.result import Presence
+from wire.state import StateRecord
 from wire.topics import presence_topic, result_topic
 
 
@@ -25,28 +25,36 @@ class Clock:
         return self.now
 
 
-def make(
-    clock: Clock, registry: CollectorRegistry | None = None
-) -> tuple[Aggregator, dict[str, bytes]]:
-    published: dict[str, bytes] = {}
-    agg = Aggregator(
+def make(clock: Clock, registry: CollectorRegistry | None = None) -> tuple[Aggregator, list[str]]:
+    """A connected aggregator; the list collects its transitions as `kind:old->new`."""
+    seen: list[str] = []
+    agg = build(
         AggregatorConfig(regions=list(REGIONS), startup_grace=5),
         registry or CollectorRegistry(),
+        None,
         clock=clock,
-        publish_state=published.__setitem__,
+        on_transitions=lambda ts: seen.extend(f"{t.kind}:{t.old}->{t.new}" for t in ts),
     )
-    agg.set_connected(True)
-    return agg, published
+    agg.pipeline.set_connected(True)
+    return agg, seen
+
+
+def published(agg: Aggregator, topic: str) -> bytes:
+    payload = agg.outbox.latest(topic)
+    assert payload is not None, f"nothing published on {topic}"
+    return payload
 
 
 def send(agg: Aggregator, probe: RegionProbe, ok: bool, at: float, retain: bool = False) -> None:
-    agg.handle(result_topic(probe.region, probe.target), probe.check(ok, at).to_json(), retain)
+    agg.pipeline.handle(
+        result_topic(probe.region, probe.target), probe.check(ok, at).to_json(), retain
+    )
 
 
 def warm_up(agg: Aggregator, clock: Clock) -> None:
-    agg.tick(subscribed=True)
+    agg.pipeline.tick(subscribed=True)
     clock.now += 2
-    agg.tick(subscribed=True)
+    agg.pipeline.tick(subscribed=True)
     assert agg.readiness.loaded
 
 
@@ -54,17 +62,15 @@ def test_outage_goes_down_and_is_recorded() -> None:
     """Three regions failing three times makes the target down, with metrics and a record."""
     clock = Clock()
     registry = CollectorRegistry()
-    agg, published = make(clock, registry)
+    agg, seen = make(clock, registry)
     warm_up(agg, clock)
     probes = [RegionProbe(r) for r in REGIONS]
-    seen: list[str] = []
-    agg.listeners.append(lambda ts: seen.extend(f"{t.kind}:{t.new}" for t in ts))
     for _ in range(3):
         clock.now += 10
         for p in probes:
             send(agg, p, False, clock.now)
-    assert agg.engine.targets["api"].verdict is Verdict.DOWN
-    assert "verdict:down" in seen
+    assert state(agg.engine).verdict is Verdict.DOWN
+    assert "verdict:degraded->down" in seen
     get = registry.get_sample_value
     assert get("vigil_target_up", {"target": "api"}) == 0
     assert get("vigil_target_verdict", {"target": "api", "verdict": "down"}) == 1
@@ -103,7 +109,7 @@ def test_outage_goes_down_and_is_recorded() -> None:
         get("vigil_last_result_timestamp_seconds", {"target": "api", "region": "eu-west"})
         == clock.now
     )
-    record = StateRecord.from_json(published["vigil/v1/state/api"])
+    record = StateRecord.from_json(published(agg, "vigil/v1/state/api"))
     assert record.verdict is Verdict.DOWN
     assert all(r.failing for r in record.regions.values())
 
@@ -123,7 +129,7 @@ def test_hostile_messages_are_counted_not_fatal() -> None:
         ("vigil/v1/state/api", b"[1,2,3]"),
     ]
     for topic, payload in garbage * 50:
-        agg.handle(topic, payload, False)
+        agg.pipeline.handle(topic, payload, False)
     probes = [RegionProbe(r) for r in REGIONS]
     for p in probes:
         send(agg, p, True, clock.now)
@@ -134,7 +140,7 @@ def test_hostile_messages_are_counted_not_fatal() -> None:
     )
     assert total == len(garbage) * 50
     assert get("vigil_results_rejected_total", {"reason": "too_large"}) == 50
-    assert agg.engine.targets["api"].verdict is Verdict.UP
+    assert state(agg.engine).verdict is Verdict.UP
 
 
 def test_duplicates_counted_as_ignored() -> None:
@@ -145,7 +151,7 @@ def test_duplicates_counted_as_ignored() -> None:
     p = RegionProbe("us-east")
     result = p.check(False, clock.now).to_json()
     for _ in range(3):
-        agg.handle(result_topic("us-east", "api"), result, False)
+        agg.pipeline.handle(result_topic("us-east", "api"), result, False)
     assert registry.get_sample_value("vigil_results_ignored_total", {"reason": "duplicate"}) == 2
     assert (
         registry.get_sample_value(
@@ -159,7 +165,7 @@ def test_duplicates_counted_as_ignored() -> None:
 def test_restart_during_outage_does_not_flap() -> None:
     """A new aggregator fed the retained results and record stays down, no transition."""
     clock = Clock()
-    agg, published = make(clock)
+    agg, _ = make(clock)
     warm_up(agg, clock)
     probes = [RegionProbe(r) for r in REGIONS]
     for _ in range(3):
@@ -169,21 +175,19 @@ def test_restart_during_outage_does_not_flap() -> None:
     clock.now += 10
     for p in probes:
         send(agg, p, True, clock.now)  # one success each: still failing by hysteresis
-    assert agg.engine.targets["api"].verdict is Verdict.DOWN
-    since = agg.engine.targets["api"].since
+    assert state(agg.engine).verdict is Verdict.DOWN
+    since = state(agg.engine).since
 
     # The broker hands a restarted aggregator the retained state and the latest results.
     clock.now += 3
-    fresh, _ = make(clock)
-    seen: list[str] = []
-    fresh.listeners.append(lambda ts: seen.extend(f"{t.kind}:{t.old}->{t.new}" for t in ts))
-    fresh.handle("vigil/v1/state/api", published["vigil/v1/state/api"], True)
+    fresh, seen = make(clock)
+    fresh.pipeline.handle("vigil/v1/state/api", published(agg, "vigil/v1/state/api"), True)
     for p in probes:
-        fresh.handle(result_topic(p.region, "api"), p.history[-1].to_json(), True)
+        fresh.pipeline.handle(result_topic(p.region, "api"), p.history[-1].to_json(), True)
     assert not fresh.readiness.loaded
     warm_up(fresh, clock)
-    assert fresh.engine.targets["api"].verdict is Verdict.DOWN
-    assert fresh.engine.targets["api"].since == since
+    assert state(fresh.engine).verdict is Verdict.DOWN
+    assert state(fresh.engine).since == since
     assert not [s for s in seen if s.startswith("verdict")]
 
 
@@ -198,8 +202,8 @@ def test_presence_marks_region_offline() -> None:
     presence = Presence(
         status="offline", probe_id="us-east-1", region="us-east", boot_id=BOOT, at=clock.now
     )
-    agg.handle(presence_topic("us-east", "us-east-1"), presence.to_json(), False)
-    agg.tick(subscribed=True)
+    agg.pipeline.handle(presence_topic("us-east", "us-east-1"), presence.to_json(), False)
+    agg.pipeline.tick(subscribed=True)
     assert registry.get_sample_value("vigil_region_stale", {"region": "us-east"}) == 1
     assert registry.get_sample_value("vigil_region_stale", {"region": "eu-west"}) == 0
 
@@ -232,14 +236,14 @@ def test_forgotten_target_series_disappear() -> None:
     """A target silent past forget_after loses its metric series."""
     clock = Clock()
     registry = CollectorRegistry()
-    agg = Aggregator(
-        AggregatorConfig(regions=list(REGIONS), forget_after=60), registry, clock=clock
+    agg = build(
+        AggregatorConfig(regions=list(REGIONS), forget_after=60), registry, None, clock=clock
     )
     warm_up(agg, clock)
     send(agg, RegionProbe("us-east"), True, clock.now)
     assert registry.get_sample_value("probe_success", {"target": "api", "region": "us-east"}) == 1
     clock.now += 120
-    agg.tick(subscribed=True)
+    agg.pipeline.tick(subscribed=True)
     assert (
         registry.get_sample_value("probe_success", {"target": "api", "region": "us-east"}) is None
     )

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aggregator.alertmanager import Outcome, PeerSender, auth_headers
 from aggregator.config import AlertmanagerConfig
+from aggregator.edges.alertmanager import Outcome, PeerSender, auth_headers
 from tests.conftest import Serve
 from tests.polling import wait_until
 

@@ -10,10 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from aggregator.app import Aggregator
+from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
-from aggregator.http import make_app
-from aggregator.schema import openapi_document
+from aggregator.edges.http import make_app
+from aggregator.present.schema import openapi_document
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
 from wire.result import Presence
 from wire.topics import presence_topic, result_topic
@@ -35,11 +35,11 @@ def fed(tokens: list[str] | None = None) -> tuple[Aggregator, Clock]:
     config = AggregatorConfig.model_validate(
         {"regions": list(REGIONS), "api": {"tokens": tokens or []}}
     )
-    agg = Aggregator(config, CollectorRegistry(), clock=clock)
-    agg.set_connected(True)
-    agg.tick(subscribed=True)
+    agg = build(config, CollectorRegistry(), None, clock=clock)
+    agg.pipeline.set_connected(True)
+    agg.pipeline.tick(subscribed=True)
     clock.now += 2
-    agg.tick(subscribed=True)
+    agg.pipeline.tick(subscribed=True)
     for region in REGIONS:
         presence = Presence(
             status="online",
@@ -49,13 +49,13 @@ def fed(tokens: list[str] | None = None) -> tuple[Aggregator, Clock]:
             at=clock.now,
             targets={"api": 10.0, "web": 10.0},
         )
-        agg.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
+        agg.pipeline.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
     probes = {(t, r): RegionProbe(r, target=t) for t in ("api", "web") for r in REGIONS}
     for i in range(4):
         clock.now += 10
         for (t, r), p in probes.items():
             ok = i == 0 or (t == "web" and r != "eu-west")
-            agg.handle(result_topic(r, t), p.check(ok, clock.now).to_json(), False)
+            agg.pipeline.handle(result_topic(r, t), p.check(ok, clock.now).to_json(), False)
     return agg, clock
 
 

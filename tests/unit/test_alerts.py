@@ -5,11 +5,12 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from aggregator.alertmanager import Outcome, classify_status, is_retryable
-from aggregator.alerts import AlertBook, AlertSettings, desired_alerts, rfc3339
 from aggregator.config import Rule
-from aggregator.rules import Engine
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine
+from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
+from aggregator.core.rules import Engine
+from aggregator.edges.alertmanager import Outcome, classify_status, is_retryable
+from runtime.clock import rfc3339
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, state
 from wire.result import Presence
 
 SETTINGS = AlertSettings(
@@ -51,7 +52,7 @@ def test_service_down_labels_and_annotations() -> None:
     assert "3 consecutive failures, last error http_status: HTTP 503" in description
     assert "Versions seen: 3.8.34." in description
     assert alert.generator_url == "http://vigil.example:8080/targets/api"
-    assert alert.starts_at == e.targets["api"].since
+    assert alert.starts_at == state(e).since
 
 
 def test_degraded_quorum_is_an_annotation_not_a_label() -> None:
@@ -141,7 +142,7 @@ def test_starts_at_is_kept_from_the_first_send() -> None:
     now = outage(e)
     book = AlertBook(resend_interval=60)
     [first] = book.update(desired_alerts(e, now, SETTINGS), now)
-    e.targets["api"].since = now + 5  # e.g. a verdict re-derived after a restart
+    state(e).since = now + 5  # e.g. a verdict re-derived after a restart
     [later] = book.update(desired_alerts(e, now + 70, SETTINGS), now + 70)
     assert later["startsAt"] == first["startsAt"]
 

@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from aggregator.ingest import MAX_PAYLOAD_BYTES, Reason, Rejected, decode
-from aggregator.rules import Verdict
-from aggregator.state import StateRecord
+from aggregator.core.ingest import MAX_PAYLOAD_BYTES, Reason, Rejected, decode
 from tests.rulekit import REGIONS, T0, RegionProbe
 from wire.result import Presence, ProbeResult
+from wire.state import StateRecord, Verdict
 
 NOW = T0 + 100
 GOOD = RegionProbe("us-east").check(True, T0).to_json()

@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 
 from aggregator.config import Rule
-from aggregator.rules import Applied, Engine, Restored, RestoredRegion, Verdict, names, next_failing
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, verdict
+from aggregator.core.rules import (
+    Applied,
+    Engine,
+    Verdict,
+    next_failing,
+)
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, state, verdict
 from wire.result import Presence
+from wire.state import RegionRecord, StateRecord
 
 
 def feed(e: Engine, pattern: dict[str, str], start: float = T0, step: float = 10.0) -> float:
@@ -69,7 +75,7 @@ def test_verdicts(pattern: dict[str, str], expected: Verdict, failing: set[str])
     end = feed(e, pattern)
     e.evaluate("api", end)
     assert verdict(e) is expected
-    assert e.targets["api"].failing == failing
+    assert state(e).failing == failing
 
 
 def test_no_results_is_unknown() -> None:
@@ -87,11 +93,11 @@ def test_no_results_is_unknown() -> None:
         T0,
     )
     e.evaluate("api", T0)
-    state = e.targets["api"]
-    assert state.verdict is Verdict.UNKNOWN
-    assert state.expected == {"us-east"}
-    assert state.evaluation is not None
-    assert {r.stale_reason for r in state.evaluation.regions} == {"no results"}
+    st = state(e)
+    assert st.verdict is Verdict.UNKNOWN
+    assert st.expected == {"us-east"}
+    assert st.evaluation is not None
+    assert {r.stale_reason for r in st.evaluation.regions} == {"no results"}
 
 
 def test_transitions_carry_evidence() -> None:
@@ -131,9 +137,9 @@ def test_stale_region_and_degraded_quorum() -> None:
     e.evaluate("api", now)  # c is 20 s old: fresh (stale after 3 x 10 s)
     assert verdict(e) is Verdict.DEGRADED
     out = e.evaluate("api", T0 + 45)  # c is now 45 s old: stale
-    state = e.targets["api"]
-    assert state.verdict is Verdict.DOWN
-    assert state.quorum_degraded
+    st = state(e)
+    assert st.verdict is Verdict.DOWN
+    assert st.quorum_degraded
     assert "stale:fresh->stale" in names(out)
     assert "verdict:degraded->down" in names(out)
 
@@ -146,7 +152,7 @@ def test_degraded_quorum_needs_min_regions_fresh() -> None:
         e.apply_result(a.check(False, T0 + 10 * i), T0 + 10 * i)
     e.evaluate("api", T0 + 20)
     assert verdict(e) is Verdict.DEGRADED
-    assert not e.targets["api"].quorum_degraded
+    assert not state(e).quorum_degraded
 
 
 def test_offline_presence_makes_a_region_stale_at_once() -> None:
@@ -165,7 +171,7 @@ def test_offline_presence_makes_a_region_stale_at_once() -> None:
     assert names(out) == ["probe:unknown->offline"]
     e.evaluate("api", now)
     assert verdict(e) is Verdict.DOWN
-    assert e.targets["api"].quorum_degraded
+    assert state(e).quorum_degraded
     assert e.region_stale("ap-southeast")
     assert not e.region_stale("us-east")
 
@@ -183,7 +189,7 @@ def test_version_skew_after_grace() -> None:
     assert out[0] == ["verdict:unknown->up"]
     assert out[1:6] == [[]] * 5  # a deploy in progress for under a minute is not skew
     assert out[6] == ["version_skew:false->true"]
-    assert e.targets["api"].skew_since == T0
+    assert state(e).skew_since == T0
     t = T0 + 80
     e.apply_result(a.check(True, t, "3.8.35"), t)
     e.apply_result(b.check(True, t, "3.8.35"), t)
@@ -196,10 +202,10 @@ def test_version_kept_through_a_failed_fetch_and_change_time_tracked() -> None:
     a = RegionProbe("us-east")
     e.apply_result(a.check(True, T0, "1"), T0)
     e.apply_result(a.check(True, T0 + 10, None), T0 + 10)
-    view = e.targets["api"].regions["us-east"]
+    view = state(e).regions["us-east"]
     assert (view.version, view.version_since) == ("1", T0)
     e.apply_result(a.check(True, T0 + 20, "2"), T0 + 20)
-    view = e.targets["api"].regions["us-east"]
+    view = state(e).regions["us-east"]
     assert (view.version, view.version_since) == ("2", T0 + 20)
 
 
@@ -212,7 +218,7 @@ def test_duplicates_and_older_results_change_nothing() -> None:
     assert e.apply_result(second, T0) is Applied.APPLIED
     assert e.apply_result(second, T0) is Applied.DUPLICATE
     assert e.apply_result(first, T0) is Applied.OLDER
-    assert e.targets["api"].regions["us-east"].seq == 2
+    assert state(e).regions["us-east"].seq == 2
 
 
 def test_probe_restart_is_followed_by_time() -> None:
@@ -221,13 +227,13 @@ def test_probe_restart_is_followed_by_time() -> None:
     old = RegionProbe("us-east")
     for i in range(3):
         e.apply_result(old.check(False, T0 + 10 * i), T0 + 10 * i)
-    assert e.targets["api"].regions["us-east"].failing
+    assert state(e).regions["us-east"].failing
     new = RegionProbe("us-east", boot_id="c" * 32)
     assert e.apply_result(new.check(False, T0 - 5), T0) is Applied.OLDER
     restarted = new.check(False, T0 + 30)
     assert e.apply_result(restarted, T0 + 30) is Applied.APPLIED
     # The new process's streak starts at 1, but the region stays failing (no recoveries yet).
-    assert e.targets["api"].regions["us-east"].failing
+    assert state(e).regions["us-east"].failing
 
 
 def test_interval_is_learned_from_seq() -> None:
@@ -236,7 +242,7 @@ def test_interval_is_learned_from_seq() -> None:
     a = RegionProbe("us-east")
     e.apply_result(a.check(True, T0), T0)
     e.apply_result(a.check(True, T0 + 2), T0 + 2)
-    assert e.targets["api"].regions["us-east"].interval == 2.0
+    assert state(e).regions["us-east"].interval == 2.0
 
 
 @pytest.mark.parametrize("record_first", [True, False])
@@ -249,13 +255,12 @@ def test_restore_keeps_a_real_outage_through_a_restart(record_first: bool) -> No
         for i in range(3):
             probes[r].check(False, T0 + 10 * i)
         latest.append(probes[r].check(True, T0 + 30))  # one success: cs = 1 < K = 2
-    record = Restored(
+    record = StateRecord(
         target="api",
         verdict=Verdict.DOWN,
         since=T0 + 20,
-        quorum_degraded=False,
-        skew_since=None,
-        regions={r: RestoredRegion(True, T0) for r in REGIONS},
+        regions={r: RegionRecord(failing=True, failing_since=T0) for r in REGIONS},
+        updated_at=T0 + 20,
     )
     if record_first:
         e.restore(record)
@@ -265,17 +270,21 @@ def test_restore_keeps_a_real_outage_through_a_restart(record_first: bool) -> No
         e.restore(record)
     out = e.evaluate("api", T0 + 31)
     assert verdict(e) is Verdict.DOWN
-    assert e.targets["api"].since == T0 + 20
+    assert state(e).since == T0 + 20
     assert not [t for t in out if t.kind == "verdict"]
-    assert e.targets["api"].regions["us-east"].failing_since == T0
+    assert state(e).regions["us-east"].failing_since == T0
 
 
 def test_restore_does_not_invent_an_outage() -> None:
     """A record saying down is overruled by retained results showing K successes."""
     e = engine()
     e.restore(
-        Restored(
-            "api", Verdict.DOWN, T0, False, None, {r: RestoredRegion(True, T0) for r in REGIONS}
+        StateRecord(
+            target="api",
+            verdict=Verdict.DOWN,
+            since=T0,
+            regions={r: RegionRecord(failing=True, failing_since=T0) for r in REGIONS},
+            updated_at=T0,
         )
     )
     for r in REGIONS:
@@ -308,7 +317,7 @@ def test_two_of_three_regions() -> None:
     end = feed(e, {"us-east": "FFF", "eu-west": "FFF", "ap-southeast": "SSS"})
     e.evaluate("api", end)
     assert verdict(e) is Verdict.DOWN
-    assert not e.targets["api"].quorum_degraded
+    assert not state(e).quorum_degraded
 
 
 def test_forget_drops_silent_targets() -> None:
@@ -317,4 +326,4 @@ def test_forget_drops_silent_targets() -> None:
     feed(e, {"us-east": "S"})
     assert e.forget(T0 + 50) == []
     assert e.forget(T0 + 101) == ["api"]
-    assert "api" not in e.targets
+    assert "api" not in e

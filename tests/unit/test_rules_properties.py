@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.config import Rule
-from aggregator.rules import Engine, Verdict
-from tests.rulekit import REGIONS, T0, RegionProbe, engine
+from aggregator.core.rules import Engine, Verdict
+from tests.rulekit import REGIONS, T0, RegionProbe, engine, state
 from wire.result import ProbeResult
 
 rules = st.builds(
@@ -35,9 +35,9 @@ def streams(
 
 
 def final(e: Engine) -> tuple[Verdict, frozenset[str], bool, dict[str, tuple[int, bool]]]:
-    state = e.targets["api"]
-    views = {r: (v.seq, v.failing) for r, v in state.regions.items()}
-    return state.verdict, state.failing, state.quorum_degraded, views
+    st = state(e)
+    views = {r: (v.seq, v.failing) for r, v in st.regions.items()}
+    return st.verdict, st.failing, st.quorum_degraded, views
 
 
 def replayed(
@@ -62,21 +62,21 @@ def test_down_needs_the_quorum(
     for results in streams(history, lag, now).values():
         for r in results:
             e.apply_result(r, now)
-    if "api" not in e.targets:
+    if "api" not in e:
         return
     e.evaluate("api", now)
-    state = e.targets["api"]
-    ev = state.evaluation
+    st = state(e)
+    ev = st.evaluation
     assert ev is not None
     assert ev.failing <= ev.fresh
-    if state.verdict is Verdict.DOWN and len(ev.failing) < rule.regions:
-        assert state.quorum_degraded
+    if st.verdict is Verdict.DOWN and len(ev.failing) < rule.regions:
+        assert st.quorum_degraded
         assert ev.stale
         assert ev.failing == ev.fresh
         assert len(ev.fresh) >= rule.min_regions
-    if state.verdict is Verdict.DEGRADED:
+    if st.verdict is Verdict.DEGRADED:
         assert ev.failing
-    if state.verdict is Verdict.UP:
+    if st.verdict is Verdict.UP:
         assert not ev.failing
         assert len(ev.fresh) >= rule.min_regions
 

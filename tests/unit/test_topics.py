@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 
 from wire.topics import (
+    Kind,
     PresenceTopic,
     ResultTopic,
     TopicError,
     parse_presence_topic,
     parse_result_topic,
+    parse_state_topic,
     presence_topic,
     result_topic,
     state_topic,
+    topic_kind,
 )
 
 
@@ -54,3 +57,31 @@ def test_parse_refuses_foreign_topics(topic: str) -> None:
     """Anything but a well-formed v1 result topic is refused."""
     with pytest.raises(TopicError):
         parse_result_topic(topic)
+
+
+def test_state_topic_parse_inverts_build() -> None:
+    """A state topic gives back its target, and a result topic is not a state topic."""
+    assert parse_state_topic(state_topic("api.v2")) == "api.v2"
+    with pytest.raises(TopicError):
+        parse_state_topic("vigil/v1/state/api/extra")
+    with pytest.raises(TopicError):
+        parse_state_topic(result_topic("eu", "api"))
+
+
+@pytest.mark.parametrize(
+    ("topic", "kind"),
+    [
+        ("vigil/v1/results/us-east/api", Kind.RESULT),
+        ("vigil/v1/probes/us-east/p1", Kind.PRESENCE),
+        ("vigil/v1/state/api", Kind.STATE),
+        ("vigil/v1/results/too/many/levels", Kind.RESULT),  # dispatch only; parse refuses it
+        ("vigil/v1/stateful/api", None),
+        ("vigil/v2/results/us-east/api", None),
+        ("vigil/v1/results", None),
+        ("other", None),
+        ("", None),
+    ],
+)
+def test_topic_kind_dispatches_on_the_prefix_and_kind_level(topic: str, kind: Kind | None) -> None:
+    """Dispatch looks at the prefix and the kind level; a near miss is not ours."""
+    assert topic_kind(topic) == kind

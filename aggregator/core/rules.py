@@ -14,20 +14,30 @@ fresh), `degraded` when some are failing, `up` when none is and enough are fresh
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aggregator.config import Rule
 from wire.result import Phases, Presence, ProbeResult
+from wire.state import RegionRecord, StateRecord, Verdict
+
+__all__ = ["Verdict"]  # the engine's verdicts are the contract's
 
 
-class Verdict(enum.StrEnum):
-    """A target's overall state."""
+class Change(enum.StrEnum):
+    """What kind of thing a transition changed; the `kind` label of `vigil_transitions_total`."""
 
-    UP = "up"
-    DOWN = "down"
-    DEGRADED = "degraded"
-    UNKNOWN = "unknown"
+    VERDICT = "verdict"
+    QUORUM = "quorum"
+    REGION = "region"
+    STALE = "stale"
+    VERSION_SKEW = "version_skew"
+    PROBE = "probe"
+
+
+# Changes that alter what a target's state record says.
+RECORDED = frozenset({Change.VERDICT, Change.QUORUM, Change.REGION, Change.VERSION_SKEW})
 
 
 class Applied(enum.StrEnum):
@@ -51,20 +61,20 @@ def next_failing(prior: bool, failures: int, successes: int, rule: Rule) -> bool
 class RegionView:
     """What one region last said about one target. Compact: there are targets x regions."""
 
-    probe_id: str
-    boot_id: str
-    seq: int
-    scheduled_at: float
-    started_at: float
-    duration_ms: float
-    ok: bool
-    consecutive_failures: int
-    consecutive_successes: int
-    status_code: int | None
-    error_kind: str | None
-    error: str | None
-    version: str | None
-    version_since: float | None
+    probe_id: str = ""
+    boot_id: str = ""
+    seq: int = 0
+    scheduled_at: float = 0.0
+    started_at: float = 0.0
+    duration_ms: float = 0.0
+    ok: bool = False
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    status_code: int | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    version: str | None = None
+    version_since: float | None = None
     failing: bool = False
     failing_since: float | None = None
     # Learned from consecutive results of one probe process: seconds between checks.
@@ -110,7 +120,7 @@ class Evaluation:
 class Transition:
     """A change worth telling someone about, with its evidence."""
 
-    kind: str  # verdict | quorum | region | stale | version_skew | probe
+    kind: Change
     target: str | None
     region: str | None
     old: str
@@ -153,24 +163,77 @@ class TargetState:
     restored: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class RestoredRegion:
-    """A region's failing flag as the aggregator last recorded it."""
+class RegionSnapshot(Protocol):
+    """Read-only view of a `RegionView`, for views and metrics."""
 
-    failing: bool
-    failing_since: float | None
+    @property
+    def probe_id(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def status_code(self) -> int | None: ...
+    @property
+    def error_kind(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def version_since(self) -> float | None: ...
+    @property
+    def failing(self) -> bool: ...
+    @property
+    def failing_since(self) -> float | None: ...
+    @property
+    def phases(self) -> Phases | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """The aggregator's last recorded verdict for a target, from before a restart."""
+class TargetSnapshot(Protocol):
+    """Read-only view of a target's state: what views, alerts and metrics may read.
 
-    target: str
-    verdict: Verdict
-    since: float
-    quorum_degraded: bool
-    skew_since: float | None
-    regions: Mapping[str, RestoredRegion]
+    A protocol over the engine's own objects, so reading costs no copy; mypy keeps readers
+    from writing.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def regions(self) -> Mapping[str, RegionSnapshot]: ...
+    @property
+    def verdict(self) -> Verdict: ...
+    @property
+    def since(self) -> float: ...
+    @property
+    def quorum_degraded(self) -> bool: ...
+    @property
+    def skew_since(self) -> float | None: ...
+    @property
+    def version_skew(self) -> bool: ...
+    @property
+    def evaluation(self) -> Evaluation | None: ...
+
+
+class ProbeSnapshot(Protocol):
+    """Read-only view of a probe's latest presence."""
+
+    @property
+    def region(self) -> str: ...
+    @property
+    def probe_id(self) -> str: ...
+    @property
+    def boot_id(self) -> str: ...
+    @property
+    def online(self) -> bool: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def targets(self) -> Mapping[str, float]: ...
 
 
 class Engine:
@@ -185,18 +248,60 @@ class Engine:
         forget_after: float,
     ) -> None:
         self.regions = tuple(regions)
-        self._region_set = frozenset(regions)
         self._rule_for = rule_for
         self._default_interval = default_interval
         self._forget_after = forget_after
-        self.targets: dict[str, TargetState] = {}
-        self.probes: dict[tuple[str, str], ProbeState] = {}
+        self._targets: dict[str, TargetState] = {}
+        self._probes: dict[tuple[str, str], ProbeState] = {}
 
     def _target(self, name: str, now: float) -> TargetState:
-        state = self.targets.get(name)
+        state = self._targets.get(name)
         if state is None:
-            state = self.targets[name] = TargetState(name=name, since=now, last_seen=now)
+            state = self._targets[name] = TargetState(name=name, since=now, last_seen=now)
         return state
+
+    # -- read-only snapshot API, for views, alerts and metrics --------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._targets
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def names(self) -> list[str]:
+        """Every known target's name, sorted."""
+        return sorted(self._targets)
+
+    def snapshot(self, name: str) -> TargetSnapshot | None:
+        """A target's state, read-only; None when unknown."""
+        return self._targets.get(name)
+
+    def snapshots(self) -> Iterator[TargetSnapshot]:
+        """Every target's state, read-only, in no particular order."""
+        return iter(self._targets.values())
+
+    def probes(self, region: str | None = None) -> list[ProbeSnapshot]:
+        """Every probe's latest presence, or those of one region."""
+        return [p for p in self._probes.values() if region is None or p.region == region]
+
+    def record(self, name: str, now: float, aggregator: str) -> StateRecord | None:
+        """The retained state record of a target's current state; None when unknown."""
+        state = self._targets.get(name)
+        if state is None:
+            return None
+        return StateRecord(
+            target=state.name,
+            verdict=state.verdict,
+            since=state.since,
+            quorum_degraded=state.quorum_degraded,
+            skew_since=state.skew_since,
+            regions={
+                region: RegionRecord(failing=view.failing, failing_since=view.failing_since)
+                for region, view in state.regions.items()
+            },
+            updated_at=now,
+            aggregator=aggregator,
+        )
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -233,50 +338,30 @@ class Engine:
                 version, version_since = view.version, view.version_since
             if interval is None or interval <= 0:
                 interval = view.interval
-        error_kind = r.error_kind.value if r.error_kind else None
         if view is None:
-            state.regions[r.region] = RegionView(
-                probe_id=r.probe_id,
-                boot_id=r.boot_id,
-                seq=r.seq,
-                scheduled_at=r.scheduled_at,
-                started_at=r.started_at,
-                duration_ms=r.duration_ms,
-                ok=r.ok,
-                consecutive_failures=r.consecutive_failures,
-                consecutive_successes=r.consecutive_successes,
-                status_code=r.status_code,
-                error_kind=error_kind,
-                error=r.error,
-                version=version,
-                version_since=version_since,
-                failing=failing,
-                failing_since=prior_since if failing else None,
-                interval=interval,
-                phases=r.phases,
-            )
-        else:
-            # Updated in place: this runs for every result, and there are targets x regions.
-            view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
-            view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
-            view.duration_ms, view.ok, view.status_code = r.duration_ms, r.ok, r.status_code
-            view.consecutive_failures = r.consecutive_failures
-            view.consecutive_successes = r.consecutive_successes
-            view.error_kind, view.error = error_kind, r.error
-            view.version, view.version_since = version, version_since
-            view.failing, view.failing_since = failing, prior_since if failing else None
-            view.interval = interval
-            view.phases = r.phases
+            view = state.regions[r.region] = RegionView()
+        # Updated in place: this runs for every result, and there are targets x regions.
+        view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
+        view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
+        view.duration_ms, view.ok, view.status_code = r.duration_ms, r.ok, r.status_code
+        view.consecutive_failures = r.consecutive_failures
+        view.consecutive_successes = r.consecutive_successes
+        view.error_kind = r.error_kind.value if r.error_kind else None
+        view.error = r.error
+        view.version, view.version_since = version, version_since
+        view.failing, view.failing_since = failing, prior_since if failing else None
+        view.interval = interval
+        view.phases = r.phases
         state.last_seen = now
         return Applied.APPLIED
 
     def apply_presence(self, p: Presence, now: float) -> list[Transition]:
         """Record a probe's presence; returns a `probe` transition when it came or went."""
         key = (p.region, p.probe_id)
-        old = self.probes.get(key)
+        old = self._probes.get(key)
         online = p.status == "online"
         targets = dict(p.targets) if online else (old.targets if old else {})
-        self.probes[key] = ProbeState(p.region, p.probe_id, p.boot_id, online, p.at, targets)
+        self._probes[key] = ProbeState(p.region, p.probe_id, p.boot_id, online, p.at, targets)
         for name in p.targets:
             state = self._target(name, now)
             state.expected.add(p.region)
@@ -286,7 +371,7 @@ class Engine:
             return []
         return [
             Transition(
-                kind="probe",
+                kind=Change.PROBE,
                 target=None,
                 region=p.region,
                 old="unknown" if was is None else ("online" if was else "offline"),
@@ -296,7 +381,7 @@ class Engine:
             )
         ]
 
-    def restore(self, record: Restored) -> None:
+    def restore(self, record: StateRecord) -> None:
         """Take back the last recorded verdict of a target, as after a restart.
 
         Used before the first evaluation only. Region flags go through the same hysteresis
@@ -330,13 +415,13 @@ class Engine:
 
     def interval(self, target: str, region: str) -> float:
         """The probe's check interval for a target in a region, as best known."""
-        return self._interval(self.targets[target], region)
+        return self._interval(self._targets[target], region)
 
     def _interval(self, state: TargetState, region: str) -> float:
         view = state.regions.get(region)
         if view is not None and view.interval:
             return view.interval
-        for probe in self.probes.values():
+        for probe in self._probes.values():
             if probe.region == region and state.name in probe.targets:
                 return probe.targets[state.name]
         return self._default_interval
@@ -344,7 +429,7 @@ class Engine:
     def _region_offline(self, region: str, view: RegionView | None) -> bool:
         if view is None:
             return False
-        probe = self.probes.get((region, view.probe_id))
+        probe = self._probes.get((region, view.probe_id))
         return probe is not None and not probe.online
 
     def _classify(
@@ -392,7 +477,7 @@ class Engine:
 
     def judge(self, name: str, now: float) -> Evaluation:
         """The verdict for a target as of `now` with each region's evidence; changes nothing."""
-        state = self.targets[name]
+        state = self._targets[name]
         rule = self._rule_for(name)
         fresh, failing, stale, versions = self._classify(state, rule, now)
         verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
@@ -433,7 +518,7 @@ class Engine:
         The common case, nothing changed, costs one pass over the regions and builds no
         evidence; evidence is built only for the transitions that carry it.
         """
-        state = self.targets[name]
+        state = self._targets[name]
         rule = self._rule_for(name)
         fresh, failing, stale, versions = self._classify(state, rule, now)
         verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
@@ -454,31 +539,39 @@ class Engine:
         ev = self.judge(name, now)
         out: list[Transition] = []
 
-        def emit(kind: str, region: str | None, old: str, new: str, since: float) -> None:
+        def emit(kind: Change, region: str | None, old: str, new: str, since: float) -> None:
             out.append(Transition(kind, name, region, old, new, now, since, ev))
 
         for region in sorted(ev.failing - state.failing):
             view = state.regions[region]
-            emit("region", region, "ok", "failing", view.failing_since or now)
+            emit(Change.REGION, region, "ok", "failing", view.failing_since or now)
         for region in sorted(state.failing - ev.failing):
-            emit("region", region, "failing", "ok", now)
+            emit(Change.REGION, region, "failing", "ok", now)
         if state.evaluation is not None:
             # A region that never reported is not "going stale"; nor is anything on the
             # first evaluation, which has nothing to compare with.
             for region in sorted(ev.stale - state.stale):
                 if region in state.regions:
-                    emit("stale", region, "fresh", "stale", now)
+                    emit(Change.STALE, region, "fresh", "stale", now)
             for region in sorted(state.stale - ev.stale):
-                emit("stale", region, "stale", "fresh", now)
+                emit(Change.STALE, region, "stale", "fresh", now)
         if skew != state.version_skew:
             since = state.skew_since or now
-            emit("version_skew", None, str(state.version_skew).lower(), str(skew).lower(), since)
+            emit(
+                Change.VERSION_SKEW, None, str(state.version_skew).lower(), str(skew).lower(), since
+            )
             state.version_skew = skew
         if ev.verdict != state.verdict:
-            emit("verdict", None, state.verdict.value, ev.verdict.value, now)
+            emit(Change.VERDICT, None, state.verdict.value, ev.verdict.value, now)
             state.verdict, state.since = ev.verdict, now
         elif ev.quorum_degraded != state.quorum_degraded and ev.verdict is Verdict.DOWN:
-            emit("quorum", None, _quorum(state.quorum_degraded), _quorum(ev.quorum_degraded), now)
+            emit(
+                Change.QUORUM,
+                None,
+                _quorum(state.quorum_degraded),
+                _quorum(ev.quorum_degraded),
+                now,
+            )
         state.quorum_degraded = ev.quorum_degraded
         state.failing, state.stale, state.evaluation = ev.failing, ev.stale, ev
         return out
@@ -486,23 +579,23 @@ class Engine:
     def evaluate_all(self, now: float) -> list[Transition]:
         """Evaluate every target, e.g. on a clock tick, since staleness comes with time."""
         out: list[Transition] = []
-        for name in list(self.targets):
+        for name in list(self._targets):
             out.extend(self.evaluate(name, now))
         return out
 
     def forget(self, now: float) -> list[str]:
         """Drop targets nobody has reported for `forget_after`; returns their names."""
-        gone = [n for n, s in self.targets.items() if now - s.last_seen > self._forget_after]
+        gone = [n for n, s in self._targets.items() if now - s.last_seen > self._forget_after]
         for name in gone:
-            del self.targets[name]
+            del self._targets[name]
         return gone
 
     def region_stale(self, region: str) -> bool:
         """Whether a region says nothing useful: its probes offline or every view stale."""
-        probes = [p for p in self.probes.values() if p.region == region]
+        probes = self.probes(region)
         if probes and not any(p.online for p in probes):
             return True
-        seen = [s for s in self.targets.values() if region in s.regions]
+        seen = [s for s in self._targets.values() if region in s.regions]
         if not seen:
             return True
         return all(region in s.stale for s in seen if s.evaluation is not None) and any(
@@ -512,8 +605,3 @@ class Engine:
 
 def _quorum(degraded: bool) -> str:
     return "degraded" if degraded else "full"
-
-
-def names(transitions: Iterable[Transition]) -> list[str]:
-    """Short `kind:old->new` labels, for logs and tests."""
-    return [f"{t.kind}:{t.old}->{t.new}" for t in transitions]

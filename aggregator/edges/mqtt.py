@@ -9,15 +9,12 @@ import math
 from collections.abc import Callable
 
 import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from runtime.config import MqttSettings
-from runtime.retry import reconnecting
-from wire.topics import PRESENCE_FILTER, RESULTS_FILTER, STATE_FILTER
+from runtime.mqtt import Connector, make_client
+from wire.topics import ALL_FILTERS
 
-log = logging.getLogger("vigil.aggregator.mqtt")
+log = logging.getLogger("vigil.aggregator.edges.mqtt")
 
 OnMessage = Callable[[str, bytes, bool], None]
 
@@ -28,6 +25,37 @@ def _refused(code: object) -> bool:
     return isinstance(value, int) and value >= 0x80
 
 
+class StateOutbox:
+    """Retained state records waiting for the broker; only the newest per topic is kept."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, bytes] = {}
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def latest(self, topic: str) -> bytes | None:
+        """The record waiting for `topic`, if any."""
+        return self._pending.get(topic)
+
+    def put(self, topic: str, payload: bytes) -> None:
+        """Queue a retained record, replacing any older one for the same topic."""
+        self._pending[topic] = payload
+        self._ready.set()
+
+    async def drain(self, client: aiomqtt.Client) -> None:
+        """Publish queued records forever; a record is dropped only once it is acknowledged."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                topic, payload = next(iter(self._pending.items()))
+                await client.publish(topic, payload, qos=1, retain=True, timeout=math.inf)
+                if self._pending.get(topic) is payload:
+                    del self._pending[topic]
+
+
 class Subscriber:
     """Keeps a persistent session, hands every message to `on_message`, publishes state."""
 
@@ -35,6 +63,7 @@ class Subscriber:
         self,
         settings: MqttSettings,
         on_message: OnMessage,
+        outbox: StateOutbox,
         *,
         client_id: str,
         session_expiry: float,
@@ -43,57 +72,34 @@ class Subscriber:
     ) -> None:
         self._settings = settings
         self._on_message = on_message
-        self._client_id = client_id
-        self._session_expiry = session_expiry
+        self._outbox = outbox
         # aiomqtt's default of 10 s can expire while a backlog is flowing perfectly well.
         self._subscribe_timeout = subscribe_timeout
         self._on_connected = on_connected
-        self._client: aiomqtt.Client | None = None
-        self.subscribed = asyncio.Event()
-        # Latest state record per topic: only the newest matters, so they coalesce.
-        self._outbox: dict[str, bytes] = {}
-        self._outbox_ready = asyncio.Event()
-
-    def _make_client(self) -> aiomqtt.Client:
-        s = self._settings
-        v311 = s.protocol == "3.1.1"
-        properties = None
-        if not v311:
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
-            properties.SessionExpiryInterval = int(min(self._session_expiry, 2**32 - 1))
-        return aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.resolved_password(),
-            identifier=self._client_id,
-            protocol=aiomqtt.ProtocolVersion.V311 if v311 else aiomqtt.ProtocolVersion.V5,
+        self._connector = Connector(
+            settings,
             # A persistent session: the broker queues results while the aggregator is away.
-            clean_session=False if v311 else None,
-            # paho refuses a clean-start flag on MQTT 3.1.1, where clean_session says it.
-            clean_start=paho.MQTT_CLEAN_START_FIRST_ONLY if v311 else False,
-            properties=properties,
-            keepalive=s.keepalive,
-            tls_context=s.ssl_context(),
-            tls_insecure=s.tls_insecure if s.tls else None,
-            timeout=10,
+            lambda protocol: make_client(
+                settings, identifier=client_id, protocol=protocol, session_expiry=session_expiry
+            ),
+            log,
         )
+        self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
         """Connect, subscribe and consume forever; reconnect with backoff on any loss."""
         while True:
-            retrying = reconnecting(self._settings.url, self._settings.reconnect_max, log)
             async with contextlib.AsyncExitStack() as stack:
-                async for attempt in retrying:
-                    with attempt:
-                        client = await stack.enter_async_context(self._make_client())
-                self._client = client
+                client = await self._connector.connect(stack)
                 self._on_connected(True)
-                log.info("mqtt_connected", extra={"broker": self._settings.url})
+                log.info(
+                    "mqtt_connected",
+                    extra={"broker": self._settings.url, "protocol": self._connector.protocol.name},
+                )
                 tasks = [
                     asyncio.create_task(self._consume(client)),
                     asyncio.create_task(self._subscribe(client)),
-                    asyncio.create_task(self._publish_states(client)),
+                    asyncio.create_task(self._outbox.drain(client)),
                 ]
                 try:
                     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -106,7 +112,6 @@ class Subscriber:
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-                    self._client = None
                     self.subscribed.clear()
                     self._on_connected(False)
 
@@ -121,7 +126,7 @@ class Subscriber:
                 log.exception("message_handler_crashed", extra={"topic": str(message.topic)})
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for topic in (STATE_FILTER, RESULTS_FILTER, PRESENCE_FILTER):
+        for topic in ALL_FILTERS:
             while True:
                 try:
                     granted = await client.subscribe(topic, qos=1, timeout=self._subscribe_timeout)
@@ -141,18 +146,3 @@ class Subscriber:
         self.subscribed.set()
         log.info("mqtt_subscribed")
         await asyncio.Event().wait()  # keep the task alive; cancelled on disconnect
-
-    def publish_state(self, topic: str, payload: bytes) -> None:
-        """Queue a retained state record; only the newest per topic is sent."""
-        self._outbox[topic] = payload
-        self._outbox_ready.set()
-
-    async def _publish_states(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                topic, payload = next(iter(self._outbox.items()))
-                await client.publish(topic, payload, qos=1, retain=True, timeout=math.inf)
-                if self._outbox.get(topic) is payload:
-                    del self._outbox[topic]

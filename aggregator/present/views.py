@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from aggregator.alerts import AlertBook
 from aggregator.config import Rule
-from aggregator.metrics import SeriesStore
-from aggregator.rules import Engine, Evaluation, Verdict
-from aggregator.schema import (
+from aggregator.core.alerts import AlertBook
+from aggregator.core.history import SeriesStore
+from aggregator.core.rules import Engine, Evaluation, Verdict
+from aggregator.present.schema import (
     AlertInfo,
     AlertsResponse,
     ExplainRegion,
@@ -38,7 +38,8 @@ class Sources:
 
 
 def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
-    state = src.engine.targets[name]
+    state = src.engine.snapshot(name)
+    assert state is not None, "callers check the target exists"
     ev: Evaluation = src.engine.judge(name, now)
     regions = []
     for r in ev.regions:
@@ -92,7 +93,7 @@ def status(src: Sources, now: float) -> StatusResponse:
         ready=src.ready,
         generated_at=now,
         regions=list(src.engine.regions),
-        targets=[_target_status(src, name, now) for name in sorted(src.engine.targets)],
+        targets=[_target_status(src, name, now) for name in src.engine.names()],
     )
 
 
@@ -109,7 +110,7 @@ def history(src: Sources, name: str) -> dict[str, list[HistoryPoint]]:
 
 def target_detail(src: Sources, name: str, now: float) -> TargetDetail | None:
     """One target with its recent results per region; None when unknown."""
-    if name not in src.engine.targets:
+    if name not in src.engine:
         return None
     base = _target_status(src, name, now)
     return TargetDetail(**base.model_dump(), history=history(src, name))
@@ -117,10 +118,10 @@ def target_detail(src: Sources, name: str, now: float) -> TargetDetail | None:
 
 def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse | None:
     """Why a target is or is not alerting, as the rule evaluated it; None when unknown."""
-    if name not in src.engine.targets:
-        return None
     engine = src.engine
-    state = engine.targets[name]
+    state = engine.snapshot(name)
+    if state is None:
+        return None
     ev = engine.judge(name, now)
     regions = []
     for r in ev.regions:
@@ -205,10 +206,9 @@ def regions(src: Sources) -> RegionsResponse:
                 boot_id=p.boot_id,
                 online=p.online,
                 last_seen=p.at,
-                targets=p.targets,
+                targets=dict(p.targets),
             )
-            for p in src.engine.probes.values()
-            if p.region == region
+            for p in src.engine.probes(region)
         ]
         out.append(RegionInfo(region=region, stale=src.engine.region_stale(region), probes=probes))
     return RegionsResponse(regions=out)

@@ -8,12 +8,12 @@ resolved alert with `endsAt` = the resolution time, re-sent for `resolved_retent
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.rules import Engine, RegionEvidence, TargetState, Verdict
+from aggregator.core.rules import Engine, RegionEvidence, TargetSnapshot, Verdict
+from runtime.clock import rfc3339
 
 SERVICE_DOWN = "ServiceDown"
 SERVICE_REGION_DOWN = "ServiceRegionDown"
@@ -53,13 +53,8 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return "\x1f".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def rfc3339(ts: float) -> str:
-    """Epoch seconds as Alertmanager's timestamp format (UTC, milliseconds)."""
-    moment = datetime.datetime.fromtimestamp(ts, datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _clock(ts: float | None) -> str:
+    # A full date, to the second: an alert's text may be read days after it fired.
     return rfc3339(ts)[:-5] + "Z" if ts else "unknown"
 
 
@@ -115,13 +110,13 @@ def desired_alerts(engine: Engine, now: float, settings: AlertSettings) -> dict[
     """Every alert the engine's current state calls for, by fingerprint."""
     b = _Builder(settings)
     out: list[Alert] = []
-    for name, state in engine.targets.items():
+    for state in engine.snapshots():
         # Most targets are up: skip them before any work is done on their behalf.
         if state.evaluation is None or (
             state.verdict not in (Verdict.DOWN, Verdict.DEGRADED) and not state.version_skew
         ):
             continue
-        out.extend(_target_alerts(b, engine, name, state, now))
+        out.extend(_target_alerts(b, engine, state, now))
     for region in engine.regions:
         if engine.region_stale(region) and _region_known(engine, region):
             out.append(
@@ -141,22 +136,19 @@ def desired_alerts(engine: Engine, now: float, settings: AlertSettings) -> dict[
 
 def _region_known(engine: Engine, region: str) -> bool:
     # A region that never said anything is a deploy in progress, not a dead probe.
-    return any(p.region == region for p in engine.probes.values()) or any(
-        region in s.regions for s in engine.targets.values()
-    )
+    return bool(engine.probes(region)) or any(region in s.regions for s in engine.snapshots())
 
 
 def _offline_reason(engine: Engine, region: str) -> str:
-    probes = [p for p in engine.probes.values() if p.region == region]
+    probes = engine.probes(region)
     if probes and not any(p.online for p in probes):
         ids = ", ".join(sorted(p.probe_id for p in probes))
         return f"Probe {ids} in {region} said offline (or its connection died)."
     return f"No fresh results from {region} for any target."
 
 
-def _target_alerts(
-    b: _Builder, engine: Engine, name: str, state: TargetState, now: float
-) -> list[Alert]:
+def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: float) -> list[Alert]:
+    name = state.name
     ev = engine.judge(name, now)
     page = f"/targets/{name}"
     lines = "\n".join(_region_line(r) for r in ev.regions)

@@ -12,34 +12,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from aggregator import page, views
-from aggregator.alerts import AlertBook
 from aggregator.config import Rule
-from aggregator.metrics import SeriesStore
-from aggregator.rules import Engine
-from aggregator.schema import openapi_document
+from aggregator.core.alerts import AlertBook
+from aggregator.core.history import SeriesStore
+from aggregator.core.pipeline import Readiness
+from aggregator.core.rules import Engine
+from aggregator.present import page, views
+from aggregator.present.schema import openapi_document
+from runtime.http import add_machine_routes
 
 TOKEN_COOKIE = "vigil_token"  # noqa: S105 - the cookie's name, not a secret
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-@dataclass
-class Readiness:
-    """What /readyz reports; set by the app as it connects and loads retained state."""
-
-    connected: bool = False
-    loaded: bool = False
-
-    def reason(self) -> str | None:
-        """Why the aggregator is not ready, or None when it is."""
-        if not self.connected:
-            return "not connected to the MQTT broker"
-        if not self.loaded:
-            return "loading retained state from the broker"
-        return None
 
 
 @dataclass
@@ -132,23 +118,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
 
 
-async def healthz(_request: web.Request) -> web.Response:
-    """The process is alive and its event loop answers."""
-    return web.json_response({"status": "ok"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     """200 once connected and retained state is loaded; 503 with the reason before."""
     reason = request.app[DEPS].readiness.reason()
     if reason is not None:
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
     return web.json_response({"status": "ready"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition."""
-    body = generate_latest(request.app[DEPS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -169,7 +144,7 @@ async def explain(request: web.Request) -> web.Response:
     """Why the target is or is not alerting, as the rule evaluated it."""
     deps = request.app[DEPS]
     name = request.match_info["target"]
-    if name not in deps.engine.targets:
+    if name not in deps.engine:
         return _error(404, f"unknown target {name!r}")
     why = views.explain(deps.sources(), name, deps.rule_for(name), deps.clock())
     assert why is not None
@@ -195,7 +170,7 @@ async def index(request: web.Request) -> web.Response:
     """The status page: targets x regions."""
     deps = request.app[DEPS]
     src = deps.sources()
-    histories = {name: views.history(src, name) for name in deps.engine.targets}
+    histories = {name: views.history(src, name) for name in deps.engine.names()}
     html = page.status_page(views.status(src, deps.clock()), histories, views.alerts(src))
     return web.Response(text=html, content_type="text/html")
 
@@ -216,9 +191,8 @@ def make_app(deps: Deps) -> web.Application:
     """The aggregator's HTTP application."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[DEPS] = deps
-    app.router.add_get("/healthz", healthz)
+    add_machine_routes(app, deps.registry)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/targets/{target}", target)
     app.router.add_get("/api/v1/targets/{target}/explain", explain)

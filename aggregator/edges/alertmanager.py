@@ -22,13 +22,14 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type
 
-from aggregator.alerts import fingerprint, rfc3339
 from aggregator.config import AlertmanagerConfig
+from aggregator.core.alerts import fingerprint
+from runtime.clock import rfc3339
 from runtime.retry import backoff
 from runtime.secrets import resolve_secret
 from runtime.tls import client_context
 
-log = logging.getLogger("vigil.aggregator.alertmanager")
+log = logging.getLogger("vigil.aggregator.edges.alertmanager")
 
 
 class Outcome(enum.StrEnum):

@@ -6,11 +6,10 @@ colour, so it reads without colour vision. The page refreshes itself.
 
 from __future__ import annotations
 
-import datetime
 from html import escape
 from urllib.parse import quote
 
-from aggregator.schema import (
+from aggregator.present.schema import (
     AlertsResponse,
     ExplainResponse,
     HistoryPoint,
@@ -18,6 +17,7 @@ from aggregator.schema import (
     StatusResponse,
     TargetDetail,
 )
+from runtime.clock import utc_clock
 
 REFRESH_SECONDS = 10
 
@@ -46,9 +46,7 @@ SYMBOL = {"up": "✔", "down": "✖", "degraded": "▲", "unknown": "?"}
 
 def clock(ts: float | None) -> str:
     """A timestamp as HH:MM:SSZ (UTC), or a dash."""
-    if not ts:
-        return "—"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%H:%M:%SZ")
+    return utc_clock(ts, missing="—")
 
 
 def _page(title: str, body: str, *, refresh: bool = True) -> str:

@@ -11,14 +11,18 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from aggregator.state import StateRecord
 from wire.result import Presence, ProbeResult
-from wire.topics import TopicError, parse_presence_topic, parse_result_topic
+from wire.state import StateRecord
+from wire.topics import (
+    Kind,
+    TopicError,
+    parse_presence_topic,
+    parse_result_topic,
+    parse_state_topic,
+    topic_kind,
+)
 
 MAX_PAYLOAD_BYTES = 64 * 1024
-RESULTS_PREFIX = "vigil/v1/results/"
-PROBES_PREFIX = "vigil/v1/probes/"
-STATE_PREFIX = "vigil/v1/state/"
 
 
 class Reason(enum.StrEnum):
@@ -67,8 +71,9 @@ def decode(
     """Validate one message against the `wire/` models and the configured regions."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
+    kind = topic_kind(topic)
     try:
-        if topic.startswith(RESULTS_PREFIX):
+        if kind is Kind.RESULT:
             region, target = parse_result_topic(topic)
             result = ProbeResult.from_json(payload)
             if (result.region, result.target) != (region, target):
@@ -83,7 +88,7 @@ def decode(
                     Reason.FUTURE, f"started_at is {result.started_at - now:.0f}s ahead"
                 )
             return result
-        if topic.startswith(PROBES_PREFIX):
+        if kind is Kind.PRESENCE:
             region, probe_id = parse_presence_topic(topic)
             presence = Presence.from_json(payload)
             if (presence.region, presence.probe_id) != (region, probe_id):
@@ -91,9 +96,10 @@ def decode(
             if region not in regions:
                 return Rejected(Reason.UNKNOWN_REGION, region)
             return presence
-        if topic.startswith(STATE_PREFIX):
+        if kind is Kind.STATE:
+            target = parse_state_topic(topic)
             record = StateRecord.from_json(payload)
-            if topic != STATE_PREFIX + record.target:
+            if target != record.target:
                 return Rejected(Reason.TOPIC_MISMATCH, f"state for {record.target}")
             return record
     except TopicError as exc:

@@ -1,0 +1,238 @@
+"""The aggregator's pipeline: a message in, judged, recorded and alerted on; the clock tick.
+
+Constructed once by `app.py` with every collaborator as an argument: the engine and history it
+folds results into, the metrics it counts on, where alert payloads and state records go, and
+the clock. No I/O of its own: `send_alerts` and `publish_state` only queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
+from aggregator.core.history import SeriesStore
+from aggregator.core.ingest import Rejected, decode
+from aggregator.core.rules import RECORDED, Applied, Change, Engine, Transition
+from aggregator.metrics import AggregatorMetrics
+from wire.result import Presence, ProbeResult
+from wire.topics import state_topic
+
+log = logging.getLogger("vigil.aggregator")
+
+# Retained messages come right after each SUBACK; this long without one means all are in.
+RETAINED_SETTLE_SECONDS = 1.0
+
+SendAlerts = Callable[[list[dict[str, Any]]], None]
+PublishState = Callable[[str, bytes], None]
+
+
+@dataclass
+class Readiness:
+    """What /readyz reports; set as the pipeline connects and loads retained state."""
+
+    connected: bool = False
+    loaded: bool = False
+
+    def reason(self) -> str | None:
+        """Why the aggregator is not ready, or None when it is."""
+        if not self.connected:
+            return "not connected to the MQTT broker"
+        if not self.loaded:
+            return "loading retained state from the broker"
+        return None
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The parts of the aggregator's config the pipeline acts on."""
+
+    regions: frozenset[str]
+    max_clock_skew: float
+    startup_grace: float
+    # Written into each state record, so a reader can tell replicas apart.
+    client_id: str
+
+
+class Pipeline:
+    """Everything between a received message and the alerts it calls for."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        engine: Engine,
+        store: SeriesStore,
+        metrics: AggregatorMetrics,
+        alert_book: AlertBook,
+        alert_settings: AlertSettings,
+        send_alerts: SendAlerts,
+        publish_state: PublishState,
+        readiness: Readiness,
+        clock: Callable[[], float] = time.time,
+        on_transitions: Callable[[list[Transition]], None] = lambda _t: None,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._store = store
+        self._metrics = metrics
+        self._alert_book = alert_book
+        self._alert_settings = alert_settings
+        self._send_alerts = send_alerts
+        self._publish_state = publish_state
+        self._readiness = readiness
+        self._clock = clock
+        self._on_transitions = on_transitions
+        self._subscribed_at: float | None = None
+        self._last_retained = 0.0
+        self._rejections_logged: dict[str, float] = {}
+
+    # -- input ----------------------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Take one MQTT message; never raises for anything a publisher can send."""
+        now = self._clock()
+        if retain:
+            self._last_retained = now
+        s = self._settings
+        decoded = decode(topic, payload, regions=s.regions, now=now, max_skew=s.max_clock_skew)
+        if isinstance(decoded, Rejected):
+            self._reject(topic, decoded)
+        elif isinstance(decoded, ProbeResult):
+            self._metrics.received.labels(decoded.region).inc()
+            applied = self._engine.apply_result(decoded, now)
+            if applied is not Applied.APPLIED:
+                self._metrics.ignored.labels(applied.value).inc()
+                return
+            self._store.observe(decoded)
+            if self._readiness.loaded:
+                self._emit(self._engine.evaluate(decoded.target, now), now)
+        elif isinstance(decoded, Presence):
+            transitions = self._engine.apply_presence(decoded, now)
+            if self._readiness.loaded:
+                self._emit(transitions, now)
+        elif not self._readiness.loaded:
+            # State records matter only to rebuild verdicts at start; later, a replica's
+            # records describe the same results this process already judged.
+            self._engine.restore(decoded)
+
+    def _reject(self, topic: str, rejected: Rejected) -> None:
+        self._metrics.rejected.labels(rejected.reason.value).inc()
+        now = time.monotonic()
+        # A hostile publisher must not turn into a log flood: one line per reason per second.
+        if now - self._rejections_logged.get(rejected.reason, -1e9) >= 1.0:
+            self._rejections_logged[rejected.reason] = now
+            log.warning(
+                "message_rejected",
+                extra={
+                    "reason": rejected.reason.value,
+                    "topic": topic[:200],
+                    "detail": rejected.detail,
+                },
+            )
+
+    # -- time -----------------------------------------------------------------------------
+
+    def set_connected(self, connected: bool) -> None:
+        """Follow the broker connection (readiness and metrics)."""
+        self._readiness.connected = connected
+        self._metrics.connected.set(1 if connected else 0)
+
+    def tick(self, subscribed: bool) -> None:
+        """Advance the clock: finish warm-up, re-judge staleness, forget silent targets."""
+        now = self._clock()
+        if not self._readiness.loaded:
+            self._warm_up(subscribed, now)
+            return
+        self._emit(self._engine.evaluate_all(now), now, alert=False)
+        for name in self._engine.forget(now):
+            self._store.forget(name)
+            log.info("target_forgotten", extra={"target": name})
+        # Once per tick, changed or not: resends fall due with time.
+        self._alert(now)
+
+    def _warm_up(self, subscribed: bool, now: float) -> None:
+        if not subscribed:
+            return
+        if self._subscribed_at is None:
+            self._subscribed_at = now
+        waited = now - self._subscribed_at
+        settled = (
+            waited >= RETAINED_SETTLE_SECONDS
+            and now - self._last_retained >= RETAINED_SETTLE_SECONDS
+        )
+        if not settled and waited < self._settings.startup_grace:
+            return
+        self._readiness.loaded = True
+        self._metrics.ready.set(1)
+        transitions = self._engine.evaluate_all(now)
+        log.info("state_loaded", extra={"targets": len(self._engine), "after_s": round(waited, 2)})
+        # Re-record every target, so the retained records reflect this process's view.
+        for name in self._engine.names():
+            self._record(name, now)
+        self._emit(transitions, now, record=False, alert=False)
+        self._alert(now)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _record(self, target: str, now: float) -> None:
+        record = self._engine.record(target, now, self._settings.client_id)
+        if record is not None:
+            self._publish_state(state_topic(target), record.to_json())
+
+    def _emit(
+        self, transitions: list[Transition], now: float, *, record: bool = True, alert: bool = True
+    ) -> None:
+        if not transitions:
+            return
+        changed: set[str] = set()
+        for t in transitions:
+            self._metrics.transitions.labels(t.kind.value).inc()
+            log.info("transition", extra=describe(t))
+            if t.target is not None and t.kind in RECORDED:
+                changed.add(t.target)
+        if record:
+            for target in changed:
+                self._record(target, now)
+        self._on_transitions(transitions)
+        if alert:
+            # At once, not at the next tick: detection latency is what a pager is for.
+            self._alert(now)
+
+    def _alert(self, now: float) -> None:
+        if not self._readiness.loaded:
+            return
+        desired = desired_alerts(self._engine, now, self._alert_settings)
+        payloads = self._alert_book.update(desired, now)
+        if payloads:
+            self._send_alerts(payloads)
+        for name, count in self._alert_book.firing().items():
+            self._metrics.alerts_firing.labels(name).set(count)
+
+
+def describe(t: Transition) -> dict[str, Any]:
+    """A transition as log keys."""
+    doc: dict[str, Any] = {
+        "kind": t.kind.value,
+        "old": t.old,
+        "new": t.new,
+        "since": round(t.since, 3),
+    }
+    if t.target is not None:
+        doc["target"] = t.target
+    if t.region is not None:
+        doc["region"] = t.region
+    if t.evaluation is not None and t.kind in (Change.VERDICT, Change.QUORUM):
+        ev = t.evaluation
+        doc["failing"] = sorted(ev.failing)
+        doc["stale"] = sorted(ev.stale)
+        doc["quorum_degraded"] = ev.quorum_degraded
+        doc["errors"] = {
+            r.region: f"{r.error_kind}: {r.error} (x{r.consecutive_failures})"
+            for r in ev.regions
+            if r.failing
+        }
+    return doc

@@ -1,0 +1,1 @@
+"""What operators see: API response models, views built from the core, HTML pages. Pure."""

@@ -1,0 +1,100 @@
+"""Building and connecting MQTT clients: one meaning of `protocol: auto` for both services.
+
+`auto` tries MQTT 5 and falls back to 3.1.1 when the broker refuses the protocol version,
+then keeps to whichever worked. A persistent session (the aggregator's) is `clean_session=0`
+on 3.1.1 and `clean_start=0` with a session expiry on 5; a probe's session is clean.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from runtime.config import MqttSettings
+from runtime.retry import reconnecting
+
+V5 = aiomqtt.ProtocolVersion.V5
+V311 = aiomqtt.ProtocolVersion.V311
+
+
+def refused_for_protocol(exc: BaseException) -> bool:
+    """Whether a failed connect means "this broker does not speak that protocol version"."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    # 1: v3.1.1 "unacceptable protocol version"; 132: v5 "Unsupported Protocol Version".
+    return value in (1, 132)
+
+
+def make_client(
+    settings: MqttSettings,
+    *,
+    identifier: str,
+    protocol: aiomqtt.ProtocolVersion,
+    session_expiry: float | None = None,
+    will: aiomqtt.Will | None = None,
+    max_inflight: int | None = None,
+) -> aiomqtt.Client:
+    """An aiomqtt client for `settings`; `session_expiry` set means a persistent session."""
+    v311 = protocol == V311
+    persistent = session_expiry is not None
+    properties = None
+    if persistent and not v311:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
+        properties.SessionExpiryInterval = int(min(session_expiry or 0, 2**32 - 1))
+    return aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.resolved_password(),
+        identifier=identifier,
+        protocol=protocol,
+        clean_session=(not persistent) if v311 else None,
+        # paho refuses a clean-start flag on MQTT 3.1.1, where clean_session says it.
+        clean_start=False if persistent and not v311 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+        properties=properties,
+        will=will,
+        keepalive=settings.keepalive,
+        tls_context=settings.ssl_context(),
+        tls_insecure=settings.tls_insecure if settings.tls else None,
+        timeout=10,
+        max_inflight_messages=max_inflight,
+    )
+
+
+class Connector:
+    """Connects with backoff forever, falling back from MQTT 5 to 3.1.1 under `auto`."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        build: Callable[[aiomqtt.ProtocolVersion], aiomqtt.Client],
+        log: logging.Logger,
+    ) -> None:
+        self._settings = settings
+        self._build = build
+        self._log = log
+        self.protocol = V311 if settings.protocol == "3.1.1" else V5
+
+    async def connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
+        """A connected client, entered into `stack`; retries until it succeeds."""
+        retrying = reconnecting(self._settings.url, self._settings.reconnect_max, self._log)
+        async for attempt in retrying:
+            with attempt:
+                try:
+                    return await stack.enter_async_context(self._build(self.protocol))
+                except aiomqtt.MqttError as exc:
+                    if (
+                        self._settings.protocol == "auto"
+                        and self.protocol == V5
+                        and refused_for_protocol(exc)
+                    ):
+                        self._log.info("mqtt_protocol_fallback", extra={"protocol": "3.1.1"})
+                        self.protocol = V311
+                    raise
+        raise AssertionError("unreachable: the retry loop never stops")  # pragma: no cover
