@@ -176,7 +176,8 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
             file=sys.stderr,
         )
         return 1
-    # amqtt speaks MQTT 3.1.1 only.
+    # amqtt speaks MQTT 3.1.1 only and never answers an MQTT 5 CONNECT: `auto` would find
+    # that out, but only after a 10 s timeout per service.
     protocol = "3.1.1" if broker == "embedded" else "auto"
     work = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     children = Children(work)
@@ -189,14 +190,13 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
         else:
             children.start([py, "-m", "demo.broker", "--port", str(broker_port)], "broker")
         wait_port(broker_port)
+        own_target = target is None
         if target is None:
             demo_port = port_or_free(8000)
             children.start([py, "-m", "demo.target", "--port", str(demo_port)], "demo-target")
             wait_port(demo_port)
             target = f"http://127.0.0.1:{demo_port}"
-            watched = "the demo target"
-        else:
-            watched = target
+        watched = "the demo target" if own_target else target
         am = _alertmanager(children, work)
         mqtt = {"url": f"mqtt://127.0.0.1:{broker_port}", "protocol": protocol}
         agg_config: dict[str, Any] = {
@@ -239,7 +239,7 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
             f"  Logs: {work}\n",
             flush=True,
         )
-        if watched == "the demo target":
+        if own_target:
             post = f"  curl -X POST {demo}/_demo/state -d"
             print(
                 "Break it everywhere, in one region, slow it down, then heal it:\n"

@@ -1,8 +1,12 @@
 """Building and connecting MQTT clients: one meaning of `protocol: auto` for both services.
 
-`auto` tries MQTT 5 and falls back to 3.1.1 when the broker refuses the protocol version,
-then keeps to whichever worked. A persistent session (the aggregator's) is `clean_session=0`
-on 3.1.1 and `clean_start=0` with a session expiry on 5; a probe's session is clean.
+`auto` tries MQTT 5 first. A broker that refuses the version (CONNACK 1 or 132) gets 3.1.1
+at once; until the first connection succeeds, every failed attempt alternates the version,
+since some 3.1.1-only brokers (amqtt) never answer an MQTT 5 CONNECT at all. Once connected,
+the client keeps to the version that worked.
+
+A persistent session (the aggregator's) is `clean_session=0` on 3.1.1 and `clean_start=0`
+with a session expiry on 5; a probe's session is clean.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class Connector:
         self._build = build
         self._log = log
         self.protocol = V311 if settings.protocol == "3.1.1" else V5
+        # Whether the version is known: fixed by config, or proven by a connection.
+        self._settled = settings.protocol != "auto"
 
     async def connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
         """A connected client, entered into `stack`; retries until it succeeds."""
@@ -87,14 +93,24 @@ class Connector:
         async for attempt in retrying:
             with attempt:
                 try:
-                    return await stack.enter_async_context(self._build(self.protocol))
+                    client = await stack.enter_async_context(self._build(self.protocol))
                 except aiomqtt.MqttError as exc:
-                    if (
-                        self._settings.protocol == "auto"
-                        and self.protocol == V5
-                        and refused_for_protocol(exc)
-                    ):
-                        self._log.info("mqtt_protocol_fallback", extra={"protocol": "3.1.1"})
-                        self.protocol = V311
+                    self._after_failure(exc)
                     raise
+                self._settled = True
+                return client
         raise AssertionError("unreachable: the retry loop never stops")  # pragma: no cover
+
+    def _after_failure(self, exc: aiomqtt.MqttError) -> None:
+        if self._settings.protocol != "auto":
+            return
+        if refused_for_protocol(exc) and self.protocol == V5:
+            switch_to = V311
+        elif not self._settled:
+            switch_to = V311 if self.protocol == V5 else V5
+        else:
+            return
+        self._log.info(
+            "mqtt_protocol_fallback", extra={"protocol": switch_to.name, "error": str(exc)}
+        )
+        self.protocol = switch_to
