@@ -3,6 +3,10 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
+# Wheels for exactly the locked, hash-checked versions the tests ran against (`make lock`),
+# uvloop included, then Vigil's own without resolving again; nothing else leaves this stage.
+COPY requirements/lock.txt requirements/lock.txt
+RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements/lock.txt
 COPY pyproject.toml README.md ./
 COPY wire wire
 COPY runtime runtime
@@ -10,13 +14,13 @@ COPY probe probe
 COPY aggregator aggregator
 COPY demo demo
 COPY cli cli
-# Wheels for Vigil and its dependencies, uvloop included; nothing else leaves this stage.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[fast]"
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin vigil
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && pip check \
+    && rm -rf /wheels
 USER vigil
 # Each service reads its config from here unless --config says otherwise.
 ENV VIGIL_CONFIG=/config/vigil.yaml \

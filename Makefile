@@ -22,5 +22,17 @@ bench:
 	.venv/bin/python benchmarks/aggregator_bench.py
 	.venv/bin/python benchmarks/alerting_bench.py
 
+# Pin every dependency, with hashes, into requirements/: test-lock.txt (what make test
+# installs) and lock.txt (what the image ships), the second taken from the first so both
+# hold the same versions. Run after editing the dependencies in pyproject.toml; kept pins
+# stay unless asked: make lock LOCK_ARGS=--upgrade (or --upgrade-package aiohttp).
+# uv only resolves here; installing from the locks needs nothing but pip.
+LOCK_FLAGS = --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
+.PHONY: lock
+lock:
+	test -x .venv/lock-tools/bin/uv || { python3 -m venv .venv/lock-tools && .venv/lock-tools/bin/pip install -q 'uv==0.13.9'; }
+	.venv/lock-tools/bin/uv pip compile -q pyproject.toml --extra test $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/test-lock.txt
+	.venv/lock-tools/bin/uv pip compile -q pyproject.toml --extra fast -c requirements/test-lock.txt $(LOCK_FLAGS) -o requirements/lock.txt
+
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info

@@ -4,7 +4,8 @@
 #     prometheus (for promtool) and chromium, which Playwright drives without downloading a
 #     browser; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
 #     installed with apt-get when missing (as root, or through sudo);
-#   - a virtualenv in .venv with Vigil and its test tools installed.
+#   - a virtualenv in .venv with Vigil and its test tools installed from
+#     requirements/test-lock.txt.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,12 +47,22 @@ if [ ${#packages[@]} -gt 0 ]; then
   done
 fi
 
+# Dependencies come from the lock, exact and hash-checked: the versions the image ships plus
+# the test tools (`make lock` rewrites it after a change to pyproject.toml's dependencies).
+# Vigil itself is then installed without resolving anything again.
+lock=requirements/test-lock.txt
 stamp=.venv/.installed
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$lock" -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -r "$lock"
+  .venv/bin/python -m pip install -q --no-deps -e .
+  if ! broken=$(.venv/bin/python -m pip check); then
+    echo "$broken" >&2
+    echo "bootstrap: $lock does not satisfy pyproject.toml; run: make lock" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

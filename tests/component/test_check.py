@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import trustme
 from aiohttp import web
 
 from demo.target import STATE, make_app
 from probe.app import checker_for
-from probe.check import Checker
+from probe.check import Checker, TimedConnector
 from probe.config import ProbeConfig, TargetConfig
 from tests.conftest import Serve
 from wire.result import ErrorKind, VersionErrorKind
 
 API_KEY = "sk-test"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def target(url: str, **kw: Any) -> TargetConfig:
@@ -160,6 +164,57 @@ async def test_tls_with_ca_file_measures_tls_and_expiry(
     assert result.phases.connect is not None
     assert result.tls_not_after is not None
     assert result.tls_not_after > time.time()
+
+
+def test_tested_aiohttp_is_the_shipped_one() -> None:
+    """These tests run on the aiohttp the image installs, so what they prove holds there."""
+    pins = {}
+    for lock in ("lock.txt", "test-lock.txt"):
+        pinned = re.search(r"^aiohttp==(\S+)", (ROOT / "requirements" / lock).read_text(), re.M)
+        assert pinned is not None, f"requirements/{lock} pins no aiohttp"
+        pins[lock] = pinned[1]
+    assert pins["lock.txt"] == pins["test-lock.txt"], f"the locks disagree: {pins}; make lock"
+    assert aiohttp.__version__ == pins["lock.txt"], (
+        f"testing aiohttp {aiohttp.__version__}, shipping {pins['lock.txt']}: "
+        "./scripts/bootstrap.sh --test installs the lock"
+    )
+
+
+async def test_connector_can_see_the_tcp_connect() -> None:
+    """TimedConnector's private hook exists in this aiohttp; without it `tls` goes unmeasured."""
+    connector = TimedConnector()
+    try:
+        assert connector.splits_tls, (
+            f"aiohttp {aiohttp.__version__} has no TCPConnector._factory: probe/check.py "
+            "TimedConnector cannot time the TLS handshake apart from the TCP connect"
+        )
+    finally:
+        await connector.close()
+
+
+async def test_slow_handshake_lands_in_tls_not_connect(
+    checker: Checker, serve: Serve, demo: web.Application, tls_ca: trustme.CA, ca_file: Path
+) -> None:
+    """A server slow to answer the TLS hello makes `tls` long and leaves `connect` short.
+
+    Fails if aiohttp stops calling the connector's protocol factory between the TCP connect
+    and the handshake, even where `_factory` still exists.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+
+    def slow_hello(_sock: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        time.sleep(0.1)  # blocks the test's loop mid-handshake: the client waits as well
+
+    context.sni_callback = slow_hello
+    url = await serve(demo, context)
+    for _ in range(2):  # a fresh connection, so a fresh handshake, every check
+        result = await checker.run(target(url, ca_file=ca_file, version_path=None), time.time())
+        assert result.ok, result.error
+        assert result.phases.tls is not None, "tls unmeasured: see TimedConnector"
+        assert result.phases.connect is not None
+        assert result.phases.tls >= 95, result.phases
+        assert result.phases.connect < 50, result.phases
 
 
 async def test_tls_verify_off_accepts_self_signed(
