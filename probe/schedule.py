@@ -10,7 +10,6 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from probe.config import TargetConfig
 
@@ -38,15 +37,6 @@ def next_index(first: float, interval: float, done: int, now: float) -> int:
     """
     oldest_allowed = math.ceil((now - interval - first) / interval)
     return max(done + 1, oldest_allowed)
-
-
-@dataclass
-class ScheduleStats:
-    """What the scheduler did besides running checks; read by the metrics module."""
-
-    started: int = 0
-    overruns: int = 0
-    skipped_late: int = 0
 
 
 RunCheck = Callable[[TargetConfig, float], Awaitable[None]]
@@ -81,7 +71,6 @@ class Scheduler:
         self._clock = clock
         self._loops: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
-        self.stats = ScheduleStats()
 
     def start(self) -> None:
         """Start one timing loop per target."""
@@ -108,7 +97,6 @@ class Scheduler:
                 await asyncio.sleep(delay)
             if running is not None and not running.done():
                 # Never two checks of one target at once; the overrun is recorded, not stacked.
-                self.stats.overruns += 1
                 self._on_skip(target.name, "overrun")
             else:
                 running = loop.create_task(self._one(target, due, wall_offset))
@@ -116,7 +104,6 @@ class Scheduler:
                 running.add_done_callback(self._checks.discard)
             following = next_index(first, target.interval, index, now())
             for _ in range(following - index - 1):
-                self.stats.skipped_late += 1
                 self._on_skip(target.name, "late")
             index = following
 
@@ -125,10 +112,8 @@ class Scheduler:
             lateness = self._clock() - due
             if lateness > target.interval:
                 # Waited for a free slot longer than an interval: the result would be stale.
-                self.stats.skipped_late += 1
                 self._on_skip(target.name, "late")
                 return
-            self.stats.started += 1
             self._on_lateness(target.name, max(0.0, lateness))
             await self._run_check(target, due + wall_offset)
 

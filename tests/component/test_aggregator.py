@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -253,3 +254,112 @@ def test_forgotten_target_series_disappear() -> None:
         )
         is None
     )
+
+
+def firing(registry: CollectorRegistry, alertname: str) -> float:
+    return registry.get_sample_value("vigil_alerts_firing", {"alertname": alertname}) or 0.0
+
+
+def test_nothing_is_judged_recorded_or_alerted_before_warm_up_ends() -> None:
+    """Results folded in while loading change no verdict, record or alert until warm-up ends."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, seen = make(clock, registry)
+    probes = [RegionProbe(r) for r in REGIONS]
+    for _ in range(3):
+        clock.now += 10
+        for p in probes:
+            send(agg, p, False, clock.now)
+    assert not agg.readiness.loaded
+    assert seen == []
+    assert len(agg.outbox) == 0
+    assert firing(registry, "ServiceDown") == 0
+    warm_up(agg, clock)
+    assert "verdict:unknown->down" in seen
+    assert StateRecord.from_json(published(agg, "vigil/v1/state/api")).verdict is Verdict.DOWN
+    assert firing(registry, "ServiceDown") == 1
+
+
+def test_warm_up_republishes_every_targets_record() -> None:
+    """When warm-up ends, each known target's state record is published as this process sees it."""
+    clock = Clock()
+    agg, _ = make(clock)
+    for target in ("api", "web"):
+        for r in REGIONS:
+            send(agg, RegionProbe(r, target=target), True, clock.now, retain=True)
+    assert len(agg.outbox) == 0
+    warm_up(agg, clock)
+    for target in ("api", "web"):
+        record = StateRecord.from_json(published(agg, f"vigil/v1/state/{target}"))
+        assert record.verdict is Verdict.UP
+        assert record.aggregator == "vigil-aggregator"
+        assert record.updated_at == clock.now
+
+
+def test_a_region_going_stale_does_not_rewrite_the_state_record() -> None:
+    """Staleness is not part of the record: a stale transition publishes no new record."""
+    clock = Clock()
+    agg, seen = make(clock)
+    warm_up(agg, clock)
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    for p in probes.values():
+        send(agg, p, True, clock.now)
+    before = published(agg, "vigil/v1/state/api")
+    for _ in range(5):  # us-east falls silent; the others keep reporting
+        clock.now += 10
+        for r in ("eu-west", "ap-southeast"):
+            send(agg, probes[r], True, clock.now)
+        agg.pipeline.tick(subscribed=True)
+    assert "stale:fresh->stale" in seen
+    assert state(agg.engine).verdict is Verdict.UP
+    assert published(agg, "vigil/v1/state/api") == before
+
+
+def test_a_verdict_changed_by_the_clock_alone_updates_alerts_at_the_tick() -> None:
+    """When every probe falls silent, the next tick resolves ServiceDown and fires ProbeOffline."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, seen = make(clock, registry)
+    warm_up(agg, clock)
+    probes = [RegionProbe(r) for r in REGIONS]
+    for _ in range(3):
+        clock.now += 10
+        for p in probes:
+            send(agg, p, False, clock.now)
+    assert firing(registry, "ServiceDown") == 1
+    clock.now += 60  # no results at all: every region goes stale with time
+    agg.pipeline.tick(subscribed=True)
+    assert "verdict:down->unknown" in seen
+    assert firing(registry, "ServiceDown") == 0
+    assert firing(registry, "ProbeOffline") == len(REGIONS)
+
+
+@pytest.mark.parametrize(
+    ("events", "loaded"),
+    [
+        # (seconds after the first subscribed tick, what happens)
+        ([(0.5, "live"), (1.0, "live"), (1.2, "tick")], True),  # live traffic is not backlog
+        ([(0.5, "live"), (0.8, "tick")], False),  # too soon after subscribing
+        ([(0.5, "retained"), (1.0, "retained"), (1.2, "tick")], False),  # still arriving
+        ([(0.5, "retained"), (1.0, "retained"), (2.1, "tick")], True),  # quiet for a second
+        ([(t / 2, "retained") for t in range(1, 10)] + [(4.9, "tick")], False),
+        ([(t / 2, "retained") for t in range(1, 11)] + [(5.0, "tick")], True),  # startup_grace
+        ([(10.0, "unsubscribed tick")], False),  # nothing ends warm-up before the SUBACKs
+    ],
+)
+def test_warm_up_ends_when_retained_messages_stop(
+    events: list[tuple[float, str]], loaded: bool
+) -> None:
+    """Warm-up ends a second after retained messages stop, or at startup_grace, once subscribed."""
+    clock = Clock()
+    agg, _ = make(clock)
+    start = clock.now
+    agg.pipeline.tick(subscribed=events[-1][1] != "unsubscribed tick")
+    probe = RegionProbe("us-east")
+    for offset, what in events:
+        clock.now = start + offset
+        if what in ("live", "retained"):
+            send(agg, probe, True, clock.now, retain=what == "retained")
+        else:
+            agg.pipeline.tick(subscribed=what == "tick")
+    assert agg.readiness.loaded is loaded

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,24 +14,35 @@ import pytest
 from aiohttp import web
 
 from aggregator.config import AlertmanagerConfig
-from aggregator.edges.alertmanager import Outcome, PeerSender, auth_headers
+from aggregator.edges.alertmanager import ConsoleSink, Outcome, PeerSender, auth_headers
+from runtime.clock import rfc3339
 from tests.conftest import Serve
 from tests.polling import wait_until
 
 
 class FakePeer:
-    """Answers POST /api/v2/alerts with scripted statuses, recording what it got."""
+    """Answers POST /api/v2/alerts with scripted statuses, recording what it got.
 
-    def __init__(self, statuses: list[int]) -> None:
+    While `down` is set it answers 503 to everything; `attempts` holds every body it was sent,
+    `received` only the bodies it accepted.
+    """
+
+    def __init__(self, statuses: list[int], *, down: bool = False) -> None:
         self.statuses = statuses
+        self.down = down
+        self.attempts: list[list[dict[str, Any]]] = []
         self.received: list[list[dict[str, Any]]] = []
         self.headers: list[dict[str, str]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.attempts.append(body)
+        if self.down:
+            return web.Response(status=503, text="peer down")
         status = self.statuses.pop(0) if self.statuses else 200
         self.headers.append(dict(request.headers))
         if status == 200:
-            self.received.append(await request.json())
+            self.received.append(body)
         return web.Response(status=status, text="bad alert" if status == 400 else "")
 
     def app(self) -> web.Application:
@@ -56,11 +70,11 @@ async def run_sender(sender: PeerSender) -> asyncio.Task[None]:
     return asyncio.create_task(sender.run())
 
 
-async def test_5xx_is_retried_and_delivers_the_latest_state(
+async def test_a_retry_carries_the_update_that_arrived_while_the_peer_failed(
     serve: Serve, session: aiohttp.ClientSession
 ) -> None:
-    """After two 503s the peer gets the alert, in its newest state, and each try is counted."""
-    peer = FakePeer([503, 503])
+    """An update queued while the peer answers 503 replaces the failed batch on the next try."""
+    peer = FakePeer([], down=True)
     url = await serve(peer.app())
     posts: list[Outcome] = []
     sender = PeerSender(
@@ -70,15 +84,38 @@ async def test_5xx_is_retried_and_delivers_the_latest_state(
         headers={},
         on_post=lambda _u, o, _s: posts.append(o),
     )
-    sender.enqueue([alert("A", "firing")])
     task = await run_sender(sender)
-    sender.enqueue([alert("A", "resolved")])  # arrives while the first tries fail
-    await wait_until(lambda: peer.received, limit=20, what="delivery after retries")
+    sender.enqueue([alert("A", "firing")])
+    await wait_until(lambda: posts, what="the first, failed post")
+    assert peer.attempts == [[alert("A", "firing")]]
+    sender.enqueue([alert("A", "resolved")])  # arrives while the peer is failing
+    peer.down = False
+    await wait_until(lambda: peer.received and len(sender) == 0, limit=20, what="delivery")
     task.cancel()
-    assert peer.received[0] == [alert("A", "resolved")]
-    assert posts[:2] == [Outcome.RETRY, Outcome.RETRY]
+    assert peer.received == [[alert("A", "resolved")]]
+    assert posts[0] is Outcome.RETRY
     assert posts[-1] is Outcome.SUCCESS
-    assert len(sender) == 0
+    assert posts.count(Outcome.SUCCESS) == 1
+
+
+async def test_posts_are_split_into_batches_of_batch_size(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """Five queued alerts with batch_size 2 go out oldest first in posts of 2, 2 and 1."""
+    peer = FakePeer([])
+    url = await serve(peer.app())
+    sender = PeerSender(url, session, AlertmanagerConfig(urls=[url], batch_size=2), headers={})
+    sender.enqueue([alert(name, "firing") for name in "ABCDE"])
+    task = await run_sender(sender)
+    await wait_until(
+        lambda: sum(len(batch) for batch in peer.received) == 5, what="every alert delivered"
+    )
+    task.cancel()
+    assert [[a["labels"]["alertname"] for a in batch] for batch in peer.received] == [
+        ["A", "B"],
+        ["C", "D"],
+        ["E"],
+    ]
 
 
 async def test_4xx_is_not_retried(serve: Serve, session: aiohttp.ClientSession) -> None:
@@ -148,3 +185,72 @@ async def test_auth_headers_are_sent(serve: Serve, session: aiohttp.ClientSessio
         {"urls": [url], "basic_auth": {"username": "vigil", "password": "pw"}}
     )
     assert auth_headers(basic) == {"Authorization": "Basic dmlnaWw6cHc="}
+
+
+@pytest.mark.parametrize(
+    ("tls_insecure", "trust_ca", "delivered"),
+    [
+        pytest.param(True, False, True, id="tls_insecure"),  # a self-signed lab Alertmanager
+        pytest.param(False, True, True, id="ca_file"),  # the CA that signed it, trusted
+        pytest.param(False, False, False, id="system-cas"),  # the self-signed cert is refused
+    ],
+)
+async def test_tls_settings_decide_whether_a_self_signed_peer_is_trusted(
+    serve: Serve,
+    session: aiohttp.ClientSession,
+    tls_server_context: ssl.SSLContext,
+    ca_file: Path,
+    tls_insecure: bool,
+    trust_ca: bool,
+    delivered: bool,
+) -> None:
+    """tls_insecure or the signing CA reach an HTTPS peer; default verification refuses it."""
+    peer = FakePeer([])
+    url = await serve(peer.app(), ssl_context=tls_server_context)
+    assert url.startswith("https://")
+    config = AlertmanagerConfig(
+        urls=[url], tls_insecure=tls_insecure, ca_file=ca_file if trust_ca else None
+    )
+    posts: list[Outcome] = []
+    sender = PeerSender(url, session, config, headers={}, on_post=lambda _u, o, _s: posts.append(o))
+    task = await run_sender(sender)
+    sender.enqueue([alert("A", "firing")])
+    await wait_until(lambda: posts, what="a post over TLS")
+    task.cancel()
+    if delivered:
+        assert posts[0] is Outcome.SUCCESS
+        assert peer.received == [[alert("A", "firing")]]
+    else:
+        assert posts[0] is Outcome.RETRY
+        assert peer.attempts == []  # the handshake failed: no request reached the peer
+        assert len(sender) == 1  # kept for the next try, not dropped
+
+
+def test_console_sink_logs_each_alert_once_when_it_fires_and_once_when_resolved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without Alertmanager, a firing alert is logged once, its resends not, its resolution once."""
+    now = 1_790_000_000.0
+    sink = ConsoleSink(clock=lambda: now)
+
+    def payload(ends: float) -> dict[str, Any]:
+        return {
+            "labels": {"alertname": "ServiceDown", "target": "api"},
+            "annotations": {"summary": "api is down"},
+            "startsAt": rfc3339(now - 60),
+            "endsAt": rfc3339(ends),
+        }
+
+    with caplog.at_level(logging.WARNING, logger="vigil.aggregator.edges.alertmanager"):
+        sink.enqueue([payload(now + 240)])
+        sink.enqueue([payload(now + 300)])  # a resend of the firing alert
+        sink.enqueue([payload(now)])  # resolved now
+        sink.enqueue([payload(now)])  # a resend of the resolution
+    logged = [
+        (r.getMessage(), r.__dict__["status"], r.__dict__["alertname"], r.__dict__["summary"])
+        for r in caplog.records
+    ]
+    assert logged == [
+        ("alert", "firing", "ServiceDown", "api is down"),
+        ("alert", "resolved", "ServiceDown", "api is down"),
+    ]

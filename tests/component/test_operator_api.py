@@ -29,11 +29,16 @@ class Clock:
         return self.now
 
 
-def fed(tokens: list[str] | None = None) -> tuple[Aggregator, Clock]:
+def fed(
+    tokens: list[str] | None = None, *, protect_probes: bool = False
+) -> tuple[Aggregator, Clock]:
     """An aggregator past warm-up: `api` down (all regions), `web` failing in eu-west only."""
     clock = Clock()
     config = AggregatorConfig.model_validate(
-        {"regions": list(REGIONS), "api": {"tokens": tokens or []}}
+        {
+            "regions": list(REGIONS),
+            "api": {"tokens": tokens or [], "protect_probes": protect_probes},
+        }
     )
     agg = build(config, CollectorRegistry(), None, clock=clock)
     agg.pipeline.set_connected(True)
@@ -182,3 +187,27 @@ async def test_bearer_auth() -> None:
         assert signed.headers["Location"] == "/"
         assert "HttpOnly" in signed.headers["Set-Cookie"]
         assert (await c.get("/")).status == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize(
+    ("tokens", "protect_probes", "header", "expected"),
+    [
+        ([TOKEN], True, None, 401),
+        ([TOKEN], True, "Bearer nope", 401),
+        ([TOKEN], True, f"Bearer {TOKEN}", 200),
+        ([TOKEN], False, None, 200),
+        ([], True, None, 200),  # no tokens configured: nothing to check against
+    ],
+)
+async def test_protect_probes_puts_health_readiness_and_metrics_behind_the_token(
+    path: str, tokens: list[str], protect_probes: bool, header: str | None, expected: int
+) -> None:
+    """With protect_probes and tokens set, /healthz, /readyz and /metrics need a valid token."""
+    agg, _ = fed(tokens=tokens, protect_probes=protect_probes)
+    headers = {"Authorization": header} if header else {}
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        resp = await c.get(path, headers=headers)
+        assert resp.status == expected
+        if expected == 401:
+            assert await resp.json() == {"error": "missing or wrong bearer token"}

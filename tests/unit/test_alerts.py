@@ -85,6 +85,29 @@ def test_one_region_failing_is_region_down_only() -> None:
     assert (alert.labels["target"], alert.labels["region"]) == ("api", "eu-west")
 
 
+def test_a_stale_failing_region_raises_no_region_down() -> None:
+    """ServiceRegionDown names only fresh failing regions; a silent one is ProbeOffline's job."""
+    e = engine()
+    us, eu, ap = (RegionProbe(r) for r in REGIONS)
+    for i in range(3):  # eu-west fails three times, then its probe falls silent
+        e.apply_result(eu.check(False, T0 + 10 * i), T0 + 10 * i)
+    for i in range(7):
+        t = T0 + 10 * i
+        e.apply_result(us.check(False, t), t)
+        e.apply_result(ap.check(True, t), t)
+    now = T0 + 60
+    e.evaluate("api", now)
+    assert state(e).regions["eu-west"].failing
+    assert state(e).stale == {"eu-west"}
+    alerts = desired_alerts(e, now, SETTINGS).values()
+    region_down = sorted(
+        a.labels["region"] for a in alerts if a.labels["alertname"] == "ServiceRegionDown"
+    )
+    assert region_down == ["us-east"]
+    offline = [a.labels["region"] for a in alerts if a.labels["alertname"] == "ProbeOffline"]
+    assert offline == ["eu-west"]
+
+
 def test_version_skew_alert() -> None:
     """Versions that differ past the grace period raise ServiceVersionSkew (info, SEV-4)."""
     e = engine(Rule(version_skew_after=10))

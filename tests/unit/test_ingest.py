@@ -58,6 +58,29 @@ def test_rejections(topic: str, payload: bytes, reason: Reason) -> None:
     assert out.detail
 
 
+@pytest.mark.parametrize(
+    ("field", "ahead", "accepted"),
+    [
+        ("started_at", 0.0, True),
+        ("started_at", 29.0, True),  # just inside the 30 s limit
+        ("started_at", 30.0, True),  # on the limit
+        ("started_at", 31.0, False),  # just outside
+        ("scheduled_at", 29.0, True),
+        ("scheduled_at", 31.0, False),
+        ("started_at", -3600.0, True),  # old results are not skew (they may be retained)
+    ],
+)
+def test_clock_skew_limit_is_max_clock_skew(field: str, ahead: float, accepted: bool) -> None:
+    """A timestamp up to max_clock_skew ahead of now passes; one second more is rejected."""
+    stamps = {"scheduled_at": NOW, "started_at": NOW, field: NOW + ahead}
+    out = run(TOPIC, doc(**stamps))
+    if accepted:
+        assert isinstance(out, ProbeResult)
+    else:
+        assert isinstance(out, Rejected)
+        assert out.reason is Reason.FUTURE
+
+
 def test_presence_and_state_records_decode() -> None:
     """Presence and state records on their topics decode to their models."""
     presence = Presence(

@@ -144,6 +144,30 @@ def test_stale_region_and_degraded_quorum() -> None:
     assert "verdict:degraded->down" in names(out)
 
 
+@pytest.mark.parametrize(
+    ("duration_s", "after_end", "stale"),
+    [
+        (0.0, 29.0, False),
+        (0.0, 31.0, True),
+        (20.0, 29.0, False),  # 49 s after it started, but only 29 s after it ended
+        (20.0, 31.0, True),
+        (60.0, 29.0, False),  # a check longer than stale_after itself
+        (60.0, 31.0, True),
+    ],
+)
+def test_staleness_counts_from_the_end_of_the_latest_check(
+    duration_s: float, after_end: float, stale: bool
+) -> None:
+    """A region is stale once its latest result ended more than stale_after ago, not started."""
+    e = engine(Rule(stale_after=30))
+    ok = RegionProbe("us-east").check(True, T0)
+    result = ok.model_copy(update={"duration_ms": duration_s * 1000})
+    e.apply_result(result, T0)
+    ev = e.judge("api", T0 + duration_s + after_end)
+    assert ("us-east" in ev.stale) is stale
+    assert ("us-east" in ev.fresh) is not stale
+
+
 def test_degraded_quorum_needs_min_regions_fresh() -> None:
     """With only one fresh region failing, the verdict is not down."""
     e = engine()
