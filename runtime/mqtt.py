@@ -5,15 +5,21 @@ at once; until the first connection succeeds, every failed attempt alternates th
 since some 3.1.1-only brokers (amqtt) never answer an MQTT 5 CONNECT at all. Once connected,
 the client keeps to the version that worked.
 
+A session that ends within `STABLE_SECONDS` of its connect (a refused subscription, a
+publish the broker rejects) counts as a failed attempt: the next connect backs off like a
+refused one, so such a failure cannot turn into a reconnect storm.
+
 A persistent session (the aggregator's) is `clean_session=0` on 3.1.1 and `clean_start=0`
 with a session expiry on 5; a probe's session is clean.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -21,10 +27,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from runtime.config import MqttSettings
-from runtime.retry import reconnecting
+from runtime.retry import backoff_delay, reconnecting
 
 V5 = aiomqtt.ProtocolVersion.V5
 V311 = aiomqtt.ProtocolVersion.V311
+
+# A connection that lasts less than this did not work, whatever the CONNACK said.
+STABLE_SECONDS = 5.0
 
 
 def refused_for_protocol(exc: BaseException) -> bool:
@@ -79,16 +88,29 @@ class Connector:
         settings: MqttSettings,
         build: Callable[[aiomqtt.ProtocolVersion], aiomqtt.Client],
         log: logging.Logger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._build = build
         self._log = log
+        self._clock = clock
+        self._sleep = sleep
+        self._connected_at: float | None = None
+        # Sessions in a row that ended within STABLE_SECONDS.
+        self._unstable = 0
         self.protocol = V311 if settings.protocol == "3.1.1" else V5
         # Whether the version is known: fixed by config, or proven by a connection.
         self._settled = settings.protocol != "auto"
 
     async def connect(self, stack: contextlib.AsyncExitStack) -> aiomqtt.Client:
-        """A connected client, entered into `stack`; retries until it succeeds."""
+        """A connected client, entered into `stack`; retries until it succeeds.
+
+        Called again once the previous client's connection is gone; if that one lasted less
+        than `STABLE_SECONDS`, waits with backoff first.
+        """
+        await self._after_session()
         retrying = reconnecting(self._settings.url, self._settings.reconnect_max, self._log)
         async for attempt in retrying:
             with attempt:
@@ -98,8 +120,28 @@ class Connector:
                     self._after_failure(exc)
                     raise
                 self._settled = True
+                self._connected_at = self._clock()
                 return client
         raise AssertionError("unreachable: the retry loop never stops")  # pragma: no cover
+
+    async def _after_session(self) -> None:
+        if self._connected_at is None:
+            return
+        lasted = self._clock() - self._connected_at
+        self._connected_at = None
+        self._unstable = 0 if lasted >= STABLE_SECONDS else self._unstable + 1
+        if not self._unstable:
+            return
+        delay = backoff_delay(self._unstable, 0.2, self._settings.reconnect_max, 0.5)
+        self._log.warning(
+            "mqtt_session_short",
+            extra={
+                "lasted_s": round(lasted, 3),
+                "in_a_row": self._unstable,
+                "retry_in_s": round(delay, 2),
+            },
+        )
+        await self._sleep(delay)
 
     def _after_failure(self, exc: aiomqtt.MqttError) -> None:
         if self._settings.protocol != "auto":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+from collections.abc import Callable
 
 import aiomqtt
 from tenacity import (
@@ -21,6 +23,13 @@ def backoff(first: float, cap: float, jitter: float) -> wait_base:
     Jitter keeps a fleet of probes from reconnecting to a restarted broker in lockstep.
     """
     return wait_exponential(multiplier=first, max=cap) + wait_random(0, jitter)
+
+
+def backoff_delay(
+    attempt: int, first: float, cap: float, jitter: float, rng: Callable[[], float] = random.random
+) -> float:
+    """The `attempt`-th wait of `backoff(first, cap, jitter)`, for loops tenacity does not run."""
+    return float(min(cap, first * 2.0 ** (attempt - 1)) + jitter * rng())
 
 
 def reconnecting(broker: str, cap: float, log: logging.Logger) -> AsyncRetrying:

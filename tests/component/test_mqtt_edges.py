@@ -252,3 +252,91 @@ async def test_a_crashing_handler_costs_one_message_not_the_subscription(
     assert len(crashes) == 1
     assert crashes[0].__dict__["topic"] == "vigil/v1/results/us-east/t2"
     assert crashes[0].exc_info is not None
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_sessions_that_end_at_once_back_off_and_a_stable_one_resets() -> None:
+    """A connection lost right after its connect waits longer each time; a stable one resets."""
+    builds = Builds(accepted)
+    clock = ManualClock()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = MqttSettings.model_validate({"reconnect_max": 30})
+    conn = Connector(settings, builds, log, clock=clock, sleep=sleep)
+
+    async def session(lasting: float) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await conn.connect(stack)
+        clock.now += lasting
+
+    for _ in range(5):
+        await session(0.01)  # e.g. the subscription is refused at once
+    assert len(waits) == 4  # the first connect never waits
+    floors = [0.2, 0.4, 0.8, 1.6]
+    assert all(f <= w <= f + 0.5 for f, w in zip(floors, waits, strict=True))
+    await session(60.0)  # its connect still follows a short one: a fifth, longer wait
+    assert len(waits) == 5
+    assert 3.2 <= waits[-1] <= 3.7
+    await session(0.01)
+    assert len(waits) == 5  # after a stable session the reconnect is immediate
+    await session(0.01)
+    assert len(waits) == 6
+    assert 0.2 <= waits[-1] <= 0.7  # and the backoff starts over
+
+
+async def test_a_refused_subscription_does_not_reconnect_in_a_tight_loop() -> None:
+    """Every SUBACK refused: the subscriber reconnects with growing waits, not in a storm."""
+    clock = ManualClock()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.now += seconds
+        await asyncio.sleep(0)
+
+    refusing = FakeSession(grants={RESULTS_FILTER: (0x80,)})
+    sub = Subscriber(
+        MqttSettings.model_validate({"reconnect_max": 30}),
+        lambda *_a: None,
+        StateOutbox(),
+        client_id="t",
+        session_expiry=60,
+    )
+    sub._connector = Connector(  # the seam: the client it builds is the fake session
+        MqttSettings.model_validate({"reconnect_max": 30}),
+        lambda _p: cast(aiomqtt.Client, ContextOf(refusing)),
+        log,
+        clock=clock,
+        sleep=sleep,
+    )
+    task = asyncio.create_task(sub.run())
+    await wait_until(lambda: len(waits) >= 6, what="six backed-off reconnects")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not sub.subscribed.is_set()
+    assert waits[5] >= 6.4  # 0.2 doubling: the sixth wait is at least 6.4 s
+    assert len(refusing.subscribed) <= 3 * (len(waits) + 1)
+
+
+class ContextOf:
+    """Enters as the fake session it wraps, like an aiomqtt client entering itself."""
+
+    def __init__(self, inner: FakeSession) -> None:
+        self.inner = inner
+
+    async def __aenter__(self) -> FakeSession:
+        return self.inner
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
