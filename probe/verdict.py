@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import aiohttp
 
-from wire.result import MAX_ERROR_CHARS, MAX_VERSION_CHARS, ErrorKind, VersionErrorKind
+from wire.result import MAX_ERROR_CHARS, MAX_STREAK, MAX_VERSION_CHARS, ErrorKind, VersionErrorKind
 
 
 class Failure(NamedTuple):
@@ -160,5 +160,7 @@ class Streak(NamedTuple):
     successes: int = 0
 
     def after(self, ok: bool) -> Streak:
-        """The streak once a check with verdict `ok` is added."""
-        return Streak(0, self.successes + 1) if ok else Streak(self.failures + 1, 0)
+        """The streak once a check with verdict `ok` is added; it saturates at the wire's bound."""
+        if ok:
+            return Streak(0, min(self.successes + 1, MAX_STREAK))
+        return Streak(min(self.failures + 1, MAX_STREAK), 0)

@@ -28,12 +28,17 @@ MAX_DURATION_MS = 365 * 24 * 3600 * 1000.0
 # 2100-01-01T00:00:00Z: epoch seconds beyond this are a unit bug (milliseconds sent as seconds).
 MAX_EPOCH_S = 4_102_444_800.0
 
+# A streak longer than this is a forged or broken count (31 years of checks at 1 s); the
+# probe stops counting here, and the aggregator refuses more rather than do arithmetic on it.
+MAX_STREAK = 1_000_000_000
+
 # Certificates may legitimately expire as late as 9999-12-31 (RFC 5280 GeneralizedTime).
 MAX_CERT_EPOCH_S = 253_402_300_799.0
 
 BootId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 EpochSeconds = Annotated[float, Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False)]
 Millis = Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
+StreakCount = Annotated[int, Field(ge=0, le=MAX_STREAK)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]
 
 
@@ -114,8 +119,8 @@ class ProbeResult(WireModel):
     tls_not_after: (
         Annotated[float, Field(ge=0, le=MAX_CERT_EPOCH_S, allow_inf_nan=False)] | None
     ) = None
-    consecutive_failures: Annotated[int, Field(ge=0)]
-    consecutive_successes: Annotated[int, Field(ge=0)]
+    consecutive_failures: StreakCount
+    consecutive_successes: StreakCount
     slow: bool = False
 
     @model_validator(mode="after")

@@ -36,6 +36,9 @@ class Change(enum.StrEnum):
     PROBE = "probe"
 
 
+# How far back a streak may place "failing since" when no earlier result was seen: a year.
+MAX_LOOKBACK_S = 365 * 24 * 3600.0
+
 # Changes that alter what a target's state record says.
 RECORDED = frozenset({Change.VERDICT, Change.QUORUM, Change.REGION, Change.VERSION_SKEW})
 
@@ -329,7 +332,9 @@ class Engine:
         failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
         if failing and not prior:
             step = interval or self._interval(state, r.region)
-            prior_since = r.started_at - (r.consecutive_failures - 1) * step
+            # Bounded: a streak can be long (or forged); "since" stays a real, recent time.
+            lookback = min((r.consecutive_failures - 1) * step, MAX_LOOKBACK_S)
+            prior_since = max(0.0, r.started_at - lookback)
         version: str | None = r.version
         version_since: float | None = r.started_at
         if view is not None:
