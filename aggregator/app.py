@@ -68,6 +68,7 @@ class Aggregator:
             clock=self.clock,
             tokens=self.config.api.all_tokens(),
             protect_probes=self.config.api.protect_probes,
+            on_error=self.metrics.view_failed,
         )
 
 
@@ -132,11 +133,12 @@ def build(
     *,
     clock: Callable[[], float] = time.time,
     on_transitions: Callable[[list[Transition]], None] = lambda _t: None,
+    send_alerts: SendAlerts | None = None,
 ) -> Aggregator:
     """Every part of the aggregator, each given what it needs.
 
     `session` is the HTTP session for Alertmanager; with None (or no peers configured) alerts
-    go to the log.
+    go to the log, or to `send_alerts` when given.
 
     Raises:
         ConfigError: a secret file cannot be read.
@@ -152,7 +154,7 @@ def build(
     senders = alert_senders(config, session, metrics) if session is not None else []
     if senders:
         send_alerts = fan_out(senders)
-    else:
+    elif send_alerts is None:
         log.info("alerts_to_log", extra={"reason": "no alertmanager.urls configured"})
         send_alerts = ConsoleSink(clock).enqueue
     am = config.alertmanager

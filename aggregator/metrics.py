@@ -9,6 +9,7 @@ the live targets.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -21,16 +22,21 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from aggregator.core.history import LATENCY_BUCKETS, SeriesStore
-from aggregator.core.rules import Engine
+from aggregator.core.rules import Engine, OnTargetError
 from wire.state import Verdict
+
+log = logging.getLogger("vigil.aggregator")
 
 
 class EngineCollector(Collector):
     """Produces per-target and per-region series from the engine at scrape time."""
 
-    def __init__(self, engine: Engine, store: SeriesStore) -> None:
+    def __init__(
+        self, engine: Engine, store: SeriesStore, on_error: OnTargetError | None = None
+    ) -> None:
         self._engine = engine
         self._store = store
+        self._on_error = on_error
 
     def collect(self) -> Iterator[Metric]:
         """Yield every engine-derived family."""
@@ -76,21 +82,26 @@ class EngineCollector(Collector):
         )
         for state in e.snapshots():
             name = state.name
-            if state.evaluation is not None:
-                if state.verdict is not Verdict.UNKNOWN:
-                    up.add_metric([name], 0.0 if state.verdict is Verdict.DOWN else 1.0)
-                for v in Verdict:
-                    verdict.add_metric([name, v.value], 1.0 if state.verdict is v else 0.0)
-                degraded_q.add_metric([name], 1.0 if state.quorum_degraded else 0.0)
-                skew.add_metric([name], 1.0 if state.version_skew else 0.0)
-            for region, view in state.regions.items():
-                labels = [name, region]
-                failing.add_metric(labels, 1.0 if view.failing else 0.0)
-                streak.add_metric(labels, float(view.consecutive_failures))
-                success.add_metric(labels, 1.0 if view.ok else 0.0)
-                last.add_metric(labels, view.started_at)
-                if view.version is not None:
-                    version.add_metric([name, region, view.version], 1.0)
+            try:
+                if state.evaluation is not None:
+                    if state.verdict is not Verdict.UNKNOWN:
+                        up.add_metric([name], 0.0 if state.verdict is Verdict.DOWN else 1.0)
+                    for v in Verdict:
+                        verdict.add_metric([name, v.value], 1.0 if state.verdict is v else 0.0)
+                    degraded_q.add_metric([name], 1.0 if state.quorum_degraded else 0.0)
+                    skew.add_metric([name], 1.0 if state.version_skew else 0.0)
+                for region, view in state.regions.items():
+                    labels = [name, region]
+                    failing.add_metric(labels, 1.0 if view.failing else 0.0)
+                    streak.add_metric(labels, float(view.consecutive_failures))
+                    success.add_metric(labels, 1.0 if view.ok else 0.0)
+                    last.add_metric(labels, view.started_at)
+                    if view.version is not None:
+                        version.add_metric([name, region, view.version], 1.0)
+            except Exception as exc:  # one target's series, never the whole scrape
+                if self._on_error is None:
+                    raise
+                self._on_error(name, exc)
         yield from (up, verdict, degraded_q, skew, failing, streak, success, version, last)
 
         stale = GaugeMetricFamily(
@@ -131,7 +142,6 @@ class AggregatorMetrics:
     """The aggregator's own counters, plus the engine collector."""
 
     def __init__(self, registry: CollectorRegistry, engine: Engine, store: SeriesStore) -> None:
-        registry.register(EngineCollector(engine, store))
         self.received = Counter(
             "vigil_results_received",
             "Result messages received, by region of the topic.",
@@ -184,8 +194,27 @@ class AggregatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.evaluation_errors = Counter(
+            "vigil_evaluation_errors",
+            "Errors handling one target, by stage (evaluate, record, alerts, metrics, views); "
+            "the other targets went on.",
+            ["stage"],
+            registry=registry,
+        )
+        registry.register(EngineCollector(engine, store, self._metrics_failed))
         self.ready = Gauge(
             "vigil_aggregator_ready",
             "1 once retained state is loaded and verdicts are live.",
             registry=registry,
         )
+
+    def _metrics_failed(self, target: str, exc: Exception) -> None:
+        self._failed("metrics", target, exc)
+
+    def view_failed(self, target: str, exc: Exception) -> None:
+        """Count and log a target whose API or page view could not be built."""
+        self._failed("views", target, exc)
+
+    def _failed(self, stage: str, target: str, exc: Exception) -> None:
+        self.evaluation_errors.labels(stage).inc()
+        log.error("evaluation_failed", extra={"stage": stage, "target": target, "error": repr(exc)})

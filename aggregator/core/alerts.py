@@ -12,7 +12,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.core.rules import Engine, RegionEvidence, TargetSnapshot, Verdict
+from aggregator.core.rules import (
+    Engine,
+    OnTargetError,
+    RegionEvidence,
+    TargetSnapshot,
+    Verdict,
+)
 from runtime.clock import rfc3339
 
 SERVICE_DOWN = "ServiceDown"
@@ -106,8 +112,14 @@ class _Builder:
         return Alert(all_labels, annotations, starts_at, f"{base}{page}")
 
 
-def desired_alerts(engine: Engine, now: float, settings: AlertSettings) -> dict[str, Alert]:
-    """Every alert the engine's current state calls for, by fingerprint."""
+def desired_alerts(
+    engine: Engine, now: float, settings: AlertSettings, on_error: OnTargetError | None = None
+) -> dict[str, Alert]:
+    """Every alert the engine's current state calls for, by fingerprint.
+
+    Built one target at a time: with `on_error`, a target whose alerts cannot be built is
+    reported there and the others' alerts are still returned.
+    """
     b = _Builder(settings)
     out: list[Alert] = []
     for state in engine.snapshots():
@@ -116,7 +128,12 @@ def desired_alerts(engine: Engine, now: float, settings: AlertSettings) -> dict[
             state.verdict not in (Verdict.DOWN, Verdict.DEGRADED) and not state.version_skew
         ):
             continue
-        out.extend(_target_alerts(b, engine, state, now))
+        try:
+            out.extend(_target_alerts(b, engine, state, now))
+        except Exception as exc:
+            if on_error is None:
+                raise
+            on_error(state.name, exc)
     for region in engine.regions:
         if engine.region_stale(region) and _region_known(engine, region):
             out.append(

@@ -7,6 +7,7 @@ the clock. No I/O of its own: `send_alerts` and `publish_state` only queue.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,14 @@ from typing import Any
 from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
 from aggregator.core.history import SeriesStore
 from aggregator.core.ingest import Rejected, decode
-from aggregator.core.rules import RECORDED, Applied, Change, Engine, Transition
+from aggregator.core.rules import (
+    RECORDED,
+    Applied,
+    Change,
+    Engine,
+    OnTargetError,
+    Transition,
+)
 from aggregator.metrics import AggregatorMetrics
 from wire.result import Presence, ProbeResult
 from wire.topics import state_topic
@@ -28,6 +36,16 @@ RETAINED_SETTLE_SECONDS = 1.0
 
 SendAlerts = Callable[[list[dict[str, Any]]], None]
 PublishState = Callable[[str, bytes], None]
+
+
+class Stage(enum.StrEnum):
+    """Where one target's processing failed; the `stage` label of the errors counter."""
+
+    EVALUATE = "evaluate"
+    RECORD = "record"
+    ALERTS = "alerts"
+    METRICS = "metrics"
+    VIEWS = "views"
 
 
 @dataclass
@@ -89,6 +107,7 @@ class Pipeline:
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
         self._rejections_logged: dict[str, float] = {}
+        self._errors_logged: dict[str, float] = {}
 
     # -- input ----------------------------------------------------------------------------
 
@@ -103,13 +122,19 @@ class Pipeline:
             self._reject(topic, decoded)
         elif isinstance(decoded, ProbeResult):
             self._metrics.received.labels(decoded.region).inc()
-            applied = self._engine.apply_result(decoded, now)
-            if applied is not Applied.APPLIED:
-                self._metrics.ignored.labels(applied.value).inc()
+            try:
+                applied = self._engine.apply_result(decoded, now)
+                if applied is not Applied.APPLIED:
+                    self._metrics.ignored.labels(applied.value).inc()
+                    return
+                self._store.observe(decoded)
+                transitions = (
+                    self._engine.evaluate(decoded.target, now) if self._readiness.loaded else []
+                )
+            except Exception as exc:  # isolation: this target's bug, not the pipeline's
+                self._target_failed(Stage.EVALUATE)(decoded.target, exc)
                 return
-            self._store.observe(decoded)
-            if self._readiness.loaded:
-                self._emit(self._engine.evaluate(decoded.target, now), now)
+            self._emit(transitions, now)
         elif isinstance(decoded, Presence):
             transitions = self._engine.apply_presence(decoded, now)
             if self._readiness.loaded:
@@ -118,6 +143,22 @@ class Pipeline:
             # State records matter only to rebuild verdicts at start; later, a replica's
             # records describe the same results this process already judged.
             self._engine.restore(decoded)
+
+    def _target_failed(self, stage: Stage) -> OnTargetError:
+        def failed(target: str, exc: Exception) -> None:
+            self._metrics.evaluation_errors.labels(stage.value).inc()
+            now = time.monotonic()
+            key = f"{stage}/{target}"
+            # One line per stage and target per minute: a bug must be seen, not flood the log.
+            if now - self._errors_logged.get(key, -1e9) >= 60.0:
+                self._errors_logged[key] = now
+                log.error(
+                    "evaluation_failed",
+                    extra={"stage": stage.value, "target": target, "error": repr(exc)},
+                    exc_info=exc,
+                )
+
+        return failed
 
     def _reject(self, topic: str, rejected: Rejected) -> None:
         self._metrics.rejected.labels(rejected.reason.value).inc()
@@ -147,7 +188,8 @@ class Pipeline:
         if not self._readiness.loaded:
             self._warm_up(subscribed, now)
             return
-        self._emit(self._engine.evaluate_all(now), now, alert=False)
+        transitions = self._engine.evaluate_all(now, self._target_failed(Stage.EVALUATE))
+        self._emit(transitions, now, alert=False)
         for name in self._engine.forget(now):
             self._store.forget(name)
             log.info("target_forgotten", extra={"target": name})
@@ -168,7 +210,7 @@ class Pipeline:
             return
         self._readiness.loaded = True
         self._metrics.ready.set(1)
-        transitions = self._engine.evaluate_all(now)
+        transitions = self._engine.evaluate_all(now, self._target_failed(Stage.EVALUATE))
         log.info("state_loaded", extra={"targets": len(self._engine), "after_s": round(waited, 2)})
         # Re-record every target, so the retained records reflect this process's view.
         for name in self._engine.names():
@@ -179,9 +221,14 @@ class Pipeline:
     # -- output ---------------------------------------------------------------------------
 
     def _record(self, target: str, now: float) -> None:
-        record = self._engine.record(target, now, self._settings.client_id)
-        if record is not None:
-            self._publish_state(state_topic(target), record.to_json())
+        try:
+            record = self._engine.record(target, now, self._settings.client_id)
+            payload = record.to_json() if record is not None else None
+        except Exception as exc:  # e.g. a value the record's bounds refuse
+            self._target_failed(Stage.RECORD)(target, exc)
+            return
+        if payload is not None:
+            self._publish_state(state_topic(target), payload)
 
     def _emit(
         self, transitions: list[Transition], now: float, *, record: bool = True, alert: bool = True
@@ -205,7 +252,9 @@ class Pipeline:
     def _alert(self, now: float) -> None:
         if not self._readiness.loaded:
             return
-        desired = desired_alerts(self._engine, now, self._alert_settings)
+        desired = desired_alerts(
+            self._engine, now, self._alert_settings, self._target_failed(Stage.ALERTS)
+        )
         payloads = self._alert_book.update(desired, now)
         if payloads:
             self._send_alerts(payloads)

@@ -25,6 +25,14 @@ from wire.state import RegionRecord, StateRecord, Verdict
 __all__ = ["Verdict"]  # the engine's verdicts are the contract's
 
 
+# Told which target failed and why, when work is done one target at a time.
+OnTargetError = Callable[[str, Exception], None]
+
+
+def _raise(_target: str, exc: Exception) -> None:
+    raise exc
+
+
 class Change(enum.StrEnum):
     """What kind of thing a transition changed; the `kind` label of `vigil_transitions_total`."""
 
@@ -581,11 +589,18 @@ class Engine:
         state.failing, state.stale, state.evaluation = ev.failing, ev.stale, ev
         return out
 
-    def evaluate_all(self, now: float) -> list[Transition]:
-        """Evaluate every target, e.g. on a clock tick, since staleness comes with time."""
+    def evaluate_all(self, now: float, on_error: OnTargetError = _raise) -> list[Transition]:
+        """Evaluate every target, e.g. on a clock tick, since staleness comes with time.
+
+        One target at a time: an error in one goes to `on_error` and the others are still
+        judged.
+        """
         out: list[Transition] = []
         for name in list(self._targets):
-            out.extend(self.evaluate(name, now))
+            try:
+                out.extend(self.evaluate(name, now))
+            except Exception as exc:  # isolation: one broken target must not stop the rest
+                on_error(name, exc)
         return out
 
     def forget(self, now: float) -> list[str]:

@@ -19,7 +19,7 @@ from aggregator.config import Rule
 from aggregator.core.alerts import AlertBook
 from aggregator.core.history import SeriesStore
 from aggregator.core.pipeline import Readiness
-from aggregator.core.rules import Engine
+from aggregator.core.rules import Engine, OnTargetError
 from aggregator.present import page, views
 from aggregator.present.schema import openapi_document
 from runtime.http import add_machine_routes
@@ -43,10 +43,13 @@ class Deps:
     tokens: frozenset[str] = field(default_factory=frozenset)
     # Whether /healthz, /readyz and /metrics need a token too.
     protect_probes: bool = False
+    # Told about a target whose view could not be built (the others are still shown).
+    on_error: OnTargetError | None = None
 
     def sources(self) -> views.Sources:
         """The views' inputs, as of now."""
-        return views.Sources(self.engine, self.store, self.alerts, self.readiness.reason() is None)
+        ready = self.readiness.reason() is None
+        return views.Sources(self.engine, self.store, self.alerts, ready, self.on_error)
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -170,8 +173,9 @@ async def index(request: web.Request) -> web.Response:
     """The status page: targets x regions."""
     deps = request.app[DEPS]
     src = deps.sources()
-    histories = {name: views.history(src, name) for name in deps.engine.names()}
-    html = page.status_page(views.status(src, deps.clock()), histories, views.alerts(src))
+    html = page.status_page(
+        views.status(src, deps.clock()), views.histories(src), views.alerts(src)
+    )
     return web.Response(text=html, content_type="text/html")
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aggregator.config import Rule
 from aggregator.core.alerts import AlertBook
 from aggregator.core.history import SeriesStore
-from aggregator.core.rules import Engine, Evaluation, Verdict
+from aggregator.core.rules import Engine, Evaluation, OnTargetError, Verdict
 from aggregator.present.schema import (
     AlertInfo,
     AlertsResponse,
@@ -26,6 +27,8 @@ from aggregator.present.schema import (
     TargetStatus,
 )
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -35,6 +38,8 @@ class Sources:
     store: SeriesStore
     alerts: AlertBook
     ready: bool
+    # Told about a target whose view could not be built; the list goes on without it.
+    on_error: OnTargetError | None = None
 
 
 def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
@@ -93,8 +98,23 @@ def status(src: Sources, now: float) -> StatusResponse:
         ready=src.ready,
         generated_at=now,
         regions=list(src.engine.regions),
-        targets=[_target_status(src, name, now) for name in src.engine.names()],
+        targets=list(_each_target(src, lambda name: _target_status(src, name, now))),
     )
+
+
+def _each_target(src: Sources, view: Callable[[str], T]) -> Iterator[T]:
+    for name in src.engine.names():
+        try:
+            yield view(name)
+        except Exception as exc:  # one broken target must not take the page down
+            if src.on_error is None:
+                raise
+            src.on_error(name, exc)
+
+
+def histories(src: Sources) -> dict[str, dict[str, list[HistoryPoint]]]:
+    """Every target's recent results per region, for the status page."""
+    return dict(_each_target(src, lambda name: (name, history(src, name))))
 
 
 def history(src: Sources, name: str) -> dict[str, list[HistoryPoint]]:
