@@ -148,9 +148,10 @@ def build(
         config.rule_for,
         default_interval=config.default_interval,
         forget_after=config.forget_after,
+        max_clock_skew=config.max_clock_skew,
     )
     store = SeriesStore(config.history)
-    metrics = AggregatorMetrics(registry, engine, store)
+    metrics = AggregatorMetrics(registry, engine, store, clock)
     senders = alert_senders(config, session, metrics) if session is not None else []
     if senders:
         send_alerts = fan_out(senders)
@@ -167,6 +168,8 @@ def build(
             max_clock_skew=config.max_clock_skew,
             startup_grace=config.startup_grace,
             client_id=config.client_id,
+            # Long enough for every probe to be heard from once after a reconnect.
+            reconnect_grace=2 * config.default_interval,
         ),
         engine=engine,
         store=store,

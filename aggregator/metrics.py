@@ -10,7 +10,8 @@ the live targets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -32,11 +33,16 @@ class EngineCollector(Collector):
     """Produces per-target and per-region series from the engine at scrape time."""
 
     def __init__(
-        self, engine: Engine, store: SeriesStore, on_error: OnTargetError | None = None
+        self,
+        engine: Engine,
+        store: SeriesStore,
+        on_error: OnTargetError | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine = engine
         self._store = store
         self._on_error = on_error
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         """Yield every engine-derived family."""
@@ -104,13 +110,14 @@ class EngineCollector(Collector):
                 self._on_error(name, exc)
         yield from (up, verdict, degraded_q, skew, failing, streak, success, version, last)
 
+        now = self._clock()
         stale = GaugeMetricFamily(
             "vigil_region_stale",
             "1 while a region's probe is offline or all its views stale.",
             labels=["region"],
         )
         for region in e.regions:
-            stale.add_metric([region], 1.0 if e.region_stale(region) else 0.0)
+            stale.add_metric([region], 1.0 if e.region_stale(region, now) else 0.0)
         yield stale
 
         latency = HistogramMetricFamily(
@@ -141,7 +148,13 @@ class EngineCollector(Collector):
 class AggregatorMetrics:
     """The aggregator's own counters, plus the engine collector."""
 
-    def __init__(self, registry: CollectorRegistry, engine: Engine, store: SeriesStore) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        engine: Engine,
+        store: SeriesStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.received = Counter(
             "vigil_results_received",
             "Result messages received, by region of the topic.",
@@ -201,7 +214,7 @@ class AggregatorMetrics:
             ["stage"],
             registry=registry,
         )
-        registry.register(EngineCollector(engine, store, self._metrics_failed))
+        registry.register(EngineCollector(engine, store, self._metrics_failed, clock))
         self.ready = Gauge(
             "vigil_aggregator_ready",
             "1 once retained state is loaded and verdicts are live.",

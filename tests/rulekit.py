@@ -26,7 +26,10 @@ def engine(rule: Rule | None = None, regions: tuple[str, ...] = REGIONS, **kw: f
 
 @dataclass
 class RegionProbe:
-    """A fake probe for one region that produces results with correct streaks and seq."""
+    """A fake probe for one region that produces results with correct streaks and seq.
+
+    `successes=1` makes a probe that was up before the test: its first success completes K.
+    """
 
     region: str
     target: str = "api"

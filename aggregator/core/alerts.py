@@ -135,7 +135,7 @@ def desired_alerts(
                 raise
             on_error(state.name, exc)
     for region in engine.regions:
-        if engine.region_stale(region) and _region_known(engine, region):
+        if engine.region_stale(region, now) and _region_known(engine, region):
             out.append(
                 b.alert(
                     PROBE_OFFLINE,
@@ -247,8 +247,9 @@ class AlertBook:
         for fp, alert in desired.items():
             t = self._tracked.get(fp)
             if t is None or t.resolved_at is not None:
-                # A new alert, or one that fires again after resolving: a new startsAt.
-                t = self._tracked[fp] = _Tracked(alert, alert.starts_at, now)
+                # A new alert, or one that fires again after resolving: a new startsAt, never
+                # later than now (a probe's clock ahead of ours must not date it in the future).
+                t = self._tracked[fp] = _Tracked(alert, min(alert.starts_at, now), now)
                 out.append(self._payload(t, now))
                 continue
             changed = alert.annotations.get("quorum") != t.alert.annotations.get("quorum")
@@ -274,7 +275,8 @@ class AlertBook:
         return {
             "labels": dict(t.alert.labels),
             "annotations": dict(t.alert.annotations),
-            "startsAt": rfc3339(t.starts_at),
+            # Alertmanager refuses a batch holding an alert that ends before it starts.
+            "startsAt": rfc3339(min(t.starts_at, ends)),
             "endsAt": rfc3339(ends),
             "generatorURL": t.alert.generator_url,
         }

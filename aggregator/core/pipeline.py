@@ -73,6 +73,8 @@ class PipelineSettings:
     startup_grace: float
     # Written into each state record, so a reader can tell replicas apart.
     client_id: str
+    # After a reconnect, how long staleness stays held while the backlog comes in.
+    reconnect_grace: float = 20.0
 
 
 class Pipeline:
@@ -178,7 +180,17 @@ class Pipeline:
     # -- time -----------------------------------------------------------------------------
 
     def set_connected(self, connected: bool) -> None:
-        """Follow the broker connection (readiness and metrics)."""
+        """Follow the broker connection: readiness, metrics, and the engine's hold.
+
+        Cut off from the broker, the aggregator hears nothing: that is not the probes'
+        silence, so staleness and `offline` presence are held until it is back and has had
+        `reconnect_grace` to catch up.
+        """
+        now = self._clock()
+        if connected:
+            self._engine.reconnected(now, self._settings.reconnect_grace)
+        elif self._readiness.connected:
+            self._engine.cut_off(now)
         self._readiness.connected = connected
         self._metrics.connected.set(1 if connected else 0)
 
@@ -201,6 +213,7 @@ class Pipeline:
             return
         if self._subscribed_at is None:
             self._subscribed_at = now
+            self._engine.listening(now)
         waited = now - self._subscribed_at
         settled = (
             waited >= RETAINED_SETTLE_SECONDS

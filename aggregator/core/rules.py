@@ -44,6 +44,10 @@ class Change(enum.StrEnum):
     PROBE = "probe"
 
 
+# An `offline` presence counts only after this long, so a broker's shutdown (which sends
+# every probe's last will at once, then drops the aggregator) is not mistaken for probes dying.
+PRESENCE_SETTLE_S = 2.0
+
 # How far back a streak may place "failing since" when no earlier result was seen: a year.
 MAX_LOOKBACK_S = 365 * 24 * 3600.0
 
@@ -92,6 +96,12 @@ class RegionView:
     interval: float | None = None
     # The latest result's phase timings, shared with the parsed result (not copied).
     phases: Phases | None = None
+    # When the latest result arrived, by the aggregator's clock (see Engine.apply_result).
+    received_at: float = 0.0
+    # Whether this region has given enough evidence to judge: N failures, K successes, or a
+    # restored flag. Until then (e.g. 1-2 failures right after a start) it is `pending`:
+    # neither ok nor failing, so a verdict never rests on it.
+    decided: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,7 @@ class RegionEvidence:
     error: str | None
     version: str | None
     last_result_at: float | None
+    pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,7 @@ class Evaluation:
     versions: Mapping[str, str]
     required: int
     min_regions: int
+    pending: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +163,8 @@ class ProbeState:
     online: bool
     at: float
     targets: dict[str, float]
+    # When the latest presence arrived, by the aggregator's clock.
+    received_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -172,6 +186,9 @@ class TargetState:
     evaluation: Evaluation | None = None
     # Region failing flags from a restored state record, for regions with no result yet.
     restored: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
+    # When the verdict last left `down`: regions still recovering from that outage raise
+    # no regional alert of their own.
+    left_down_at: float | None = None
 
 
 class RegionSnapshot(Protocol):
@@ -257,8 +274,15 @@ class Engine:
         *,
         default_interval: float,
         forget_after: float,
+        max_clock_skew: float = 30.0,
     ) -> None:
         self.regions = tuple(regions)
+        self._max_clock_skew = max_clock_skew
+        # When the aggregator could first have heard anything: silence counts from here.
+        self._listening_since: float | None = None
+        # While cut off from the broker (and one grace after), time stops for staleness.
+        self._held_at: float | None = None
+        self._hold_until: float | None = None
         self._rule_for = rule_for
         self._default_interval = default_interval
         self._forget_after = forget_after
@@ -314,6 +338,50 @@ class Engine:
             aggregator=aggregator,
         )
 
+    # -- the aggregator's own connection ---------------------------------------------------
+
+    def listening(self, now: float) -> None:
+        """The aggregator can hear the probes from `now` on: silence counts from here."""
+        if self._listening_since is None:
+            self._listening_since = now
+
+    def cut_off(self, now: float) -> None:
+        """The aggregator lost the broker: nothing goes stale or offline for lack of news.
+
+        The hold lasts until `reconnected` plus its grace, since the news could not reach it.
+        """
+        if self._held_at is None:
+            self._held_at = now
+        self._hold_until = None
+
+    def reconnected(self, now: float, grace: float) -> None:
+        """The broker is back: the hold ends `grace` seconds from now, once caught up."""
+        if self._held_at is not None:
+            self._hold_until = now + grace
+
+    def _clock_for_silence(self, now: float) -> float:
+        """`now` for judging silence: stopped at the cut while the hold lasts."""
+        if self._held_at is None:
+            return now
+        if self._hold_until is not None and now >= self._hold_until:
+            self._held_at = self._hold_until = None
+            return now
+        return min(now, self._held_at)
+
+    def _probe_offline(self, probe: ProbeState | None, now: float) -> bool:
+        """A probe counts as offline once its `offline` has settled, and not from a cut.
+
+        The broker publishes every probe's last will as it shuts down, just before the
+        aggregator loses it: an `offline` that arrives within PRESENCE_SETTLE_S of a cut
+        (before or during it) is the broker's doing, not the probe's.
+        """
+        if probe is None or probe.online:
+            return False
+        if now - probe.received_at < PRESENCE_SETTLE_S:
+            return False
+        held = self._held_at
+        return held is None or probe.received_at < held - PRESENCE_SETTLE_S
+
     # -- inputs ---------------------------------------------------------------------------
 
     def apply_result(self, r: ProbeResult, now: float) -> Applied:
@@ -325,6 +393,7 @@ class Engine:
         view = state.regions.get(r.region)
         rule = self._rule_for(r.target)
         interval: float | None = None
+        restored: tuple[bool, float | None] | None = None
         if view is not None:
             if view.probe_id == r.probe_id and view.boot_id == r.boot_id:
                 if r.seq == view.seq:
@@ -336,7 +405,8 @@ class Engine:
                 return Applied.OLDER
             prior, prior_since = view.failing, view.failing_since
         else:
-            prior, prior_since = state.restored.pop(r.region, (False, None))
+            restored = state.restored.pop(r.region, None)
+            prior, prior_since = restored or (False, None)
         failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
         if failing and not prior:
             step = interval or self._interval(state, r.region)
@@ -352,7 +422,8 @@ class Engine:
             if interval is None or interval <= 0:
                 interval = view.interval
         if view is None:
-            view = state.regions[r.region] = RegionView()
+            # A restored record is evidence enough: the region was judged before a restart.
+            view = state.regions[r.region] = RegionView(decided=restored is not None)
         # Updated in place: this runs for every result, and there are targets x regions.
         view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
         view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
@@ -365,6 +436,13 @@ class Engine:
         view.failing, view.failing_since = failing, prior_since if failing else None
         view.interval = interval
         view.phases = r.phases
+        # A probe's clock may only make a result older than its arrival, and only beyond the
+        # skew tolerance: staleness follows the aggregator's clock, so a probe running a few
+        # seconds behind never looks silent, while a retained or queued result that is
+        # really old still counts as old.
+        end = r.started_at + r.duration_ms / 1000.0
+        view.received_at = min(now, end + self._max_clock_skew)
+        view.decided = view.decided or failing or r.consecutive_successes >= rule.recoveries
         state.last_seen = now
         return Applied.APPLIED
 
@@ -374,7 +452,9 @@ class Engine:
         old = self._probes.get(key)
         online = p.status == "online"
         targets = dict(p.targets) if online else (old.targets if old else {})
-        self._probes[key] = ProbeState(p.region, p.probe_id, p.boot_id, online, p.at, targets)
+        self._probes[key] = ProbeState(
+            p.region, p.probe_id, p.boot_id, online, p.at, targets, received_at=now
+        )
         for name in p.targets:
             state = self._target(name, now)
             state.expected.add(p.region)
@@ -418,6 +498,7 @@ class Engine:
             failing = next_failing(
                 rr.failing, view.consecutive_failures, view.consecutive_successes, rule
             )
+            view.decided = True
             if failing and rr.failing and rr.failing_since is not None:
                 view.failing_since = min(rr.failing_since, view.failing_since or rr.failing_since)
             elif not failing:
@@ -439,39 +520,52 @@ class Engine:
                 return probe.targets[state.name]
         return self._default_interval
 
-    def _region_offline(self, region: str, view: RegionView | None) -> bool:
+    def _region_offline(self, region: str, view: RegionView | None, now: float) -> bool:
         if view is None:
             return False
-        probe = self._probes.get((region, view.probe_id))
-        return probe is not None and not probe.online
+        return self._probe_offline(self._probes.get((region, view.probe_id)), now)
 
     def _classify(
         self, state: TargetState, rule: Rule, now: float
-    ) -> tuple[set[str], set[str], dict[str, str], dict[str, str]]:
-        """Fresh and failing regions, stale regions with the reason, fresh versions."""
+    ) -> tuple[set[str], set[str], dict[str, str], dict[str, str], set[str]]:
+        """Fresh and failing regions, stale regions with the reason, fresh versions, pending.
+
+        A region is pending while it has not given enough evidence (see `RegionView.decided`),
+        or has said nothing yet but the aggregator has not listened for `stale_after`.
+        """
         fresh: set[str] = set()
         failing: set[str] = set()
         stale: dict[str, str] = {}
         versions: dict[str, str] = {}
+        pending: set[str] = set()
+        quiet_now = self._clock_for_silence(now)
         for region in self.regions:
             view = state.regions.get(region)
+            stale_after = rule.stale_after or 3 * self._interval(state, region)
             if view is None:
-                stale[region] = "no results"
+                if self._listening_since is not None and (
+                    quiet_now - self._listening_since < stale_after
+                ):
+                    pending.add(region)
+                else:
+                    stale[region] = "no results"
                 continue
-            if self._region_offline(region, view):
+            if self._region_offline(region, view, quiet_now):
                 stale[region] = "probe offline"
                 continue
-            stale_after = rule.stale_after or 3 * self._interval(state, region)
-            age = now - (view.started_at + view.duration_ms / 1000.0)
+            age = quiet_now - view.received_at
             if age > stale_after:
                 stale[region] = f"no result for {age:.0f}s"
+                continue
+            if not view.decided:
+                pending.add(region)
                 continue
             fresh.add(region)
             if view.failing:
                 failing.add(region)
             if view.version is not None:
                 versions[region] = view.version
-        return fresh, failing, stale, versions
+        return fresh, failing, stale, versions, pending
 
     @staticmethod
     def _verdict(
@@ -492,7 +586,7 @@ class Engine:
         """The verdict for a target as of `now` with each region's evidence; changes nothing."""
         state = self._targets[name]
         rule = self._rule_for(name)
-        fresh, failing, stale, versions = self._classify(state, rule, now)
+        fresh, failing, stale, versions, pending = self._classify(state, rule, now)
         verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
         evidence = []
         for region in self.regions:
@@ -511,6 +605,7 @@ class Engine:
                     error=view.error if view else None,
                     version=view.version if view else None,
                     last_result_at=view.started_at if view else None,
+                    pending=region in pending,
                 )
             )
         return Evaluation(
@@ -523,6 +618,7 @@ class Engine:
             versions=versions,
             required=rule.regions,
             min_regions=rule.min_regions,
+            pending=frozenset(pending),
         )
 
     def evaluate(self, name: str, now: float) -> list[Transition]:
@@ -533,7 +629,7 @@ class Engine:
         """
         state = self._targets[name]
         rule = self._rule_for(name)
-        fresh, failing, stale, versions = self._classify(state, rule, now)
+        fresh, failing, stale, versions, _pending = self._classify(state, rule, now)
         verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
         if len(set(versions.values())) > 1:
             state.skew_since = state.skew_since if state.skew_since is not None else now
@@ -576,6 +672,8 @@ class Engine:
             state.version_skew = skew
         if ev.verdict != state.verdict:
             emit(Change.VERDICT, None, state.verdict.value, ev.verdict.value, now)
+            if state.verdict is Verdict.DOWN:
+                state.left_down_at = now
             state.verdict, state.since = ev.verdict, now
         elif ev.quorum_degraded != state.quorum_degraded and ev.verdict is Verdict.DOWN:
             emit(
@@ -610,14 +708,20 @@ class Engine:
             del self._targets[name]
         return gone
 
-    def region_stale(self, region: str) -> bool:
-        """Whether a region says nothing useful: its probes offline or every view stale."""
-        probes = self.probes(region)
-        if probes and not any(p.online for p in probes):
+    def region_stale(self, region: str, now: float) -> bool:
+        """Whether a region says nothing useful: its probes offline or every view stale.
+
+        Silence counts from when the aggregator could first have heard the region, and not
+        while it is cut off from the broker.
+        """
+        quiet_now = self._clock_for_silence(now)
+        probes = [p for p in self._probes.values() if p.region == region]
+        if probes and all(self._probe_offline(p, quiet_now) for p in probes):
             return True
         seen = [s for s in self._targets.values() if region in s.regions]
         if not seen:
-            return True
+            since = self._listening_since
+            return since is None or quiet_now - since >= 3 * self._default_interval
         return all(region in s.stale for s in seen if s.evaluation is not None) and any(
             s.evaluation is not None for s in seen
         )

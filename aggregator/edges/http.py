@@ -156,7 +156,8 @@ async def explain(request: web.Request) -> web.Response:
 
 async def regions(request: web.Request) -> web.Response:
     """Each region's probes: presence, boot id, last seen, targets."""
-    return _json(views.regions(request.app[DEPS].sources()))
+    deps = request.app[DEPS]
+    return _json(views.regions(deps.sources(), deps.clock()))
 
 
 async def alerts(request: web.Request) -> web.Response:

@@ -216,7 +216,7 @@ def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse 
     )
 
 
-def regions(src: Sources) -> RegionsResponse:
+def regions(src: Sources, now: float) -> RegionsResponse:
     """Each configured region with its probes' presence."""
     out = []
     for region in src.engine.regions:
@@ -230,7 +230,9 @@ def regions(src: Sources) -> RegionsResponse:
             )
             for p in src.engine.probes(region)
         ]
-        out.append(RegionInfo(region=region, stale=src.engine.region_stale(region), probes=probes))
+        out.append(
+            RegionInfo(region=region, stale=src.engine.region_stale(region, now), probes=probes)
+        )
     return RegionsResponse(regions=out)
 
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
 from aggregator.core.rules import Verdict
+from aggregator.core.rules import PRESENCE_SETTLE_S
 from aggregator.edges.http import make_app
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, state
 from wire.result import Presence
@@ -65,7 +66,7 @@ def test_outage_goes_down_and_is_recorded() -> None:
     registry = CollectorRegistry()
     agg, seen = make(clock, registry)
     warm_up(agg, clock)
-    probes = [RegionProbe(r) for r in REGIONS]
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
     for _ in range(3):
         clock.now += 10
         for p in probes:
@@ -131,7 +132,7 @@ def test_hostile_messages_are_counted_not_fatal() -> None:
     ]
     for topic, payload in garbage * 50:
         agg.pipeline.handle(topic, payload, False)
-    probes = [RegionProbe(r) for r in REGIONS]
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
     for p in probes:
         send(agg, p, True, clock.now)
     get = registry.get_sample_value
@@ -168,7 +169,7 @@ def test_restart_during_outage_does_not_flap() -> None:
     clock = Clock()
     agg, _ = make(clock)
     warm_up(agg, clock)
-    probes = [RegionProbe(r) for r in REGIONS]
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
     for _ in range(3):
         clock.now += 10
         for p in probes:
@@ -199,11 +200,14 @@ def test_presence_marks_region_offline() -> None:
     agg, _ = make(clock, registry)
     warm_up(agg, clock)
     for r in REGIONS:
-        send(agg, RegionProbe(r), True, clock.now)
+        send(agg, RegionProbe(r, successes=1), True, clock.now)
     presence = Presence(
         status="offline", probe_id="us-east-1", region="us-east", boot_id=BOOT, at=clock.now
     )
     agg.pipeline.handle(presence_topic("us-east", "us-east-1"), presence.to_json(), False)
+    agg.pipeline.tick(subscribed=True)
+    assert registry.get_sample_value("vigil_region_stale", {"region": "us-east"}) == 0
+    clock.now += PRESENCE_SETTLE_S  # an offline counts once settled (not a broker shutdown)
     agg.pipeline.tick(subscribed=True)
     assert registry.get_sample_value("vigil_region_stale", {"region": "us-east"}) == 1
     assert registry.get_sample_value("vigil_region_stale", {"region": "eu-west"}) == 0
@@ -222,7 +226,7 @@ async def test_http_endpoints() -> None:
         assert "loading retained state" in (await not_ready.json())["reason"]
         warm_up(agg, clock)
         for r in REGIONS:
-            send(agg, RegionProbe(r), True, clock.now)
+            send(agg, RegionProbe(r, successes=1), True, clock.now)
         assert (await client.get("/readyz")).status == 200
         metrics = await (await client.get("/metrics")).text()
         assert 'vigil_target_up{target="api"} 1.0' in metrics
@@ -265,7 +269,7 @@ def test_nothing_is_judged_recorded_or_alerted_before_warm_up_ends() -> None:
     clock = Clock()
     registry = CollectorRegistry()
     agg, seen = make(clock, registry)
-    probes = [RegionProbe(r) for r in REGIONS]
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
     for _ in range(3):
         clock.now += 10
         for p in probes:
@@ -286,7 +290,7 @@ def test_warm_up_republishes_every_targets_record() -> None:
     agg, _ = make(clock)
     for target in ("api", "web"):
         for r in REGIONS:
-            send(agg, RegionProbe(r, target=target), True, clock.now, retain=True)
+            send(agg, RegionProbe(r, target=target, successes=1), True, clock.now, retain=True)
     assert len(agg.outbox) == 0
     warm_up(agg, clock)
     for target in ("api", "web"):
@@ -301,7 +305,7 @@ def test_a_region_going_stale_does_not_rewrite_the_state_record() -> None:
     clock = Clock()
     agg, seen = make(clock)
     warm_up(agg, clock)
-    probes = {r: RegionProbe(r) for r in REGIONS}
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
     for p in probes.values():
         send(agg, p, True, clock.now)
     before = published(agg, "vigil/v1/state/api")
@@ -321,7 +325,7 @@ def test_a_verdict_changed_by_the_clock_alone_updates_alerts_at_the_tick() -> No
     registry = CollectorRegistry()
     agg, seen = make(clock, registry)
     warm_up(agg, clock)
-    probes = [RegionProbe(r) for r in REGIONS]
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
     for _ in range(3):
         clock.now += 10
         for p in probes:

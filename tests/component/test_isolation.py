@@ -105,7 +105,7 @@ def test_a_broken_target_costs_its_own_series_not_the_scrape() -> None:
     """The collector reports one broken target to its callback and yields the others' series."""
     e = engine()
     for r in REGIONS:
-        e.apply_result(RegionProbe(r).check(True, T0), T0)
+        e.apply_result(RegionProbe(r, successes=1).check(True, T0), T0)
     e.evaluate("api", T0)
     real = e.snapshots
 

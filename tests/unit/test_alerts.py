@@ -7,7 +7,7 @@ import pytest
 
 from aggregator.config import Rule
 from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
-from aggregator.core.rules import Engine
+from aggregator.core.rules import PRESENCE_SETTLE_S, Engine
 from aggregator.edges.alertmanager import Outcome, classify_status, is_retryable
 from runtime.clock import rfc3339
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, state
@@ -66,6 +66,7 @@ def test_degraded_quorum_is_an_annotation_not_a_label() -> None:
         ),
         now,
     )
+    now += PRESENCE_SETTLE_S + 0.1  # once the offline has settled
     e.evaluate("api", now)
     after = desired_alerts(e, now, SETTINGS)
     down = [a for a in after.values() if a.labels["alertname"] == "ServiceDown"]
@@ -180,8 +181,9 @@ def test_quorum_change_is_sent_at_once() -> None:
         Presence(status="offline", probe_id="us-east-1", region="us-east", boot_id=BOOT, at=now),
         now,
     )
-    e.evaluate("api", now + 1)
-    sent = book.update(desired_alerts(e, now + 1, SETTINGS), now + 1)
+    later = now + PRESENCE_SETTLE_S + 0.1
+    e.evaluate("api", later)
+    sent = book.update(desired_alerts(e, later, SETTINGS), later)
     names = sorted(p["labels"]["alertname"] for p in sent)
     assert names == ["ProbeOffline", "ServiceDown"]
 

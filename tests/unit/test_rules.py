@@ -6,6 +6,7 @@ import pytest
 
 from aggregator.config import Rule
 from aggregator.core.rules import (
+    PRESENCE_SETTLE_S,
     Applied,
     Engine,
     Verdict,
@@ -61,7 +62,10 @@ def test_next_failing(prior: bool, failures: int, successes: int, expected: bool
             {"us-east", "eu-west"},
         ),
         (dict.fromkeys(REGIONS, "FFF"), Verdict.DOWN, set(REGIONS)),
-        (dict.fromkeys(REGIONS, "FF"), Verdict.UP, set()),  # two failures are not yet failing
+        # From a cold start two failures are no evidence either way: pending, so unknown, not up.
+        (dict.fromkeys(REGIONS, "FF"), Verdict.UNKNOWN, set()),
+        (dict.fromkeys(REGIONS, "S"), Verdict.UNKNOWN, set()),  # one success is not K = 2
+        (dict.fromkeys(REGIONS, "SSFF"), Verdict.UP, set()),  # once up, two failures are not down
         (dict.fromkeys(REGIONS, "FFFS"), Verdict.DOWN, set(REGIONS)),  # one success: still failing
         (dict.fromkeys(REGIONS, "FFFSS"), Verdict.UP, set()),  # K successes: recovered
         (dict.fromkeys(REGIONS, "FFFSFSFS"), Verdict.DOWN, set(REGIONS)),  # flapping stays down
@@ -104,8 +108,9 @@ def test_transitions_carry_evidence() -> None:
     """Going down reports the verdict change and each region's failure with its error."""
     e = engine()
     probes = {r: RegionProbe(r) for r in REGIONS}
-    for r in REGIONS:
-        e.apply_result(probes[r].check(True, T0), T0)
+    for at in (T0 - 10, T0):  # K = 2 successes: each region has shown it is up
+        for r in REGIONS:
+            e.apply_result(probes[r].check(True, at), at)
     e.evaluate("api", T0)
     out = []
     for i in range(1, 4):
@@ -159,10 +164,10 @@ def test_staleness_counts_from_the_end_of_the_latest_check(
     duration_s: float, after_end: float, stale: bool
 ) -> None:
     """A region is stale once its latest result ended more than stale_after ago, not started."""
-    e = engine(Rule(stale_after=30))
+    e = engine(Rule(stale_after=30, recoveries=1))
     ok = RegionProbe("us-east").check(True, T0)
     result = ok.model_copy(update={"duration_ms": duration_s * 1000})
-    e.apply_result(result, T0)
+    e.apply_result(result, T0 + duration_s)  # received as the check ends
     ev = e.judge("api", T0 + duration_s + after_end)
     assert ("us-east" in ev.stale) is stale
     assert ("us-east" in ev.fresh) is not stale
@@ -179,8 +184,8 @@ def test_degraded_quorum_needs_min_regions_fresh() -> None:
     assert not state(e).quorum_degraded
 
 
-def test_offline_presence_makes_a_region_stale_at_once() -> None:
-    """A probe's `offline` presence makes its region stale without waiting."""
+def test_offline_presence_makes_a_region_stale_once_settled() -> None:
+    """An `offline` presence makes its region stale once settled, without waiting stale_after."""
     e = engine()
     feed(e, {"us-east": "FFF", "eu-west": "FFF", "ap-southeast": "SSS"})
     now = T0 + 25
@@ -193,16 +198,19 @@ def test_offline_presence_makes_a_region_stale_at_once() -> None:
         now,
     )
     assert names(out) == ["probe:unknown->offline"]
-    e.evaluate("api", now)
+    e.evaluate("api", now + 1)
+    assert verdict(e) is Verdict.DEGRADED  # not yet: a broker shutdown looks like this at first
+    settled = now + PRESENCE_SETTLE_S + 0.1
+    e.evaluate("api", settled)
     assert verdict(e) is Verdict.DOWN
     assert state(e).quorum_degraded
-    assert e.region_stale("ap-southeast")
-    assert not e.region_stale("us-east")
+    assert e.region_stale("ap-southeast", settled)
+    assert not e.region_stale("us-east", settled)
 
 
 def test_version_skew_after_grace() -> None:
     """Regions disagreeing on the version is skew only after version_skew_after."""
-    e = engine(Rule(version_skew_after=60))
+    e = engine(Rule(version_skew_after=60, recoveries=1))
     a, b = RegionProbe("us-east"), RegionProbe("eu-west")
     out = []
     for i in range(8):  # 0 .. 70 s, one check every 10 s
@@ -328,7 +336,7 @@ def test_per_target_override() -> None:
     e = Engine(config.regions, config.rule_for, default_interval=10, forget_after=3600)
     end = feed(e, dict.fromkeys(REGIONS, "FFFF"))
     e.evaluate("api", end)
-    assert verdict(e) is Verdict.UP
+    assert verdict(e) is Verdict.UNKNOWN  # 4 < 5 failures: not down, and no proof of up
     for r in REGIONS:
         e.apply_result(RegionProbe(r, seq=4, failures=4).check(False, end + 10), end + 10)
     e.evaluate("api", end + 10)

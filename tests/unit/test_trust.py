@@ -1,0 +1,144 @@
+"""The rule engine under a misbehaving world: skewed clocks, a lost broker, a cold start."""
+
+from __future__ import annotations
+
+from aggregator.config import Rule
+from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
+from aggregator.core.rules import PRESENCE_SETTLE_S, Engine
+from runtime.clock import rfc3339
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, verdict
+from wire.result import Presence, ProbeResult
+from wire.state import Verdict
+
+SETTINGS = AlertSettings()
+
+
+def shifted(result: ProbeResult, by: float) -> ProbeResult:
+    """The result as a probe whose clock is `by` seconds off would stamp it."""
+    return result.model_copy(
+        update={"started_at": result.started_at + by, "scheduled_at": result.scheduled_at + by}
+    )
+
+
+def alertnames(e: Engine, now: float) -> list[str]:
+    return sorted(a.labels["alertname"] for a in desired_alerts(e, now, SETTINGS).values())
+
+
+def offline(region: str, at: float) -> Presence:
+    return Presence(status="offline", probe_id=f"{region}-1", region=region, boot_id=BOOT, at=at)
+
+
+def test_a_probe_clock_behind_never_makes_its_region_stale() -> None:
+    """A probe 2.5 s behind at a 1 s interval stays fresh: staleness follows arrival."""
+    e = engine(Rule(failures=3, recoveries=2))
+    probes = {r: RegionProbe(r, interval=1.0) for r in REGIONS}
+    stale_seen = []
+    for i in range(40):  # 40 s of a real outage, every probe 2.5 s behind
+        now = T0 + i
+        for p in probes.values():
+            e.apply_result(shifted(p.check(False, now), -2.5), now + 0.01)
+        out = e.evaluate("api", now + 0.5)
+        stale_seen += [t for t in names(out) if t.startswith("stale")]
+    assert verdict(e) is Verdict.DOWN
+    assert stale_seen == []
+
+
+def test_an_old_result_is_stale_however_it_arrives() -> None:
+    """A result ended long ago (retained, or queued) counts from its own end, not its arrival."""
+    e = engine(Rule(stale_after=30, recoveries=1))
+    old = RegionProbe("us-east").check(True, T0)
+    e.apply_result(old, T0 + 3600)  # delivered an hour later
+    assert "us-east" in e.judge("api", T0 + 3600).stale
+
+
+def test_a_probe_clock_ahead_gives_startsat_no_later_than_now() -> None:
+    """A probe 25 s ahead cannot push an alert's start past the moment it is built."""
+    e = engine()
+    eu = RegionProbe("eu-west")
+    for i in range(3):
+        now = T0 + 10 * i
+        e.apply_result(shifted(eu.check(False, now), 25.0), now)
+        for r in ("us-east", "ap-southeast"):
+            e.apply_result(RegionProbe(r, successes=1).check(True, now), now)
+    e.evaluate("api", T0 + 20)
+    [alert] = desired_alerts(e, T0 + 20, SETTINGS).values()
+    assert alert.labels["alertname"] == "ServiceRegionDown"
+    book = AlertBook(60.0)
+    [firing] = book.update({alert.fingerprint: alert}, T0 + 20)
+    [resolved] = book.update({}, T0 + 21)  # resolved a second later: endsAt is T0 + 21
+    for payload in (firing, resolved):
+        assert payload["startsAt"] <= payload["endsAt"]
+        assert payload["startsAt"] <= rfc3339(T0 + 20)  # never the probe's future
+
+
+def outage(e: Engine) -> float:
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    for i in range(3):
+        now = T0 + 10 * i
+        for p in probes.values():
+            e.apply_result(p.check(False, now), now)
+    e.evaluate("api", T0 + 20)
+    assert verdict(e) is Verdict.DOWN
+    return T0 + 20
+
+
+def test_cut_off_from_the_broker_nothing_goes_stale_or_resolves() -> None:
+    """While the aggregator is cut off, and a grace after, an outage stays down with its since."""
+    e = engine()
+    now = outage(e)
+    since = e.snapshot("api").since  # type: ignore[union-attr]
+    e.cut_off(now + 1)
+    for later in (now + 31, now + 120, now + 600):  # far past stale_after (30 s)
+        assert names(e.evaluate("api", later)) == []
+        assert alertnames(e, later) == ["ServiceDown"]
+    e.reconnected(now + 600, grace=20)
+    assert names(e.evaluate("api", now + 610)) == []  # within the grace: still held
+    out = names(e.evaluate("api", now + 621))  # grace over and nobody spoke: now it is news
+    assert "verdict:down->unknown" in out
+    assert e.snapshot("api").since != since  # type: ignore[union-attr]
+
+
+def test_a_broker_shutdown_sending_every_last_will_is_not_probes_going_offline() -> None:
+    """`offline` for every probe just before the cut is the broker's doing: no region stale."""
+    e = engine()
+    now = outage(e)
+    for r in REGIONS:
+        e.apply_presence(offline(r, now), now)
+    e.cut_off(now + 0.2)
+    for later in (now + 1, now + PRESENCE_SETTLE_S + 1, now + 25):
+        assert names(e.evaluate("api", later)) == []
+        assert alertnames(e, later) == ["ServiceDown"]
+        assert not any(e.region_stale(r, later) for r in REGIONS)
+
+
+def test_a_real_offline_counts_once_settled() -> None:
+    """With the broker up, a probe's `offline` makes its region stale after the settle time."""
+    e = engine()
+    now = outage(e)
+    e.apply_presence(offline("us-east", now), now)
+    assert not e.region_stale("us-east", now + 1)
+    assert e.region_stale("us-east", now + PRESENCE_SETTLE_S + 0.1)
+
+
+def test_no_probe_offline_before_the_aggregator_could_have_heard() -> None:
+    """At start, a region whose first result has not come yet is pending, not offline."""
+    e = engine()
+    e.listening(T0)
+    e.apply_presence(
+        Presence(
+            status="online",
+            probe_id="us-east-1",
+            region="us-east",
+            boot_id=BOOT,
+            at=T0,
+            targets={"api": 10.0},
+        ),
+        T0,
+    )
+    e.evaluate("api", T0 + 5)
+    assert alertnames(e, T0 + 5) == []
+    ev = e.judge("api", T0 + 5)
+    assert ev.pending == frozenset(REGIONS)
+    assert verdict(e) is Verdict.UNKNOWN
+    e.evaluate("api", T0 + 31)  # 3 x 10 s of listening and still nothing: that is news
+    assert "ProbeOffline" in alertnames(e, T0 + 31)
