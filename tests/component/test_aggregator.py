@@ -10,8 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
-from aggregator.core.rules import Verdict
-from aggregator.core.rules import PRESENCE_SETTLE_S
+from aggregator.core.rules import PRESENCE_SETTLE_S, Verdict
 from aggregator.edges.http import make_app
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, state
 from wire.result import Presence
