@@ -64,10 +64,31 @@ def _clock(ts: float | None) -> str:
     return rfc3339(ts)[:-5] + "Z" if ts else "unknown"
 
 
+def _recovering_from_outage(state: TargetSnapshot, r: RegionEvidence) -> bool:
+    """Whether a region is still short of K successes after the whole target was down.
+
+    It is healing from that outage, not failing on its own, so it raises no regional alert.
+    """
+    left = state.left_down_at
+    return (
+        left is not None
+        and r.consecutive_failures == 0
+        and r.failing_since is not None
+        and r.failing_since <= left
+    )
+
+
 def _region_line(r: RegionEvidence) -> str:
     if r.stale:
         return f"{r.region}: no fresh data ({r.stale_reason})"
-    if r.failing:
+    if r.pending:
+        return f"{r.region}: pending (not enough results yet to judge)"
+    if r.failing and r.consecutive_failures == 0:
+        text = (
+            f"{r.region}: failing since {_clock(r.failing_since)}, recovering "
+            f"({r.consecutive_successes} consecutive successes so far)"
+        )
+    elif r.failing:
         text = (
             f"{r.region}: failing since {_clock(r.failing_since)}, "
             f"{r.consecutive_failures} consecutive failures"
@@ -194,20 +215,27 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
             )
         )
     elif state.verdict is Verdict.DEGRADED:
+        failing = sorted(r.region for r in ev.regions if r.failing and not r.stale)
         for r in ev.regions:
-            if r.failing and not r.stale:
-                out.append(
-                    b.alert(
-                        SERVICE_REGION_DOWN,
-                        "warning",
-                        "SEV-3",
-                        {"target": name, "region": r.region},
-                        summary=f"{name} is failing from {r.region} only",
-                        description=f"{_region_line(r)}\nAll regions:\n{lines}",
-                        starts_at=r.failing_since or now,
-                        page=page,
-                    )
+            if r.region not in failing or _recovering_from_outage(state, r):
+                continue
+            summary = f"{name} is failing from {r.region}"
+            if len(failing) == 1:
+                summary += " only"
+            else:
+                summary += f" ({len(failing)} of {len(ev.regions)} failing: {', '.join(failing)})"
+            out.append(
+                b.alert(
+                    SERVICE_REGION_DOWN,
+                    "warning",
+                    "SEV-3",
+                    {"target": name, "region": r.region},
+                    summary=summary,
+                    description=f"{_region_line(r)}\nAll regions:\n{lines}",
+                    starts_at=r.failing_since or now,
+                    page=page,
                 )
+            )
     if state.version_skew:
         versions = "\n".join(f"{region}: {v}" for region, v in sorted(ev.versions.items()))
         out.append(

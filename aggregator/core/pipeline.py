@@ -293,7 +293,11 @@ def describe(t: Transition) -> dict[str, Any]:
         doc["stale"] = sorted(ev.stale)
         doc["quorum_degraded"] = ev.quorum_degraded
         doc["errors"] = {
-            r.region: f"{r.error_kind}: {r.error} (x{r.consecutive_failures})"
+            r.region: (
+                f"{r.error_kind}: {r.error} (x{r.consecutive_failures})"
+                if r.consecutive_failures
+                else f"recovering ({r.consecutive_successes} ok)"
+            )
             for r in ev.regions
             if r.failing
         }

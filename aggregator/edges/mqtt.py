@@ -88,11 +88,7 @@ class Subscriber:
 
     async def run(self) -> None:
         """Connect, subscribe and consume forever; reconnect with backoff on any loss."""
-        connects = 0  # BREAK-IT
         while True:
-            connects += 1  # BREAK-IT
-            if connects > 1:  # BREAK-IT: never reconnect after the first loss
-                await asyncio.Event().wait()
             async with contextlib.AsyncExitStack() as stack:
                 client = await self._connector.connect(stack)
                 self._on_connected(True)

@@ -142,3 +142,59 @@ def test_no_probe_offline_before_the_aggregator_could_have_heard() -> None:
     assert verdict(e) is Verdict.UNKNOWN
     e.evaluate("api", T0 + 31)  # 3 x 10 s of listening and still nothing: that is news
     assert "ProbeOffline" in alertnames(e, T0 + 31)
+
+
+def sent_alerts(pattern: dict[str, str]) -> list[tuple[str, str, str]]:
+    """Feed each region's pattern, a round every 10 s; every (alertname, region, status) sent.
+
+    Judged once per round, as when the regions' results arrive close together.
+    """
+    e = engine()
+    book = AlertBook(resend_interval=3600)
+    probes = {r: RegionProbe(r, successes=1) for r in pattern}
+    sent = []
+    for i in range(max(len(p) for p in pattern.values())):
+        now = T0 + 10 * i
+        for region, p in pattern.items():
+            if i < len(p):
+                e.apply_result(probes[region].check(p[i] == "S", now), now)
+        e.evaluate("api", now)
+        for payload in book.update(desired_alerts(e, now, SETTINGS), now):
+            status = "resolved" if payload["endsAt"] <= rfc3339(now) else "firing"
+            labels = payload["labels"]
+            sent.append((labels["alertname"], labels.get("region", ""), status))
+    return sent
+
+
+def test_a_full_outage_that_heals_raises_no_regional_alert() -> None:
+    """Down then healed, region by region: ServiceDown fires and resolves, nothing else."""
+    sent = sent_alerts({"us-east": "FFFSSS", "eu-west": "FFFFSS", "ap-southeast": "FFFSSS"})
+    assert sent == [("ServiceDown", "", "firing"), ("ServiceDown", "", "resolved")]
+
+
+def test_one_region_failing_and_healing_fires_and_resolves_once() -> None:
+    """One region's outage: exactly one ServiceRegionDown, fired then resolved."""
+    sent = sent_alerts({"us-east": "FFFFSSS", "eu-west": "SSSSSSS", "ap-southeast": "SSSSSSS"})
+    assert sent == [
+        ("ServiceRegionDown", "us-east", "firing"),
+        ("ServiceRegionDown", "us-east", "resolved"),
+    ]
+
+
+def test_region_alert_text_names_every_failing_region() -> None:
+    """With two regions failing, each regional alert says two of three fail, and which."""
+    e = engine()
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    for i in range(3):
+        now = T0 + 10 * i
+        for r in ("us-east", "eu-west"):
+            e.apply_result(probes[r].check(False, now), now)
+        e.apply_result(probes["ap-southeast"].check(True, now), now)
+    e.evaluate("api", T0 + 20)
+    summaries = sorted(
+        a.annotations["summary"] for a in desired_alerts(e, T0 + 20, SETTINGS).values()
+    )
+    assert summaries == [
+        "api is failing from eu-west (2 of 3 failing: eu-west, us-east)",
+        "api is failing from us-east (2 of 3 failing: eu-west, us-east)",
+    ]
