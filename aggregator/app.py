@@ -166,6 +166,7 @@ def build(
         PipelineSettings(
             regions=frozenset(config.regions),
             max_clock_skew=config.max_clock_skew,
+            max_result_age=config.max_result_age,
             startup_grace=config.startup_grace,
             client_id=config.client_id,
             # Long enough for every probe to be heard from once after a reconnect.

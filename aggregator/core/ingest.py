@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     TOPIC_MISMATCH = "topic_mismatch"
     UNKNOWN_REGION = "unknown_region"
     FUTURE = "future_timestamp"
+    PAST = "past_timestamp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,19 @@ def _short(exc: ValidationError) -> str:
 
 
 def decode(
-    topic: str, payload: bytes, *, regions: frozenset[str], now: float, max_skew: float
+    topic: str,
+    payload: bytes,
+    *,
+    regions: frozenset[str],
+    now: float,
+    max_skew: float,
+    max_age: float = float("inf"),
 ) -> Decoded:
-    """Validate one message against the `wire/` models and the configured regions."""
+    """Validate one message against the `wire/` models and the configured regions.
+
+    A result stamped more than `max_skew` ahead of `now` or that started more than `max_age`
+    ago is rejected: a broken clock, or news too old to judge by.
+    """
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
     kind = topic_kind(topic)
@@ -87,6 +98,8 @@ def decode(
                 return Rejected(
                     Reason.FUTURE, f"started_at is {result.started_at - now:.0f}s ahead"
                 )
+            if result.started_at < now - max_age:
+                return Rejected(Reason.PAST, f"started_at is {now - result.started_at:.0f}s ago")
             return result
         if kind is Kind.PRESENCE:
             region, probe_id = parse_presence_topic(topic)

@@ -73,6 +73,8 @@ class PipelineSettings:
     startup_grace: float
     # Written into each state record, so a reader can tell replicas apart.
     client_id: str
+    # A result that started longer ago than this is rejected as too old to judge by.
+    max_result_age: float = float("inf")
     # After a reconnect, how long staleness stays held while the backlog comes in.
     reconnect_grace: float = 20.0
 
@@ -119,7 +121,14 @@ class Pipeline:
         if retain:
             self._last_retained = now
         s = self._settings
-        decoded = decode(topic, payload, regions=s.regions, now=now, max_skew=s.max_clock_skew)
+        decoded = decode(
+            topic,
+            payload,
+            regions=s.regions,
+            now=now,
+            max_skew=s.max_clock_skew,
+            max_age=s.max_result_age,
+        )
         if isinstance(decoded, Rejected):
             self._reject(topic, decoded)
         elif isinstance(decoded, ProbeResult):

@@ -366,3 +366,17 @@ def test_warm_up_ends_when_retained_messages_stop(
         else:
             agg.pipeline.tick(subscribed=what == "tick")
     assert agg.readiness.loaded is loaded
+
+
+def test_a_result_from_long_ago_is_rejected_and_counted() -> None:
+    """A result stamped more than max_result_age (1 h) ago is rejected as past_timestamp."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    warm_up(agg, clock)
+    send(agg, RegionProbe("us-east"), True, clock.now - 2 * 3600)
+    rejected = registry.get_sample_value(
+        "vigil_results_rejected_total", {"reason": "past_timestamp"}
+    )
+    assert rejected == 1
+    assert "api" not in agg.engine

@@ -99,3 +99,18 @@ def test_presence_and_state_records_decode() -> None:
     assert run("vigil/v1/state/api", record.to_json()) == record
     misfiled = run("vigil/v1/state/other", record.to_json())
     assert isinstance(misfiled, Rejected)
+
+
+@pytest.mark.parametrize(
+    ("ago", "accepted"),
+    [(3599.0, True), (3601.0, False), (365 * 86400.0, False)],
+)
+def test_a_result_older_than_max_age_is_rejected_as_past(ago: float, accepted: bool) -> None:
+    """A result that started longer ago than max_age is a counted rejection, not news."""
+    payload = doc(scheduled_at=NOW - ago, started_at=NOW - ago)
+    out = decode(TOPIC, payload, regions=frozenset(REGIONS), now=NOW, max_skew=30, max_age=3600)
+    if accepted:
+        assert isinstance(out, ProbeResult)
+    else:
+        assert isinstance(out, Rejected)
+        assert out.reason is Reason.PAST
