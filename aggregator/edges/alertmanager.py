@@ -136,8 +136,8 @@ class PeerSender:
             while self._pending:
                 await self._deliver_one_batch()
 
-    async def _deliver_one_batch(self) -> None:
-        retrying = AsyncRetrying(
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
             retry=retry_if_exception_type(RetryableError),
             wait=backoff(0.5, 30.0, jitter=1.0),
             before_sleep=lambda rs: log.warning(
@@ -151,16 +151,27 @@ class PeerSender:
             ),
             reraise=True,
         )
-        async for attempt in retrying:
+
+    async def _deliver_one_batch(self) -> None:
+        async for attempt in self._retrying():
             with attempt:
                 # Taken afresh on every attempt, so a retry carries each alert's latest state.
                 batch = list(self._pending.items())[: self._config.batch_size]
-                await self._post([payload for _, payload in batch])
+                outcome = await self._post([payload for _, payload in batch])
+        if outcome is Outcome.REJECTED and len(batch) > 1:
+            # Alertmanager refuses a whole batch for one bad alert: send them one by one, so
+            # only that one is lost.
+            log.warning("alertmanager_batch_split", extra={"alertmanager": self.url})
+            for fp, payload in batch:
+                latest = self._pending.get(fp, payload)
+                async for attempt in self._retrying():
+                    with attempt:
+                        await self._post([latest])
         for fp, payload in batch:
             if self._pending.get(fp) is payload:
                 del self._pending[fp]
 
-    async def _post(self, alerts: list[dict[str, Any]]) -> None:
+    async def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
         started = time.perf_counter()
         try:
             async with self._session.post(
@@ -191,6 +202,7 @@ class PeerSender:
                     "alerts": len(alerts),
                 },
             )
+        return outcome
 
 
 class ConsoleSink:

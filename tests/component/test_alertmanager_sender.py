@@ -254,3 +254,31 @@ def test_console_sink_logs_each_alert_once_when_it_fires_and_once_when_resolved(
         ("alert", "firing", "ServiceDown", "api is down"),
         ("alert", "resolved", "ServiceDown", "api is down"),
     ]
+
+
+class ValidatingPeer(FakePeer):
+    """Like Alertmanager: a batch holding one invalid alert is refused whole with a 400."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.attempts.append(body)
+        if any(a["labels"]["alertname"] == "Bad" for a in body):
+            return web.Response(status=400, text="start time must be before end time")
+        self.received.append(body)
+        return web.Response(status=200)
+
+
+async def test_one_invalid_alert_does_not_drop_the_rest_of_its_batch(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """A 400 for a batch is retried alert by alert: only the invalid one is lost."""
+    peer = ValidatingPeer([])
+    url = await serve(peer.app())
+    sender = PeerSender(url, session, AlertmanagerConfig(urls=[url]), headers={})
+    sender.enqueue([alert("A", "firing"), alert("Bad", "firing"), alert("C", "firing")])
+    task = await run_sender(sender)
+    await wait_until(lambda: len(sender) == 0 and len(peer.attempts) >= 4, what="the split")
+    task.cancel()
+    delivered = sorted(a["labels"]["alertname"] for batch in peer.received for a in batch)
+    assert delivered == ["A", "C"]
+    assert len(peer.attempts) == 4  # the batch, then each alert once
