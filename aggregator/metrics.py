@@ -207,6 +207,13 @@ class AggregatorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.clock_skew = Gauge(
+            "vigil_probe_clock_skew_seconds",
+            "Arrival time minus the end of the check by the probe's clock, latest live result: "
+            "positive when the probe's clock is behind (plus the delivery delay).",
+            ["region", "probe_id"],
+            registry=registry,
+        )
         self.evaluation_errors = Counter(
             "vigil_evaluation_errors",
             "Errors handling one target, by stage (evaluate, record, alerts, metrics, views); "

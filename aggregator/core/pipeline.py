@@ -133,6 +133,11 @@ class Pipeline:
             self._reject(topic, decoded)
         elif isinstance(decoded, ProbeResult):
             self._metrics.received.labels(decoded.region).inc()
+            if not retain:
+                # Only live results say something about the probe's clock; retained and
+                # queued ones are late by design.
+                end = decoded.started_at + decoded.duration_ms / 1000.0
+                self._metrics.clock_skew.labels(decoded.region, decoded.probe_id).set(now - end)
             try:
                 applied = self._engine.apply_result(decoded, now)
                 if applied is not Applied.APPLIED:

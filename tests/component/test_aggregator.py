@@ -380,3 +380,21 @@ def test_a_result_from_long_ago_is_rejected_and_counted() -> None:
     )
     assert rejected == 1
     assert "api" not in agg.engine
+
+
+def test_each_probes_clock_skew_is_measured_from_live_results_only() -> None:
+    """A live result from a probe 2.5 s behind shows as +2.5 s skew; retained ones say nothing."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    warm_up(agg, clock)
+    eu = RegionProbe("eu-west")
+    late = eu.check(True, clock.now - 100)
+    agg.pipeline.handle(result_topic("eu-west", "api"), late.to_json(), True)  # retained
+    labels = {"region": "eu-west", "probe_id": "eu-west-1"}
+    assert registry.get_sample_value("vigil_probe_clock_skew_seconds", labels) is None
+    behind = eu.check(True, clock.now - 2.5 - 0.012)  # ends 2.5 s before it arrives
+    agg.pipeline.handle(result_topic("eu-west", "api"), behind.to_json(), False)
+    skew = registry.get_sample_value("vigil_probe_clock_skew_seconds", labels)
+    assert skew is not None
+    assert abs(skew - 2.5) < 1e-6
