@@ -25,7 +25,7 @@ from probe.verdict import (
     version_error_kind,
 )
 from runtime.tls import client_context
-from wire.result import Phases, ProbeResult, VersionErrorKind
+from wire.result import ErrorKind, Phases, ProbeResult, VersionErrorKind
 
 # Health and version bodies are small JSON documents; reading more would let a broken or
 # hostile target cost the probe memory.
@@ -376,7 +376,11 @@ class Checker:
             self.health(target), self.version(target, state.version)
         )
         ok = outcome.failure is None
-        state.streak = state.streak.after(ok)
+        # A failure of the probe's own making says nothing about the target: the streak
+        # stays where the last real check left it.
+        inconclusive = outcome.failure is not None and outcome.failure.kind is ErrorKind.INTERNAL
+        if not inconclusive:
+            state.streak = state.streak.after(ok)
         state.seq += 1
         return ProbeResult(
             probe_id=self._probe_id,
@@ -398,4 +402,5 @@ class Checker:
             consecutive_failures=state.streak.failures,
             consecutive_successes=state.streak.successes,
             slow=outcome.duration_ms > target.latency_budget * 1000.0,
+            inconclusive=inconclusive,
         )

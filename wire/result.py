@@ -122,9 +122,18 @@ class ProbeResult(WireModel):
     consecutive_failures: StreakCount
     consecutive_successes: StreakCount
     slow: bool = False
+    # The probe itself failed (a bug, its own resources), so the check says nothing about
+    # the target: never counted toward down, and the streaks are the previous check's.
+    inconclusive: bool = False
 
     @model_validator(mode="after")
     def _verdict_is_consistent(self) -> Self:
+        if self.inconclusive:
+            if self.ok or self.error_kind is not ErrorKind.INTERNAL:
+                raise ValueError("an inconclusive result is not ok and has error_kind internal")
+            if self.consecutive_failures and self.consecutive_successes:
+                raise ValueError("a streak is of failures or of successes, not both")
+            return self
         if self.ok:
             if self.error_kind is not None:
                 raise ValueError("ok result must not carry error_kind")

@@ -17,7 +17,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 # Outcome codes for the compact history ring: 0 is ok, then each error kind.
-OUTCOMES = ("ok", *(k.value for k in ErrorKind))
+# The probe failed, not the target: see ProbeResult.inconclusive.
+INCONCLUSIVE = "inconclusive"
+OUTCOMES = ("ok", *(k.value for k in ErrorKind), INCONCLUSIVE)
 
 
 class Recent:
@@ -94,7 +96,10 @@ class SeriesStore:
         seconds = r.duration_ms / 1000.0
         s.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         s.latency_sum += seconds
-        outcome = "ok" if r.ok else (r.error_kind.value if r.error_kind else "internal")
+        if r.inconclusive:
+            outcome = INCONCLUSIVE
+        else:
+            outcome = "ok" if r.ok else (r.error_kind.value if r.error_kind else "internal")
         s.outcomes[outcome] = s.outcomes.get(outcome, 0) + 1
         s.recent.add(r.started_at, r.duration_ms, r.status_code, OUTCOMES.index(outcome))
 

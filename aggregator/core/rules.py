@@ -409,7 +409,11 @@ class Engine:
         else:
             restored = state.restored.pop(r.region, None)
             prior, prior_since = restored or (False, None)
-        failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
+        if r.inconclusive:
+            # The probe failed, not the target: keep the region's judgement as it was.
+            failing = prior
+        else:
+            failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
         if failing and not prior:
             step = interval or self._interval(state, r.region)
             # Bounded: a streak can be long (or forged); "since" stays a real, recent time.
@@ -430,8 +434,9 @@ class Engine:
         view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
         view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
         view.duration_ms, view.ok, view.status_code = r.duration_ms, r.ok, r.status_code
-        view.consecutive_failures = r.consecutive_failures
-        view.consecutive_successes = r.consecutive_successes
+        if not r.inconclusive:
+            view.consecutive_failures = r.consecutive_failures
+            view.consecutive_successes = r.consecutive_successes
         view.error_kind = r.error_kind.value if r.error_kind else None
         view.error = r.error
         view.version, view.version_since = version, version_since
@@ -444,7 +449,11 @@ class Engine:
         # really old still counts as old.
         end = r.started_at + r.duration_ms / 1000.0
         view.received_at = min(now, end + self._max_clock_skew)
-        view.decided = view.decided or failing or r.consecutive_successes >= rule.recoveries
+        view.decided = (
+            view.decided
+            or failing
+            or (not r.inconclusive and r.consecutive_successes >= rule.recoveries)
+        )
         state.last_seen = now
         return Applied.APPLIED
 
