@@ -402,5 +402,6 @@ class Checker:
             consecutive_failures=state.streak.failures,
             consecutive_successes=state.streak.successes,
             slow=outcome.duration_ms > target.latency_budget * 1000.0,
+            interval=target.interval,
             inconclusive=inconclusive,
         )

@@ -122,6 +122,9 @@ class ProbeResult(WireModel):
     consecutive_failures: StreakCount
     consecutive_successes: StreakCount
     slow: bool = False
+    # The target's configured check interval, so the aggregator never has to guess it (a
+    # guess is wrong after a restart, and when checks are re-run early to confirm a failure).
+    interval: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = None
     # The probe itself failed (a bug, its own resources), so the check says nothing about
     # the target: never counted toward down, and the streaks are the previous check's.
     inconclusive: bool = False

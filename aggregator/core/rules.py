@@ -414,6 +414,8 @@ class Engine:
             failing = prior
         else:
             failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
+        if r.interval is not None:
+            interval = r.interval  # the probe's own word beats any guess from seq and time
         if failing and not prior:
             step = interval or self._interval(state, r.region)
             # Bounded: a streak can be long (or forged); "since" stays a real, recent time.

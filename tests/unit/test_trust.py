@@ -198,3 +198,27 @@ def test_region_alert_text_names_every_failing_region() -> None:
         "api is failing from eu-west (2 of 3 failing: eu-west, us-east)",
         "api is failing from us-east (2 of 3 failing: eu-west, us-east)",
     ]
+
+
+def with_interval(result: ProbeResult, interval: float) -> ProbeResult:
+    return result.model_copy(update={"interval": interval})
+
+
+def test_the_interval_each_result_carries_beats_any_guess() -> None:
+    """Results 2 s apart from a probe at a 10 s interval (a quick confirm) keep stale_after 30 s."""
+    e = engine()
+    p = RegionProbe("us-east", successes=1)
+    for at in (T0, T0 + 2, T0 + 4):
+        e.apply_result(with_interval(p.check(True, at), 10.0), at)
+    assert e.interval("api", "us-east") == 10.0
+    assert "us-east" not in e.judge("api", T0 + 4 + 25).stale  # 25 s < 3 x 10 s
+
+
+def test_failing_since_after_a_restart_uses_the_probes_interval() -> None:
+    """A region first seen at its third failure dates the outage back by the probe's interval."""
+    e = engine()
+    p = RegionProbe("us-east", interval=60.0)
+    results = [with_interval(p.check(False, T0 + 60 * i), 60.0) for i in range(3)]
+    e.apply_result(results[-1], T0 + 120)  # a restarted aggregator sees only the latest
+    view = e.snapshot("api").regions["us-east"]  # type: ignore[union-attr]
+    assert view.failing_since == T0
