@@ -125,16 +125,18 @@ async def run_agent(
 
     async with checker_for(config, boot_id) as checker:
 
-        async def check(target: TargetConfig, scheduled_at: float) -> None:
+        async def check(target: TargetConfig, scheduled_at: float) -> bool:
             try:
                 result = await checker.run(target, scheduled_at)
             except Exception:  # a bug must cost one result, never the scheduler
                 log.exception("check_crashed", extra={"target": target.name})
-                return
+                return False
             metrics.observe(result)
             _log_result(result)
             if publisher is not None:
                 buffer.put(result)
+            # Confirm a real failure quickly; a probe-side error confirms nothing.
+            return not result.ok and not result.inconclusive
 
         scheduler = Scheduler(
             config.targets,

@@ -45,6 +45,11 @@ class TargetConfig(StrictModel):
     version_auth_header_file: Path | None = None
     interval: Duration = 10.0
     timeout: Duration = 5.0
+    # Fast confirm: after a failed check, check again this soon (up to `confirm_retries`
+    # times, until one passes) instead of a whole interval later, so an outage reaches the
+    # aggregator's N failures in about interval + (N - 1) x retry_interval. null: off.
+    retry_interval: Duration | None = 2.0
+    confirm_retries: Annotated[int, Field(ge=0, le=10)] = 2
     # The service's p99 budget for the ping endpoint; a result over it is marked `slow`.
     latency_budget: Duration = 0.05
     tls_verify: bool = True

@@ -39,7 +39,8 @@ def next_index(first: float, interval: float, done: int, now: float) -> int:
     return max(done + 1, oldest_allowed)
 
 
-RunCheck = Callable[[TargetConfig, float], Awaitable[None]]
+# Runs one check; returns whether it failed (so the scheduler may confirm it quickly).
+RunCheck = Callable[[TargetConfig, float], Awaitable[bool | None]]
 OnEvent = Callable[[str, str], None]
 OnLateness = Callable[[str, float], None]
 
@@ -115,7 +116,31 @@ class Scheduler:
                 self._on_skip(target.name, "late")
                 return
             self._on_lateness(target.name, max(0.0, lateness))
-            await self._run_check(target, due + wall_offset)
+            failed = await self._run_check(target, due + wall_offset)
+        await self._confirm(target, due, wall_offset, bool(failed))
+
+    async def _confirm(
+        self, target: TargetConfig, due: float, wall_offset: float, failed: bool
+    ) -> None:
+        """Re-check a failed target every `retry_interval`, up to `confirm_retries` times.
+
+        Stops at the first pass, and before the next regular slot, so a confirmation never
+        overlaps the fixed-rate schedule.
+        """
+        retry = target.retry_interval
+        if retry is None or retry >= target.interval:
+            return
+        next_regular = due + target.interval
+        for _ in range(target.confirm_retries):
+            if not failed:
+                return
+            at = self._clock() + retry
+            if at + target.timeout >= next_regular:
+                return
+            while (delay := at - self._clock()) > 0:  # noqa: ASYNC110 - a timer
+                await asyncio.sleep(delay)
+            async with self._slots:
+                failed = bool(await self._run_check(target, at + wall_offset))
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let checks in flight finish for up to `grace` seconds."""
