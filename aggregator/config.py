@@ -172,8 +172,8 @@ class AggregatorConfig(StrictModel):
     # A result stamped further than this in the future is rejected (a broken clock).
     max_clock_skew: Duration = 30.0
     # A result that started longer ago than this is rejected (counted as past_timestamp): a
-    # probe clock far behind, or a backlog too old to judge by.
-    max_result_age: Duration = 3600.0
+    # probe clock far behind, or news from a backlog older than anyone needs.
+    max_result_age: Duration = 86400.0
     # The probes' check interval when their presence has not said it yet.
     default_interval: Duration = 10.0
     # A target nobody has reported for this long is dropped, with its metric series.

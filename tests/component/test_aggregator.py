@@ -369,12 +369,12 @@ def test_warm_up_ends_when_retained_messages_stop(
 
 
 def test_a_result_from_long_ago_is_rejected_and_counted() -> None:
-    """A result stamped more than max_result_age (1 h) ago is rejected as past_timestamp."""
+    """A result stamped more than max_result_age (1 d) ago is rejected as past_timestamp."""
     clock = Clock()
     registry = CollectorRegistry()
     agg, _ = make(clock, registry)
     warm_up(agg, clock)
-    send(agg, RegionProbe("us-east"), True, clock.now - 2 * 3600)
+    send(agg, RegionProbe("us-east"), True, clock.now - 2 * 86400)
     rejected = registry.get_sample_value(
         "vigil_results_rejected_total", {"reason": "past_timestamp"}
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -43,13 +44,15 @@ async def test_backlog_with_a_slow_suback_loses_nothing(broker: Broker, tmp_path
     assert first.stop() == 0
 
     probes = [RegionProbe("us-east", target=f"t{i}") for i in range(TARGETS)]
+    # Recent stamps: results older than max_result_age would be rejected, not applied.
+    start = time.time() - PER_TARGET
     async with aiomqtt.Client("127.0.0.1", broker.port, max_inflight_messages=1000) as pub:
         pub.pending_calls_threshold = 10 * TARGETS  # batches of TARGETS are expected here
         for round_ in range(PER_TARGET):
             batch = [
                 pub.publish(
                     result_topic("us-east", p.target),
-                    p.check(round_ % 5 != 0, 1_790_000_000.0 + round_).to_json(),
+                    p.check(round_ % 5 != 0, start + round_).to_json(),
                     qos=1,
                 )
                 for p in probes
@@ -82,4 +85,4 @@ async def test_backlog_with_a_slow_suback_loses_nothing(broker: Broker, tmp_path
     for target in status["targets"]:
         [view] = [r for r in target["regions"] if r["region"] == "us-east"]
         # The latest of each target's 40 results is the one applied last.
-        assert view["last_result"]["started_at"] == 1_790_000_000.0 + PER_TARGET - 1
+        assert view["last_result"]["started_at"] == start + PER_TARGET - 1

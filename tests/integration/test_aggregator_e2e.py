@@ -64,7 +64,10 @@ async def test_killed_probe_during_outage_gives_degraded_quorum(system: System) 
     target = system.status["targets"][0]
     stale = next(r for r in target["regions"] if r["region"] == "ap-southeast")
     assert stale["stale"]
-    assert stale["stale_reason"] == "probe offline"
+    # Its last will (after the keepalive) or its silence, whichever the aggregator saw first.
+    assert stale["stale_reason"] == "probe offline" or stale["stale_reason"].startswith(
+        "no result for"
+    )
     assert set(system.verdicts[system.verdicts.index("down") :]) == {"down"}
 
 
