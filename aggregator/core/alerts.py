@@ -172,6 +172,30 @@ def desired_alerts(
     return {a.fingerprint: a for a in out}
 
 
+def restored_alerts(engine: Engine, settings: AlertSettings) -> dict[str, Alert]:
+    """ServiceDown for every target a restored record says was down, as it was sent before.
+
+    Seeding the book with these after a restart means an outage that ended while the
+    aggregator was away is sent resolved, instead of left to expire in Alertmanager.
+    """
+    b = _Builder(settings)
+    out = [
+        b.alert(
+            SERVICE_DOWN,
+            "critical",
+            "SEV-1",
+            {"target": state.name},
+            summary=f"{state.name} is down",
+            description=f"Down since {_clock(state.since)} (restored after a restart).",
+            starts_at=state.since,
+            page=f"/targets/{state.name}",
+        )
+        for state in engine.snapshots()
+        if state.evaluation is None and state.verdict is Verdict.DOWN
+    ]
+    return {a.fingerprint: a for a in out}
+
+
 def _region_known(engine: Engine, region: str) -> bool:
     # A region that never said anything is a deploy in progress, not a dead probe.
     return bool(engine.probes(region)) or any(region in s.regions for s in engine.snapshots())
@@ -268,6 +292,12 @@ class AlertBook:
         self.resend_interval = resend_interval
         self.resolved_retention = resolved_retention
         self._tracked: dict[str, _Tracked] = {}
+
+    def seed(self, alerts: Mapping[str, Alert], now: float) -> None:
+        """Take alerts as already firing (sent before a restart); nothing is sent for them."""
+        for fp, alert in alerts.items():
+            if fp not in self._tracked:
+                self._tracked[fp] = _Tracked(alert, min(alert.starts_at, now), now)
 
     def update(self, desired: Mapping[str, Alert], now: float) -> list[dict[str, Any]]:
         """Fold in the alerts wanted now; returns Alertmanager payloads to send."""

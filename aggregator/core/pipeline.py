@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
+from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts, restored_alerts
 from aggregator.core.history import SeriesStore
 from aggregator.core.ingest import Rejected, decode
 from aggregator.core.rules import (
@@ -237,6 +237,8 @@ class Pipeline:
             return
         self._readiness.loaded = True
         self._metrics.ready.set(1)
+        # What the last process had firing, so what ended meanwhile is sent resolved.
+        self._alert_book.seed(restored_alerts(self._engine, self._alert_settings), now)
         transitions = self._engine.evaluate_all(now, self._target_failed(Stage.EVALUATE))
         log.info("state_loaded", extra={"targets": len(self._engine), "after_s": round(waited, 2)})
         # Re-record every target, so the retained records reflect this process's view.

@@ -400,9 +400,12 @@ class Engine:
             if view.probe_id == r.probe_id and view.boot_id == r.boot_id:
                 if r.seq == view.seq:
                     return Applied.DUPLICATE
-                if r.seq < view.seq:
+                if r.seq < view.seq and r.started_at <= view.started_at:
                     return Applied.OLDER
-                interval = (r.scheduled_at - view.scheduled_at) / (r.seq - view.seq)
+                # A lower seq that is newer by the clock means the higher one was not the
+                # probe's (a forged seq must not mute a region until its probe restarts).
+                if r.seq > view.seq:
+                    interval = (r.scheduled_at - view.scheduled_at) / (r.seq - view.seq)
             elif r.started_at <= view.started_at:
                 return Applied.OLDER
             prior, prior_since = view.failing, view.failing_since

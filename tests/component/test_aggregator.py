@@ -12,6 +12,7 @@ from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
 from aggregator.core.rules import PRESENCE_SETTLE_S, Verdict
 from aggregator.edges.http import make_app
+from runtime.clock import rfc3339
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, state
 from wire.result import Presence
 from wire.state import StateRecord
@@ -398,3 +399,39 @@ def test_each_probes_clock_skew_is_measured_from_live_results_only() -> None:
     skew = registry.get_sample_value("vigil_probe_clock_skew_seconds", labels)
     assert skew is not None
     assert abs(skew - 2.5) < 1e-6
+
+
+def test_an_outage_that_ended_while_the_aggregator_was_away_is_sent_resolved() -> None:
+    """A restarted aggregator that finds a recorded outage healed sends ServiceDown resolved."""
+    clock = Clock()
+    agg, _ = make(clock)
+    warm_up(agg, clock)
+    probes = [RegionProbe(r, successes=1) for r in REGIONS]
+    for _ in range(3):
+        clock.now += 10
+        for p in probes:
+            send(agg, p, False, clock.now)
+    record = published(agg, "vigil/v1/state/api")
+
+    clock.now += 60  # the aggregator is away; the service heals meanwhile
+    sent: list[dict[str, object]] = []
+    fresh = build(
+        AggregatorConfig(regions=list(REGIONS), startup_grace=5),
+        CollectorRegistry(),
+        None,
+        clock=clock,
+        send_alerts=sent.extend,
+    )
+    fresh.pipeline.set_connected(True)
+    fresh.pipeline.handle("vigil/v1/state/api", record, True)
+    for p in probes:
+        p.check(True, clock.now - 10)
+        send(fresh, p, True, clock.now, retain=True)  # the retained latest: healed, K = 2
+    warm_up(fresh, clock)
+    resolved = [
+        a
+        for a in sent
+        if a["labels"]["alertname"] == "ServiceDown"  # type: ignore[index]
+        and str(a["endsAt"]) <= rfc3339(clock.now)
+    ]
+    assert len(resolved) == 1

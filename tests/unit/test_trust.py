@@ -222,3 +222,17 @@ def test_failing_since_after_a_restart_uses_the_probes_interval() -> None:
     e.apply_result(results[-1], T0 + 120)  # a restarted aggregator sees only the latest
     view = e.snapshot("api").regions["us-east"]  # type: ignore[union-attr]
     assert view.failing_since == T0
+
+
+def test_a_forged_high_seq_does_not_mute_a_region() -> None:
+    """After a forged seq of 2^63-1, the probe's own next result (newer by time) still counts."""
+    e = engine()
+    p = RegionProbe("us-east", successes=1)
+    e.apply_result(p.check(True, T0), T0)
+    forged = p.check(True, T0 + 1).model_copy(update={"seq": 2**63 - 1})
+    e.apply_result(forged, T0 + 1)
+    for i in range(3):  # the real probe goes on with its own seq, and the target fails
+        at = T0 + 10 * (i + 1)
+        assert e.apply_result(p.check(False, at), at).value == "applied"
+    view = e.snapshot("api").regions["us-east"]  # type: ignore[union-attr]
+    assert view.failing
