@@ -82,6 +82,7 @@ def alert_settings(config: AggregatorConfig) -> AlertSettings:
         labels=am.labels,
         runbook_url=am.runbook_url,
         external_url=am.external_url or f"http://{host}:{port}",
+        region_down_for=am.region_down_for,
     )
 
 

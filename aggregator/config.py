@@ -81,6 +81,10 @@ class AlertmanagerConfig(StrictModel):
     resend_interval: Duration = 60.0
     # How long a resolved alert keeps being re-sent (Prometheus: 15 minutes).
     resolved_retention: Duration = 900.0
+    # ServiceRegionDown waits this long (like Prometheus's `for:`): on the way into a full
+    # outage, and out of one, regions cross the threshold seconds apart, which is not a
+    # regional problem. Long enough for the other regions to confirm at the defaults.
+    region_down_for: Duration = 30.0
     labels: dict[Annotated[str, Field(pattern=LABEL_NAME)], str] = {}
     runbook_url: str | None = None
     # Base URL of this aggregator as people reach it, for each alert's generatorURL;

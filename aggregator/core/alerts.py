@@ -36,6 +36,8 @@ class AlertSettings:
     runbook_url: str | None = None
     # Where the aggregator's pages are, for `generatorURL`.
     external_url: str = "http://127.0.0.1:8080"
+    # How long a region must fail on its own (the target not down) before ServiceRegionDown.
+    region_down_for: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,10 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
         for r in ev.regions:
             if r.region not in failing or _recovering_from_outage(state, r):
                 continue
+            # Failing on its own since it began, or since the target left down if later.
+            alone_since = max(r.failing_since or now, state.left_down_at or 0.0)
+            if now - alone_since < b.settings.region_down_for:
+                continue
             summary = f"{name} is failing from {r.region}"
             if len(failing) == 1:
                 summary += " only"
@@ -256,7 +262,7 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
                     {"target": name, "region": r.region},
                     summary=summary,
                     description=f"{_region_line(r)}\nAll regions:\n{lines}",
-                    starts_at=r.failing_since or now,
+                    starts_at=alone_since,
                     page=page,
                 )
             )

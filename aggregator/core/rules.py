@@ -98,6 +98,8 @@ class RegionView:
     phases: Phases | None = None
     # When the latest result arrived, by the aggregator's clock (see Engine.apply_result).
     received_at: float = 0.0
+    # When the current failure streak's first failure started, if that result was seen.
+    failures_began: float | None = None
     # Whether this region has given enough evidence to judge: N failures, K successes, or a
     # restored flag. Until then (e.g. 1-2 failures right after a start) it is `pending`:
     # neither ok nor failing, so a verdict never rests on it.
@@ -419,11 +421,25 @@ class Engine:
             failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
         if r.interval is not None:
             interval = r.interval  # the probe's own word beats any guess from seq and time
+        same_run = view is not None and (view.probe_id, view.boot_id) == (r.probe_id, r.boot_id)
+        if r.consecutive_failures == 0:
+            began = None
+        elif r.consecutive_failures == 1 or view is None or not same_run:
+            # The streak's first failure, when this is it; else not seen (estimated below).
+            began = min(r.started_at, now) if r.consecutive_failures == 1 else None
+        elif r.consecutive_failures - view.consecutive_failures == r.seq - view.seq:
+            began = view.failures_began  # the same streak, no check missed in between
+        else:
+            began = None
         if failing and not prior:
-            step = interval or self._interval(state, r.region)
-            # Bounded: a streak can be long (or forged); "since" stays a real, recent time.
-            lookback = min((r.consecutive_failures - 1) * step, MAX_LOOKBACK_S)
-            prior_since = max(0.0, r.started_at - lookback)
+            if began is not None:
+                prior_since = began  # seen: exact, whatever the spacing of the checks
+            else:
+                step = interval or self._interval(state, r.region)
+                # Bounded: a streak can be long (or forged); "since" stays a recent time.
+                lookback = min((r.consecutive_failures - 1) * step, MAX_LOOKBACK_S)
+                # Never later than now: a probe clock ahead must not date it in the future.
+                prior_since = max(0.0, min(r.started_at, now) - lookback)
         version: str | None = r.version
         version_since: float | None = r.started_at
         if view is not None:
@@ -448,6 +464,8 @@ class Engine:
         view.failing, view.failing_since = failing, prior_since if failing else None
         view.interval = interval
         view.phases = r.phases
+        if not r.inconclusive:
+            view.failures_began = began
         # A probe's clock may only make a result older than its arrival, and only beyond the
         # skew tolerance: staleness follows the aggregator's clock, so a probe running a few
         # seconds behind never looks silent, while a retained or queued result that is

@@ -38,6 +38,7 @@ def fed(
         {
             "regions": list(REGIONS),
             "api": {"tokens": tokens or [], "protect_probes": protect_probes},
+            "alertmanager": {"region_down_for": "10s"},
         }
     )
     agg = build(config, CollectorRegistry(), None, clock=clock)

@@ -236,3 +236,22 @@ def test_a_forged_high_seq_does_not_mute_a_region() -> None:
         assert e.apply_result(p.check(False, at), at).value == "applied"
     view = e.snapshot("api").regions["us-east"]  # type: ignore[union-attr]
     assert view.failing
+
+
+def test_a_region_alert_waits_region_down_for() -> None:
+    """ServiceRegionDown waits region_down_for, so a full outage's descent raises none."""
+    e = engine()
+    settings = AlertSettings(region_down_for=30.0)
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    seen: dict[float, list[str]] = {}
+    for i in range(19):  # every 2 s for 36 s: us-east failing alone from T0 on
+        at = T0 + 2 * i
+        for r, p in probes.items():
+            e.apply_result(with_interval(p.check(r != "us-east", at), 10.0), at)
+        e.evaluate("api", at)
+        seen[at] = sorted(desired_alerts(e, at, settings))
+    assert verdict(e) is Verdict.DEGRADED
+    assert all(not names for at, names in seen.items() if at < T0 + 30)
+    [alert] = desired_alerts(e, T0 + 36, settings).values()
+    assert alert.labels["alertname"] == "ServiceRegionDown"
+    assert alert.starts_at == T0  # when it began failing, not when the delay ran out
