@@ -42,7 +42,6 @@ from aggregator.config import AggregatorConfig  # noqa: E402
 from aggregator.edges.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from runtime.config import MqttSettings  # noqa: E402
-from runtime.service import use_uvloop  # noqa: E402
 from tests.rulekit import REGIONS, RegionProbe  # noqa: E402
 from wire.topics import RESULTS_FILTER, result_topic  # noqa: E402
 
@@ -313,7 +312,8 @@ def report(
 - Command: `{command}`
 - Broker: Debian's mosquitto on 127.0.0.1 with `max_queued_messages 0` (no drops); the
   results were queued with QoS 1 for each contender's persistent session, then drained by
-  one process per contender, one after the other, both on uvloop.
+  one process per contender, one after the other, both on asyncio's own loop (the
+  aggregator's since it left uvloop: see aggregator/cli.py).
 
 ### Draining a backlog of {n:,} results ({args.drain_targets} targets x 3 regions)
 
@@ -348,7 +348,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--expect", type=int, default=0)
     args = parser.parse_args()
-    use_uvloop()
+    # No uvloop: the aggregator runs on asyncio's loop, and both contenders share the loop.
     if args.contender == "bare":
         print(json.dumps(asyncio.run(drain_bare(args.port, args.expect))))
     elif args.contender == "aggregator":

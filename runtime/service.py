@@ -29,8 +29,13 @@ def use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Run `serve(stop)` with `stop` set on SIGTERM or SIGINT; returns its exit code."""
+def run_until_signalled(
+    serve: Callable[[asyncio.Event], Awaitable[int]], *, fast_loop: bool = True
+) -> int:
+    """Run `serve(stop)` with `stop` set on SIGTERM or SIGINT; returns its exit code.
+
+    `fast_loop`: on uvloop when it is installed, else on asyncio's own loop.
+    """
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -39,7 +44,8 @@ def run_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]]) -> int
             loop.add_signal_handler(sig, stop.set)
         return await serve(stop)
 
-    use_uvloop()
+    if fast_loop:
+        use_uvloop()
     return asyncio.run(main())
 
 
