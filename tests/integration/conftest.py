@@ -6,6 +6,7 @@ A missing mosquitto binary fails the run: integration tests never skip.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -113,6 +114,30 @@ class Process:
         return code
 
 
+class EmbeddedBroker:
+    """`python -m demo.broker`: the embedded amqtt broker, MQTT 3.1.1 only, on a loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log = workdir / "amqtt.log"
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.proc: Process | None = None
+
+    def start(self) -> None:
+        assert importlib.util.find_spec("amqtt") is not None, "amqtt comes with the test extra"
+        self.proc = Process(["-m", "demo.broker", "--port", str(self.port)], self.log)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+        self.proc = None
+
+
+AnyBroker = Broker | EmbeddedBroker
+
+
 @pytest.fixture
 def demo_target(tmp_path: Path) -> Iterator[str]:
     port = free_port()
@@ -125,7 +150,7 @@ def demo_target(tmp_path: Path) -> Iterator[str]:
 
 
 def probe_config(
-    path: Path, broker: Broker, target_url: str, *, region: str = "us-east", **extra: Any
+    path: Path, broker: AnyBroker, target_url: str, *, region: str = "us-east", **extra: Any
 ) -> Path:
     doc: dict[str, Any] = {
         "region": region,
@@ -155,7 +180,7 @@ def start_probe(config: Path, log: Path) -> Process:
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 
 
-def aggregator_config(path: Path, broker: Broker, port: int, **extra: Any) -> Path:
+def aggregator_config(path: Path, broker: AnyBroker, port: int, **extra: Any) -> Path:
     doc: dict[str, Any] = {
         "mqtt": {"url": broker.url, "reconnect_max": "1s"},
         "listen": f"127.0.0.1:{port}",
