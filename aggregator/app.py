@@ -170,8 +170,9 @@ def build(
             max_result_age=config.max_result_age,
             startup_grace=config.startup_grace,
             client_id=config.client_id,
-            # Long enough for every probe to be heard from once after a reconnect.
-            reconnect_grace=2 * config.default_interval,
+            # Long enough for the probes to reconnect too (their reconnect backoff is capped
+            # at 30 s by default) and be heard from: their reconnect cap plus two intervals.
+            reconnect_grace=30.0 + 2 * config.default_interval,
         ),
         engine=engine,
         store=store,

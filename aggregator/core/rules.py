@@ -287,6 +287,8 @@ class Engine:
         # While cut off from the broker (and one grace after), time stops for staleness.
         self._held_at: float | None = None
         self._hold_until: float | None = None
+        self._grace = 0.0
+        self._connected = True
         self._rule_for = rule_for
         self._default_interval = default_interval
         self._forget_after = forget_after
@@ -353,24 +355,34 @@ class Engine:
         """The aggregator lost the broker: nothing goes stale or offline for lack of news.
 
         The hold lasts until `reconnected` plus its grace, since the news could not reach it.
+        A cut during that grace does not extend it: a flapping connection holds for a bounded
+        time per cycle, never forever.
         """
+        self._connected = False
         if self._held_at is None:
-            self._held_at = now
-        self._hold_until = None
+            self._held_at, self._hold_until = now, None
 
     def reconnected(self, now: float, grace: float) -> None:
         """The broker is back: the hold ends `grace` seconds from now, once caught up."""
-        if self._held_at is not None:
-            self._hold_until = now + grace
+        self._connected = True
+        if self._held_at is not None and self._hold_until is None:
+            self._hold_until, self._grace = now + grace, grace
 
     def _clock_for_silence(self, now: float) -> float:
         """`now` for judging silence: stopped at the cut while the hold lasts."""
-        if self._held_at is None:
+        held, until = self._held_at, self._hold_until
+        if held is None:
             return now
-        if self._hold_until is not None and now >= self._hold_until:
-            self._held_at = self._hold_until = None
-            return now
-        return min(now, self._held_at)
+        if until is not None and (now >= until or until - now > self._grace):
+            # The grace is over (or the wall clock stepped back past it).
+            if self._connected:
+                self._held_at = self._hold_until = None
+                return now
+            # Cut off again meanwhile: a new hold from where this one ended, so silence
+            # still counts across a flapping connection, just more slowly.
+            self._held_at, self._hold_until = until, None
+            return min(now, until)
+        return min(now, held)
 
     def _probe_offline(self, probe: ProbeState | None, now: float) -> bool:
         """A probe counts as offline once its `offline` has settled, and not from a cut.

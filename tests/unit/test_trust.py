@@ -255,3 +255,39 @@ def test_a_region_alert_waits_region_down_for() -> None:
     [alert] = desired_alerts(e, T0 + 36, settings).values()
     assert alert.labels["alertname"] == "ServiceRegionDown"
     assert alert.starts_at == T0  # when it began failing, not when the delay ran out
+
+
+def test_a_flapping_broker_connection_cannot_hold_staleness_forever() -> None:
+    """Cut 1 s in every 15 s, a dead probe's region still goes stale and the outage goes down."""
+    e = engine()
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    connected = True
+    for t in range(1, 301):
+        now = T0 + t
+        if t % 15 == 0:
+            e.cut_off(now)
+            connected = False
+        elif t % 15 == 1 and not connected:
+            e.reconnected(now, grace=20.0)
+            connected = True
+        if connected and t % 10 == 0:
+            for r, p in probes.items():
+                if r != "us-east" or t < 30:  # us-east's probe dies at 30 s
+                    e.apply_result(with_interval(p.check(r == "us-east" or t < 60, now), 10.0), now)
+        if "api" in e:
+            e.evaluate("api", now)
+    ev = e.judge("api", T0 + 300)
+    assert ev.stale == {"us-east"}
+    assert verdict(e) is Verdict.DOWN  # on a degraded quorum
+
+
+def test_the_hold_lasts_until_probes_that_reconnect_late_are_heard() -> None:
+    """Regions heard from again during the grace are fresh; one never heard goes stale after."""
+    e = engine()
+    now = outage(e)
+    e.cut_off(now + 1)
+    e.reconnected(now + 60, grace=50.0)
+    late = RegionProbe("eu-west", successes=0, failures=3, seq=3)
+    e.apply_result(late.check(False, now + 85), now + 85)  # 25 s after the reconnect
+    assert names(e.evaluate("api", now + 100)) == []  # within the grace: still down
+    assert verdict(e) is Verdict.DOWN
