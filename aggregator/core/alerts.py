@@ -74,9 +74,10 @@ def _recovering_from_outage(state: TargetSnapshot, r: RegionEvidence) -> bool:
     left = state.left_down_at
     return (
         left is not None
-        and r.consecutive_failures == 0
         and r.failing_since is not None
         and r.failing_since <= left
+        # Once it fails again after the outage ended, it is failing on its own.
+        and (r.last_failure_at is None or r.last_failure_at <= left)
     )
 
 
@@ -245,10 +246,12 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
         for r in ev.regions:
             if r.region not in failing or _recovering_from_outage(state, r):
                 continue
-            # Failing on its own since it began, or since the target left down if later.
-            alone_since = max(r.failing_since or now, state.left_down_at or 0.0)
-            if now - alone_since < b.settings.region_down_for:
+            # Failing on its own since it turned failing (by our clock), or since the target
+            # left down if later; the alert's start is when its failures began.
+            left = state.left_down_at or 0.0
+            if now - max(r.failing_at or now, left) < b.settings.region_down_for:
                 continue
+            alone_since = max(r.failing_since or now, left)
             summary = f"{name} is failing from {r.region}"
             if len(failing) == 1:
                 summary += " only"

@@ -100,6 +100,11 @@ class RegionView:
     received_at: float = 0.0
     # When the current failure streak's first failure started, if that result was seen.
     failures_began: float | None = None
+    # By the aggregator's clock: when the region last turned failing, and last failed.
+    failing_at: float | None = None
+    last_failure_at: float | None = None
+    # Conclusive results seen since this aggregator started.
+    results: int = 0
     # Whether this region has given enough evidence to judge: N failures, K successes, or a
     # restored flag. Until then (e.g. 1-2 failures right after a start) it is `pending`:
     # neither ok nor failing, so a verdict never rests on it.
@@ -123,6 +128,8 @@ class RegionEvidence:
     version: str | None
     last_result_at: float | None
     pending: bool = False
+    failing_at: float | None = None
+    last_failure_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,12 +489,23 @@ class Engine:
         # skew tolerance: staleness follows the aggregator's clock, so a probe running a few
         # seconds behind never looks silent, while a retained or queued result that is
         # really old still counts as old.
-        end = r.started_at + r.duration_ms / 1000.0
-        view.received_at = min(now, end + self._max_clock_skew)
+        if not r.inconclusive:
+            # Only a conclusive result is news: a probe that can only say "inconclusive" is
+            # as useless to the verdict as a silent one, and goes stale like one.
+            end = r.started_at + r.duration_ms / 1000.0
+            view.received_at = min(now, end + self._max_clock_skew)
+            view.results += 1
+            if not r.ok:
+                view.last_failure_at = now
+        if failing and not prior:
+            view.failing_at = now
         view.decided = (
             view.decided
             or failing
             or (not r.inconclusive and r.consecutive_successes >= rule.recoveries)
+            # N + K results without either streak: a flapping region, judged ok-but-flaky
+            # rather than pending forever.
+            or view.results >= rule.failures + rule.recoveries
         )
         state.last_seen = now
         return Applied.APPLIED
@@ -545,6 +563,8 @@ class Engine:
                 rr.failing, view.consecutive_failures, view.consecutive_successes, rule
             )
             view.decided = True
+            if failing and view.failing_at is None:
+                view.failing_at = rr.failing_since or record.since
             if failing and rr.failing and rr.failing_since is not None:
                 view.failing_since = min(rr.failing_since, view.failing_since or rr.failing_since)
             elif not failing:
@@ -573,17 +593,21 @@ class Engine:
 
     def _classify(
         self, state: TargetState, rule: Rule, now: float
-    ) -> tuple[set[str], set[str], dict[str, str], dict[str, str], set[str]]:
-        """Fresh and failing regions, stale regions with the reason, fresh versions, pending.
+    ) -> tuple[set[str], set[str], dict[str, str], dict[str, str], set[str], set[str]]:
+        """Fresh, failing, stale (with the reason), fresh versions, pending, and unproven regions.
 
-        A region is pending while it has not given enough evidence (see `RegionView.decided`),
-        or has said nothing yet but the aggregator has not listened for `stale_after`.
+        Unproven: pending with no passing check. A region is pending while it has not given
+        enough evidence (see `RegionView.decided`), or has said nothing yet but the aggregator
+        has not listened for `stale_after`.
         """
         fresh: set[str] = set()
         failing: set[str] = set()
         stale: dict[str, str] = {}
         versions: dict[str, str] = {}
         pending: set[str] = set()
+        # Pending regions whose latest conclusive check did not pass (or that have none):
+        # like stale ones, they must not hide an outage the other regions see.
+        unproven: set[str] = set()
         quiet_now = self._clock_for_silence(now)
         for region in self.regions:
             view = state.regions.get(region)
@@ -593,6 +617,7 @@ class Engine:
                     quiet_now - self._listening_since < stale_after
                 ):
                     pending.add(region)
+                    unproven.add(region)
                 else:
                     stale[region] = "no results"
                 continue
@@ -605,22 +630,29 @@ class Engine:
                 continue
             if not view.decided:
                 pending.add(region)
+                if view.results == 0 or view.consecutive_failures > 0:
+                    unproven.add(region)
                 continue
             fresh.add(region)
             if view.failing:
                 failing.add(region)
             if view.version is not None:
                 versions[region] = view.version
-        return fresh, failing, stale, versions, pending
+        return fresh, failing, stale, versions, pending, unproven
 
     @staticmethod
     def _verdict(
-        fresh: set[str], failing: set[str], stale: Mapping[str, str], rule: Rule
+        fresh: set[str],
+        failing: set[str],
+        stale: Mapping[str, str],
+        rule: Rule,
+        unproven: set[str] | frozenset[str] = frozenset(),
     ) -> tuple[Verdict, bool]:
         if len(failing) >= rule.regions:
             return Verdict.DOWN, False
-        if stale and failing and failing == fresh and len(fresh) >= rule.min_regions:
-            # One dead probe must not hide a real outage.
+        silent = bool(stale) or bool(unproven)
+        if silent and failing and failing == fresh and len(fresh) >= rule.min_regions:
+            # One dead (or not yet judged) probe must not hide a real outage.
             return Verdict.DOWN, True
         if failing:
             return Verdict.DEGRADED, False
@@ -632,8 +664,8 @@ class Engine:
         """The verdict for a target as of `now` with each region's evidence; changes nothing."""
         state = self._targets[name]
         rule = self._rule_for(name)
-        fresh, failing, stale, versions, pending = self._classify(state, rule, now)
-        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
+        fresh, failing, stale, versions, pending, unproven = self._classify(state, rule, now)
+        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule, unproven)
         evidence = []
         for region in self.regions:
             view = state.regions.get(region)
@@ -652,6 +684,8 @@ class Engine:
                     version=view.version if view else None,
                     last_result_at=view.started_at if view else None,
                     pending=region in pending,
+                    failing_at=view.failing_at if view else None,
+                    last_failure_at=view.last_failure_at if view else None,
                 )
             )
         return Evaluation(
@@ -675,8 +709,8 @@ class Engine:
         """
         state = self._targets[name]
         rule = self._rule_for(name)
-        fresh, failing, stale, versions, _pending = self._classify(state, rule, now)
-        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule)
+        fresh, failing, stale, versions, _pending, unproven = self._classify(state, rule, now)
+        verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule, unproven)
         if len(set(versions.values())) > 1:
             state.skew_since = state.skew_since if state.skew_since is not None else now
         else:

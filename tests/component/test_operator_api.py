@@ -62,6 +62,8 @@ def fed(
         for (t, r), p in probes.items():
             ok = i == 0 or (t == "web" and r != "eu-west")
             agg.pipeline.handle(result_topic(r, t), p.check(ok, clock.now).to_json(), False)
+    clock.now += 10  # eu-west has now failed alone for region_down_for (10 s)
+    agg.pipeline.tick(subscribed=True)
     return agg, clock
 
 

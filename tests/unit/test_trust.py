@@ -291,3 +291,67 @@ def test_the_hold_lasts_until_probes_that_reconnect_late_are_heard() -> None:
     e.apply_result(late.check(False, now + 85), now + 85)  # 25 s after the reconnect
     assert names(e.evaluate("api", now + 100)) == []  # within the grace: still down
     assert verdict(e) is Verdict.DOWN
+
+
+def test_a_region_with_only_inconclusive_news_does_not_hide_an_outage() -> None:
+    """A probe that can only say inconclusive goes stale, so two failing regions are down."""
+    e = engine()
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    for i in range(12):
+        now = T0 + 10 * i
+        for r, p in probes.items():
+            result = with_interval(p.check(r == "us-east", now), 10.0)
+            if r == "us-east" and i > 0:
+                doc = result.model_dump(by_alias=True)
+                doc.update(ok=False, error_kind="internal", inconclusive=True)
+                result = ProbeResult.model_validate(doc)
+            e.apply_result(result, now)
+        e.evaluate("api", now)
+    assert verdict(e) is Verdict.DOWN
+    assert e.judge("api", T0 + 110).stale == {"us-east"}
+
+
+def test_region_down_for_counts_from_turning_failing_not_from_the_first_failure() -> None:
+    """A region whose streak began long ago but that turned failing just now waits its turn."""
+    e = engine()
+    settings = AlertSettings(region_down_for=30.0)
+    us = RegionProbe("us-east", successes=1)
+    others = [RegionProbe(r, successes=1) for r in ("eu-west", "ap-southeast")]
+    for at in (T0, T0 + 12.5, T0 + 25):  # hung checks: each failure a timeout later
+        e.apply_result(with_interval(us.check(False, at), 10.0), at)
+        for p in others:
+            e.apply_result(with_interval(p.check(True, at), 10.0), at)
+    e.evaluate("api", T0 + 31)
+    assert desired_alerts(e, T0 + 31, settings) == {}  # failing for 6 s, not 31
+
+
+def test_a_region_failing_on_after_a_full_outage_alerts_once_not_per_result() -> None:
+    """Intermittent failures after an outage heals: one ServiceRegionDown, held, no flapping."""
+    e = engine()
+    now = outage(e)
+    book = AlertBook(resend_interval=3600)
+    probes = {r: RegionProbe(r, successes=0, failures=3, seq=3) for r in REGIONS}
+    statuses = []
+    pattern = "SFSFSFSFSFSF"
+    for i, c in enumerate(pattern):
+        at = now + 10 * (i + 1)
+        for r, p in probes.items():
+            e.apply_result(with_interval(p.check(r != "us-east" or c == "S", at), 10.0), at)
+        e.evaluate("api", at)
+        for payload in book.update(desired_alerts(e, at, AlertSettings(region_down_for=30)), at):
+            if payload["labels"]["alertname"] == "ServiceRegionDown":
+                statuses.append("resolved" if payload["endsAt"] <= rfc3339(at) else "firing")
+    assert statuses == ["firing"]
+
+
+def test_a_flapping_region_is_judged_after_n_plus_k_results_not_pending_forever() -> None:
+    """Checks alternating pass and fail reach neither streak, yet after N + K results count."""
+    e = engine()
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    for i in range(6):
+        now = T0 + 10 * i
+        for p in probes.values():
+            e.apply_result(with_interval(p.check(i % 2 == 0, now), 10.0), now)
+        e.evaluate("api", now)
+    assert e.judge("api", T0 + 50).pending == frozenset()
+    assert verdict(e) is Verdict.UP
