@@ -69,7 +69,8 @@ class ProbeMetrics:
         )
         self.skipped = Counter(
             "vigil_probe_checks_skipped",
-            "Checks not run: `overrun` (the previous one still running) or `late`.",
+            "Checks not run: `overrun` (the previous one still running), `confirming` (its slot"
+            " taken by a re-check confirming a failure) or `late`.",
             ["target", "reason"],
             registry=registry,
         )

@@ -72,6 +72,9 @@ class Scheduler:
         self._clock = clock
         self._loops: list[asyncio.Task[None]] = []
         self._checks: set[asyncio.Task[None]] = set()
+        # Targets being re-checked to confirm a failure, and whether stop() was called.
+        self._confirming: set[str] = set()
+        self._stopping = False
 
     def start(self) -> None:
         """Start one timing loop per target."""
@@ -98,7 +101,9 @@ class Scheduler:
                 await asyncio.sleep(delay)
             if running is not None and not running.done():
                 # Never two checks of one target at once; the overrun is recorded, not stacked.
-                self._on_skip(target.name, "overrun")
+                # A slot taken by a confirming re-check is not an overrun: it is replaced.
+                confirming = target.name in self._confirming
+                self._on_skip(target.name, "confirming" if confirming else "overrun")
             else:
                 running = loop.create_task(self._one(target, due, wall_offset))
                 self._checks.add(running)
@@ -124,26 +129,31 @@ class Scheduler:
     ) -> None:
         """Re-check a failed target every `retry_interval`, up to `confirm_retries` times.
 
-        Stops at the first pass, and before the next regular slot, so a confirmation never
-        overlaps the fixed-rate schedule.
+        Stops at the first pass or on `stop`. A re-check may run into the next regular slot
+        (a hung target's checks take their whole timeout): that slot is then skipped as
+        `confirming`, never run twice at once.
         """
         retry = target.retry_interval
         if retry is None or retry >= target.interval:
             return
-        next_regular = due + target.interval
-        for _ in range(target.confirm_retries):
-            if not failed:
-                return
-            at = self._clock() + retry
-            if at + target.timeout >= next_regular:
-                return
-            while (delay := at - self._clock()) > 0:  # noqa: ASYNC110 - a timer
-                await asyncio.sleep(delay)
-            async with self._slots:
-                failed = bool(await self._run_check(target, at + wall_offset))
+        self._confirming.add(target.name)
+        try:
+            for _ in range(target.confirm_retries):
+                if not failed or self._stopping:
+                    return
+                at = self._clock() + retry
+                while (delay := at - self._clock()) > 0:  # noqa: ASYNC110 - a timer
+                    await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+                async with self._slots:
+                    failed = bool(await self._run_check(target, at + wall_offset))
+        finally:
+            self._confirming.discard(target.name)
 
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let checks in flight finish for up to `grace` seconds."""
+        self._stopping = True
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -72,3 +73,53 @@ async def test_confirming_can_be_turned_off() -> None:
     """With retry_interval null a failed check waits for its next regular slot."""
     runs = await checks_in_first_two_slots(target(retry_interval=None), [True, True, True])
     assert runs[1] == pytest.approx(runs[0] + INTERVAL)
+
+
+async def test_a_hung_target_is_still_confirmed_and_never_checked_twice_at_once() -> None:
+    """Re-checks that take their whole timeout run anyway; a slot they overlap is skipped."""
+    config = target(timeout=0.45)
+    running = 0
+    overlapped = False
+    runs: list[float] = []
+    skipped: list[str] = []
+
+    async def hung(_t: TargetConfig, scheduled_at: float) -> bool:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = overlapped or running > 1
+        runs.append(scheduled_at)
+        await asyncio.sleep(0.45)  # a timeout's worth
+        running -= 1
+        return True
+
+    s = Scheduler(
+        [config],
+        hung,
+        max_in_flight=4,
+        on_skip=lambda _t, reason: skipped.append(reason),
+        wall_clock=time.monotonic,
+    )
+    s.start()
+    await wait_until(lambda: len(runs) >= 3, limit=20, what="a check and two re-checks")
+    await s.stop(grace=2.0)
+    assert not overlapped
+    assert runs[1] - runs[0] < INTERVAL  # the first re-check came before the next slot
+    assert set(skipped) <= {"confirming"}
+
+
+async def test_stop_starts_no_more_re_checks() -> None:
+    """Once stop() is called a confirming target gets no further re-checks."""
+    runs: list[float] = []
+
+    async def failing(_t: TargetConfig, scheduled_at: float) -> bool:
+        runs.append(scheduled_at)
+        return True
+
+    s = Scheduler([target(retry_interval=0.3)], failing, max_in_flight=4, wall_clock=time.monotonic)
+    s.start()
+    await wait_until(lambda: len(runs) >= 1, limit=20, what="the first check")
+    await s.stop(grace=2.0)
+    count = len(runs)
+    await asyncio.sleep(0.5)  # longer than retry_interval: a re-check would have started
+    assert len(runs) == count
+    assert count == 1
