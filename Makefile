@@ -34,5 +34,20 @@ lock:
 	.venv/lock-tools/bin/uv pip compile -q pyproject.toml --extra test $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements/test-lock.txt
 	.venv/lock-tools/bin/uv pip compile -q pyproject.toml --extra fast -c requirements/test-lock.txt $(LOCK_FLAGS) -o requirements/lock.txt
 
+# Mutation testing (docs/mutation.md): mutmut 3 mutates wire/ and aggregator/core/, runs
+# tests/unit and tests/component against each mutant ([tool.mutmut] in pyproject.toml) and
+# prints how many survived. It starts from an empty mutants/ every time: mutmut keeps a
+# verdict until the mutated function changes, so a strengthened test would not re-judge an
+# old survivor. One test process at a time unless asked: make mutate MUTATE_CHILDREN=2.
+# Then: .venv/bin/mutmut results lists the survivors, .venv/bin/mutmut show NAME the diff.
+MUTATE_CHILDREN = 1
+.PHONY: mutate
+mutate:
+	./scripts/bootstrap.sh --test
+	rm -rf mutants
+	.venv/bin/mutmut run --max-children $(MUTATE_CHILDREN)
+	.venv/bin/mutmut export-cicd-stats
+	.venv/bin/python -c 'import json; s = json.load(open("mutants/mutmut-cicd-stats.json")); print("mutate: %(survived)d surviving mutants of %(total)d (killed %(killed)d, timeout %(timeout)d, no tests %(no_tests)d, suspicious %(suspicious)d)" % s)'
+
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache test-output *.egg-info
