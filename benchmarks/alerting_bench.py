@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -226,6 +227,8 @@ async def real(
         )
     times: list[float] = []
     spurious: set[str] = set()
+    phase = random.Random(7)  # spreading start times, not cryptography
+    period = float(interval.rstrip("s"))
     outage_on = False
 
     async def watch(session: aiohttp.ClientSession) -> None:
@@ -243,7 +246,9 @@ async def real(
         for _ in range(outages):
             while await verdict(session, stack.agg_port, "demo") != "up":
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(1)
+            # Break it at a random point of the probes' schedule: every outage would otherwise
+            # start at the same phase (the cycle follows the check grid) and measure one case.
+            await asyncio.sleep(1 + phase.uniform(0, period))
             started = time.perf_counter()
             outage_on = True
             async with session.post(f"{demo}/_demo/state", json={"mode": "fail"}):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
 #   - Debian packages Vigil needs: mosquitto; with --test also prometheus-alertmanager,
-#     prometheus (for promtool) and chromium, which Playwright drives without downloading a
-#     browser; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
+#     prometheus (for promtool), faketime (clock-skew fault tests) and chromium, which
+#     Playwright drives without downloading a browser; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed from
 #     requirements/test-lock.txt.
@@ -17,6 +17,8 @@ case "${1:-}" in
     command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
     command -v chromium >/dev/null 2>&1 || packages+=(chromium)
     command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+    # libfaketime: the clock-skew fault tests run a probe with its wall clock shifted.
+    command -v faketime >/dev/null 2>&1 || packages+=(faketime)
     ;;
   --bench)
     command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
