@@ -38,6 +38,8 @@ class RegionStatus(_Model):
     failing_since: float | None
     stale: bool
     stale_reason: str | None
+    # Not enough results yet to judge this region either way (it counts as neither).
+    pending: bool = False
     consecutive_failures: int
     consecutive_successes: int
     version: str | None
@@ -136,7 +138,7 @@ class ExplainRegion(_Model):
     """How the rule counted one region."""
 
     region: str
-    counted_as: Literal["failing", "ok", "stale"]
+    counted_as: Literal["failing", "ok", "stale", "pending"]
     reason: str
     consecutive_failures: int
     failures_needed: int

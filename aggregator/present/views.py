@@ -67,6 +67,7 @@ def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
                 failing_since=r.failing_since,
                 stale=r.stale,
                 stale_reason=r.stale_reason,
+                pending=r.pending,
                 consecutive_failures=r.consecutive_failures,
                 consecutive_successes=r.consecutive_successes,
                 version=r.version,
@@ -147,9 +148,15 @@ def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse 
     for r in ev.regions:
         view = state.regions.get(r.region)
         stale_after = rule.stale_after or 3 * engine.interval(name, r.region)
-        counted: Literal["failing", "ok", "stale"]
+        counted: Literal["failing", "ok", "stale", "pending"]
         if r.stale:
             counted, reason = "stale", f"not counted: {r.stale_reason}"
+        elif r.pending:
+            counted = "pending"
+            reason = (
+                f"not counted yet: {r.consecutive_failures} of {rule.failures} failures or "
+                f"{r.consecutive_successes} of {rule.recoveries} successes needed to judge"
+            )
         elif r.failing:
             counted = "failing"
             reason = (

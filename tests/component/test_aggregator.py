@@ -425,3 +425,19 @@ def test_an_outage_that_ended_while_the_aggregator_was_away_is_sent_resolved() -
         and str(a["endsAt"]) <= rfc3339(clock.now)
     ]
     assert len(resolved) == 1
+
+
+async def test_the_api_shows_pending_regions_and_no_up_verdict_at_a_cold_start() -> None:
+    """One failure per region after a start: every region pending, the target unknown."""
+    clock = Clock()
+    agg, _ = make(clock)
+    warm_up(agg, clock)
+    for r in REGIONS:
+        send(agg, RegionProbe(r), False, clock.now)
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as client:
+        status = await (await client.get("/api/v1/status")).json()
+        explain = await (await client.get("/api/v1/targets/api/explain")).json()
+    [target] = status["targets"]
+    assert target["verdict"] == "unknown"
+    assert [r["pending"] for r in target["regions"]] == [True, True, True]
+    assert {r["counted_as"] for r in explain["regions"]} == {"pending"}
