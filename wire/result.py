@@ -153,6 +153,11 @@ class ProbeResult(WireModel):
                 )
         return self
 
+    @property
+    def ended_at(self) -> float:
+        """When the health check ended, by the probe's clock."""
+        return self.started_at + self.duration_ms / 1000.0
+
     def to_json(self) -> bytes:
         """Serialise for the wire; unset optional fields are left out to keep results small."""
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()

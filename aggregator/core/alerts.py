@@ -183,20 +183,33 @@ def restored_alerts(engine: Engine, settings: AlertSettings) -> dict[str, Alert]
     """
     b = _Builder(settings)
     out = [
-        b.alert(
-            SERVICE_DOWN,
-            "critical",
-            "SEV-1",
-            {"target": state.name},
-            summary=f"{state.name} is down",
-            description=f"Down since {_clock(state.since)} (restored after a restart).",
-            starts_at=state.since,
-            page=f"/targets/{state.name}",
+        _service_down(
+            b,
+            state,
+            f"{state.name} is down",
+            f"Down since {_clock(state.since)} (restored after a restart).",
         )
         for state in engine.snapshots()
         if state.evaluation is None and state.verdict is Verdict.DOWN
     ]
     return {a.fingerprint: a for a in out}
+
+
+def _service_down(
+    b: _Builder, state: TargetSnapshot, summary: str, description: str, **extra: str
+) -> Alert:
+    """The one way ServiceDown is built: a restored one must share the live one's labels."""
+    return b.alert(
+        SERVICE_DOWN,
+        "critical",
+        "SEV-1",
+        {"target": state.name},
+        summary=summary,
+        description=description,
+        starts_at=state.since,
+        page=f"/targets/{state.name}",
+        **extra,
+    )
 
 
 def _region_known(engine: Engine, region: str) -> bool:
@@ -225,30 +238,19 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
         if state.quorum_degraded:
             quorum = "degraded"
             summary += f" (degraded quorum: {', '.join(sorted(ev.stale))} without fresh data)"
-        out.append(
-            b.alert(
-                SERVICE_DOWN,
-                "critical",
-                "SEV-1",
-                {"target": name},
-                summary=summary,
-                description=(
-                    f"Down since {_clock(state.since)}. Regions:\n{lines}\n"
-                    f"Versions seen: {_versions(ev.regions)}."
-                ),
-                starts_at=state.since,
-                page=page,
-                quorum=quorum,
-            )
+        description = (
+            f"Down since {_clock(state.since)}. Regions:\n{lines}\n"
+            f"Versions seen: {_versions(ev.regions)}."
         )
+        out.append(_service_down(b, state, summary, description, quorum=quorum))
     elif state.verdict is Verdict.DEGRADED:
         failing = sorted(r.region for r in ev.regions if r.failing and not r.stale)
+        # Failing on its own since it turned failing (by our clock), or since the target left
+        # down if later; the alert's start is when its failures began.
+        left = state.left_down_at or 0.0
         for r in ev.regions:
             if r.region not in failing or _recovering_from_outage(state, r):
                 continue
-            # Failing on its own since it turned failing (by our clock), or since the target
-            # left down if later; the alert's start is when its failures began.
-            left = state.left_down_at or 0.0
             if now - max(r.failing_at or now, left) < b.settings.region_down_for:
                 continue
             alone_since = max(r.failing_since or now, left)

@@ -136,8 +136,8 @@ class Pipeline:
             if not retain:
                 # Only live results say something about the probe's clock; retained and
                 # queued ones are late by design.
-                end = decoded.started_at + decoded.duration_ms / 1000.0
-                self._metrics.clock_skew.labels(decoded.region, decoded.probe_id).set(now - end)
+                skew = now - decoded.ended_at
+                self._metrics.clock_skew.labels(decoded.region, decoded.probe_id).set(skew)
             try:
                 applied = self._engine.apply_result(decoded, now)
                 if applied is not Applied.APPLIED:

@@ -417,8 +417,9 @@ class Engine:
         rule = self._rule_for(r.target)
         interval: float | None = None
         restored: tuple[bool, float | None] | None = None
+        same_run = view is not None and (view.probe_id, view.boot_id) == (r.probe_id, r.boot_id)
         if view is not None:
-            if view.probe_id == r.probe_id and view.boot_id == r.boot_id:
+            if same_run:
                 if r.seq == view.seq:
                     return Applied.DUPLICATE
                 if r.seq < view.seq and r.started_at <= view.started_at:
@@ -440,16 +441,18 @@ class Engine:
             failing = next_failing(prior, r.consecutive_failures, r.consecutive_successes, rule)
         if r.interval is not None:
             interval = r.interval  # the probe's own word beats any guess from seq and time
-        same_run = view is not None and (view.probe_id, view.boot_id) == (r.probe_id, r.boot_id)
-        if r.consecutive_failures == 0:
-            began = None
-        elif r.consecutive_failures == 1 or view is None or not same_run:
-            # The streak's first failure, when this is it; else not seen (estimated below).
-            began = min(r.started_at, now) if r.consecutive_failures == 1 else None
-        elif r.consecutive_failures - view.consecutive_failures == r.seq - view.seq:
+        # When the failure streak began, if the aggregator saw its first failure (else None,
+        # and "since" is estimated below).
+        began: float | None = None
+        if r.consecutive_failures == 1:
+            began = min(r.started_at, now)
+        elif (
+            r.consecutive_failures > 1
+            and view is not None
+            and same_run
+            and r.consecutive_failures - view.consecutive_failures == r.seq - view.seq
+        ):
             began = view.failures_began  # the same streak, no check missed in between
-        else:
-            began = None
         if failing and not prior:
             if began is not None:
                 prior_since = began  # seen: exact, whatever the spacing of the checks
@@ -474,26 +477,23 @@ class Engine:
         view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
         view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
         view.duration_ms, view.ok, view.status_code = r.duration_ms, r.ok, r.status_code
-        if not r.inconclusive:
-            view.consecutive_failures = r.consecutive_failures
-            view.consecutive_successes = r.consecutive_successes
         view.error_kind = r.error_kind.value if r.error_kind else None
         view.error = r.error
         view.version, view.version_since = version, version_since
         view.failing, view.failing_since = failing, prior_since if failing else None
         view.interval = interval
         view.phases = r.phases
+        # Only a conclusive result is news: a probe that can only say "inconclusive" keeps
+        # its streaks and goes stale like a silent one.
         if not r.inconclusive:
+            view.consecutive_failures = r.consecutive_failures
+            view.consecutive_successes = r.consecutive_successes
             view.failures_began = began
-        # A probe's clock may only make a result older than its arrival, and only beyond the
-        # skew tolerance: staleness follows the aggregator's clock, so a probe running a few
-        # seconds behind never looks silent, while a retained or queued result that is
-        # really old still counts as old.
-        if not r.inconclusive:
-            # Only a conclusive result is news: a probe that can only say "inconclusive" is
-            # as useless to the verdict as a silent one, and goes stale like one.
-            end = r.started_at + r.duration_ms / 1000.0
-            view.received_at = min(now, end + self._max_clock_skew)
+            # A probe's clock may only make a result older than its arrival, and only beyond
+            # the skew tolerance: staleness follows the aggregator's clock, so a probe a few
+            # seconds behind never looks silent, while a retained or queued result that is
+            # really old still counts as old.
+            view.received_at = min(now, r.ended_at + self._max_clock_skew)
             view.results += 1
             if not r.ok:
                 view.last_failure_at = now
@@ -577,6 +577,13 @@ class Engine:
         """The probe's check interval for a target in a region, as best known."""
         return self._interval(self._targets[target], region)
 
+    def stale_after(self, target: str, region: str) -> float:
+        """How long a region may stay silent about a target before its view is stale."""
+        return self._stale_after(self._targets[target], self._rule_for(target), region)
+
+    def _stale_after(self, state: TargetState, rule: Rule, region: str) -> float:
+        return rule.stale_after or 3 * self._interval(state, region)
+
     def _interval(self, state: TargetState, region: str) -> float:
         view = state.regions.get(region)
         if view is not None and view.interval:
@@ -611,7 +618,7 @@ class Engine:
         quiet_now = self._clock_for_silence(now)
         for region in self.regions:
             view = state.regions.get(region)
-            stale_after = rule.stale_after or 3 * self._interval(state, region)
+            stale_after = self._stale_after(state, rule, region)
             if view is None:
                 if self._listening_since is not None and (
                     quiet_now - self._listening_since < stale_after

@@ -147,7 +147,7 @@ def explain(src: Sources, name: str, rule: Rule, now: float) -> ExplainResponse 
     regions = []
     for r in ev.regions:
         view = state.regions.get(r.region)
-        stale_after = rule.stale_after or 3 * engine.interval(name, r.region)
+        stale_after = engine.stale_after(name, r.region)
         counted: Literal["failing", "ok", "stale", "pending"]
         if r.stale:
             counted, reason = "stale", f"not counted: {r.stale_reason}"
