@@ -23,6 +23,7 @@ from typing import Any
 
 import aiomqtt
 import yaml
+from pydantic import ValidationError
 
 from demo.local import (
     alertmanager_args,
@@ -85,29 +86,51 @@ def _line(r: ProbeResult) -> str:
     return f"{stamp} {r.region:13} {r.target:6} {verdict} streak {streak:4} {detail} {version}"
 
 
+def watch_line(topic: str, payload: bytes, verdicts: dict[str, str]) -> str | None:
+    """What the demo prints for one message on Vigil's topics; None when nothing changed.
+
+    Anyone on the broker can publish there: a message the contract refuses is reported in
+    one line, never allowed to end the demo (and with it every process it started).
+    """
+    kind = topic_kind(topic)
+    try:
+        if kind is Kind.PRESENCE:
+            p = Presence.from_json(payload)
+            return f"{'':8} probe {p.probe_id} ({p.region}) is {p.status}"
+        if kind is Kind.STATE:
+            record = StateRecord.from_json(payload)
+            verdict = record.verdict.value + (
+                " (degraded quorum)" if record.quorum_degraded else ""
+            )
+            if verdicts.get(record.target) == verdict:
+                return None
+            verdicts[record.target] = verdict
+            return f"{'':8} >>> {record.target} is {verdict.upper()}"
+        if kind is Kind.RESULT:
+            return _line(ProbeResult.from_json(payload))
+    except ValidationError as exc:
+        return f"{'':8} (ignored an invalid message on {topic[:80]}: {exc.error_count()} errors)"
+    return None
+
+
 async def _watch_mqtt(port: int) -> None:
-    async with aiomqtt.Client("127.0.0.1", port, identifier="vigil-demo-watch") as client:
-        for topic in ALL_FILTERS:
-            await client.subscribe(topic, qos=1)
-        verdicts: dict[str, str] = {}
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                continue
-            kind = topic_kind(str(message.topic))
-            if kind is Kind.PRESENCE:
-                p = Presence.from_json(payload)
-                print(f"{'':8} probe {p.probe_id} ({p.region}) is {p.status}", flush=True)
-            elif kind is Kind.STATE:
-                record = StateRecord.from_json(payload)
-                verdict = record.verdict.value + (
-                    " (degraded quorum)" if record.quorum_degraded else ""
-                )
-                if verdicts.get(record.target) != verdict:
-                    verdicts[record.target] = verdict
-                    print(f"{'':8} >>> {record.target} is {verdict.upper()}", flush=True)
-            elif kind is Kind.RESULT:
-                print(_line(ProbeResult.from_json(payload)), flush=True)
+    verdicts: dict[str, str] = {}
+    while True:
+        # A broker restart must not end the demo (and every process it started): reconnect.
+        try:
+            async with aiomqtt.Client("127.0.0.1", port, identifier="vigil-demo-watch") as client:
+                for topic in ALL_FILTERS:
+                    await client.subscribe(topic, qos=1)
+                async for message in client.messages:
+                    payload = message.payload
+                    if not isinstance(payload, bytes):
+                        continue
+                    line = watch_line(str(message.topic), payload, verdicts)
+                    if line is not None:
+                        print(line, flush=True)
+        except aiomqtt.MqttError as exc:
+            print(f"{'':8} (lost the broker: {exc}; reconnecting)", flush=True)
+            await asyncio.sleep(1)
 
 
 def _get(url: str) -> Any:
