@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from runtime.config import (
     ConfigError,
@@ -19,7 +20,8 @@ from runtime.config import (
     parse_yaml,
     read_config_text,
 )
-from runtime.secrets import read_secret_file
+from runtime.secrets import SecretFile
+from runtime.tls import checked_context
 from wire.result import Name
 
 Count = Annotated[int, Field(ge=1, le=1000)]
@@ -71,7 +73,7 @@ class BasicAuth(StrictModel):
 
     username: str
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
 
 
 class AlertmanagerConfig(StrictModel):
@@ -96,11 +98,12 @@ class AlertmanagerConfig(StrictModel):
     queue_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     basic_auth: BasicAuth | None = None
     bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
+    bearer_token_file: SecretFile | None = None
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     tls_insecure: bool = False
+    _ssl: ssl.SSLContext | bool = PrivateAttr(default=True)
 
     @field_validator("urls")
     @classmethod
@@ -127,6 +130,22 @@ class AlertmanagerConfig(StrictModel):
             raise ValueError("set basic_auth or a bearer token, not both")
         return self
 
+    @model_validator(mode="after")
+    def _load_tls(self) -> Self:
+        # Loaded now: a bad file is a config error at start, not a failed send at 3 a.m.
+        if self.tls_insecure:
+            self._ssl = False
+        elif self.ca_file is not None or self.cert_file is not None or self.key_file:
+            self._ssl = checked_context(
+                ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file
+            )
+        return self
+
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """The `ssl=` argument for requests to Alertmanager (True: the system's CAs)."""
+        return self._ssl
+
 
 class ApiConfig(StrictModel):
     """Who may read the operator API and the status page."""
@@ -134,21 +153,47 @@ class ApiConfig(StrictModel):
     # Bearer tokens; set them with VIGIL_API_TOKENS (comma-separated) or tokens_file
     # (one per line), not in this file. None configured: the API is open.
     tokens: list[SecretStr] = []
-    tokens_file: Path | None = None
+    tokens_file: SecretFile | None = None
     # Also require a token for /healthz, /readyz and /metrics.
     protect_probes: bool = False
 
     def all_tokens(self) -> frozenset[str]:
-        """Every accepted token, reading tokens_file.
-
-        Raises:
-            ConfigError: the file cannot be read.
-        """
+        """Every accepted token, from `tokens` and `tokens_file` (read with the config)."""
         tokens = {t.get_secret_value() for t in self.tokens if t.get_secret_value()}
         if self.tokens_file is not None:
-            text = read_secret_file(self.tokens_file, "api.tokens_file")
+            text = self.tokens_file.value.get_secret_value()
             tokens |= {line.strip() for line in text.splitlines() if line.strip()}
         return frozenset(tokens)
+
+
+class HttpConfig(StrictModel):
+    """Bounds on the HTTP listener, so slow or many clients cannot starve `/healthz`."""
+
+    # A new connection must send a complete request head within this long.
+    header_timeout: Duration = 10.0
+    # An idle keep-alive connection is closed after this long.
+    keepalive_timeout: Duration = 15.0
+    # Connections open at once, kept under the usual 1024 file descriptor limit. At the cap
+    # a new connection closes the oldest one still waiting for its request head, or is
+    # refused when none is; each is counted in vigil_http_connections_shed_total.
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 512
+
+
+class Limits(StrictModel):
+    """Caps on what publishers can make the aggregator hold; each is counted when hit.
+
+    Sized for a fleet with room to spare: a probe that reports made-up target names (a bug,
+    a bad config, stolen credentials) fills its region's share and stops there.
+    """
+
+    # Targets in all, and targets any one region may report.
+    max_targets: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
+    max_targets_per_region: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # Samples on /metrics from per-target series; targets past it (newest first) are left
+    # out and counted in vigil_metrics_targets_omitted.
+    max_series: Annotated[int, Field(ge=100, le=100_000_000)] = 1_000_000
+    # Distinct probe ids per region with a clock-skew series.
+    max_probes_per_region: Annotated[int, Field(ge=1, le=10_000)] = 64
 
 
 class AggregatorConfig(StrictModel):
@@ -162,6 +207,7 @@ class AggregatorConfig(StrictModel):
     # No urls: alerts go to the log, so a local run shows them.
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     api: ApiConfig = ApiConfig()
+    http: HttpConfig = HttpConfig()
     # Fixed, so the broker keeps this aggregator's session (and queues results) while it is down.
     client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
     # How long the broker keeps the session of an aggregator that does not come back.
@@ -184,6 +230,7 @@ class AggregatorConfig(StrictModel):
     forget_after: Duration = 3600.0
     # Recent results kept per (target, region) for the API's history and the sparklines.
     history: Annotated[int, Field(ge=0, le=500)] = 20
+    limits: Limits = Limits()
 
     @field_validator("regions")
     @classmethod

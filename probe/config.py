@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from runtime.config import (
     Duration,
@@ -18,8 +19,9 @@ from runtime.config import (
     parse_yaml,
     read_config_text,
 )
-from runtime.secrets import resolve_secret
-from wire.result import Name
+from runtime.secrets import SecretFile, resolve_secret
+from runtime.tls import checked_context
+from wire.result import MAX_PRESENCE_BYTES, Name
 
 
 class BodyAssertion(StrictModel):
@@ -42,7 +44,7 @@ class TargetConfig(StrictModel):
     version_path: str | None = "/api/system/version"
     version_field: Annotated[str, Field(min_length=1)] = "current"
     version_auth_header: SecretStr | None = None
-    version_auth_header_file: Path | None = None
+    version_auth_header_file: SecretFile | None = None
     interval: Duration = 10.0
     timeout: Duration = 5.0
     # Fast confirm: after a failed check, check again this soon (up to `confirm_retries`
@@ -54,10 +56,14 @@ class TargetConfig(StrictModel):
     latency_budget: Duration = 0.05
     tls_verify: bool = True
     ca_file: Path | None = None
+    _ssl: ssl.SSLContext | bool = PrivateAttr(default=True)
     headers: dict[str, str] = {}
     # Off by default: a fresh connection per check measures DNS, connect and TLS every time
     # and a dead listener cannot hide behind a pooled connection (blackbox_exporter does so).
     reuse_connections: bool = False
+    # Bytes of body the probe reads, after decompression; a larger body fails the check as
+    # `body_too_large` and reading stops there, so a decompression bomb costs nothing.
+    max_body: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
 
     @field_validator("url")
     @classmethod
@@ -82,6 +88,22 @@ class TargetConfig(StrictModel):
             raise ValueError("set version_auth_header or version_auth_header_file, not both")
         return self
 
+    @model_validator(mode="after")
+    def _load_tls(self) -> Self:
+        # Built now (shared by targets naming the same files), so a bad ca_file is a config
+        # error at start rather than a check that crashes every time.
+        if self.url.startswith("https:"):
+            if not self.tls_verify:
+                self._ssl = False
+            else:
+                self._ssl = checked_context(ca_file=self.ca_file)
+        return self
+
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """The `ssl=` argument for this target's requests (True: aiohttp's default)."""
+        return self._ssl
+
     @property
     def health_url(self) -> str:
         """Full URL of the health endpoint."""
@@ -93,16 +115,8 @@ class TargetConfig(StrictModel):
         return None if self.version_path is None else self.url + self.version_path
 
     def auth_header(self) -> str | None:
-        """The version endpoint's Authorization value, reading its file if configured.
-
-        Raises:
-            ConfigError: the file cannot be read.
-        """
-        return resolve_secret(
-            self.version_auth_header,
-            self.version_auth_header_file,
-            f"targets.{self.name}.version_auth_header_file",
-        )
+        """The version endpoint's Authorization value (a file is read at validation)."""
+        return resolve_secret(self.version_auth_header, self.version_auth_header_file)
 
 
 class ProbeConfig(StrictModel):
@@ -118,6 +132,10 @@ class ProbeConfig(StrictModel):
     max_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 1000
     # Results held while the broker is unreachable; the oldest is dropped beyond this.
     buffer_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    # Results the broker acknowledged this recently are sent again after a reconnect: a
+    # broker crash loses what it took since its last save to disk (autosave_interval, 30s in
+    # deploy/). Duplicates are dropped by the aggregator. null: off.
+    replay_window: Duration | None = 60.0
     # How long SIGTERM may take to finish checks, flush and say offline.
     shutdown_timeout: Duration = 10.0
 
@@ -130,6 +148,20 @@ class ProbeConfig(StrictModel):
                 raise ValueError(f"duplicate target name {target.name!r}")
             seen.add(target.name)
         return targets
+
+    @model_validator(mode="after")
+    def _presence_fits(self) -> Self:
+        # The presence record lists every target with its interval; the aggregator (and the
+        # brokers' maximum packet size) refuse one over MAX_PRESENCE_BYTES, which would leave
+        # this probe's region unjudgeable. Counted generously: name, interval, punctuation.
+        size = 512 + sum(len(t.name) + len(repr(t.interval)) + 6 for t in self.targets)
+        if size > MAX_PRESENCE_BYTES:
+            raise ValueError(
+                f"targets: {len(self.targets)} targets make a presence record of about "
+                f"{size} bytes, over the {MAX_PRESENCE_BYTES} a reader accepts; "
+                "split them across probes"
+            )
+        return self
 
 
 def parse_config(

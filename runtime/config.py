@@ -1,7 +1,10 @@
 """Config pieces both services spell the same way: durations, `mqtt:`, `listen:`, loading.
 
-`load_config`-style functions in each service do the file I/O and call `parse_yaml` here,
-which is pure: text and environment in, a validated frozen model or a `ConfigError` out.
+`load_config`-style functions in each service read the config file and call `parse_yaml`
+here: text and environment in, a validated frozen model or a `ConfigError` out. Validation
+also reads every file the config names (secret files, CA bundles, client certificates), so
+`--check-config` and start catch a missing or bad one, and a running service never reads
+them again.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -20,14 +23,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from runtime.errors import ConfigError
-from runtime.secrets import resolve_secret
-from runtime.tls import client_context
+from runtime.secrets import SecretFile, resolve_secret
+from runtime.tls import checked_context
 
 __all__ = ["ConfigError"]  # re-exported: config errors are raised from here
 
@@ -124,7 +129,7 @@ class MqttSettings(StrictModel):
     # Secrets come from the environment (VIGIL_MQTT_PASSWORD) or a file, never from YAML text
     # checked into a repository; SecretStr keeps them out of reprs and error messages.
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: SecretFile | None = None
     client_id: str | None = None
     protocol: Literal["auto", "5", "3.1.1"] = "auto"
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
@@ -133,6 +138,11 @@ class MqttSettings(StrictModel):
     key_file: Path | None = None
     tls_insecure: bool = False
     reconnect_max: Duration = 30.0
+    # The largest MQTT packet this client accepts, told to the broker on MQTT 5 (which then
+    # drops bigger ones for this client instead of sending them); on 3.1.1 only the broker's
+    # own max_packet_size (set in deploy/) protects. Room for the largest presence record.
+    max_packet_size: Annotated[int, Field(ge=4096, le=268_435_455)] = 1_048_576
+    _ssl: ssl.SSLContext | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
@@ -140,6 +150,18 @@ class MqttSettings(StrictModel):
         return check_url(
             value, ("mqtt", "mqtts"), "url must look like mqtt://host:1883 or mqtts://host:8883"
         )
+
+    @model_validator(mode="after")
+    def _load_tls(self) -> Self:
+        # Loaded now, so a bad file is a config error at start, not a crash at reconnect.
+        if self.tls:
+            self._ssl = checked_context(
+                ca_file=self.ca_file,
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                insecure=self.tls_insecure,
+            )
+        return self
 
     @property
     def host(self) -> str:
@@ -159,22 +181,11 @@ class MqttSettings(StrictModel):
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for an `mqtts://` broker, None for plain `mqtt://`."""
-        if not self.tls:
-            return None
-        return client_context(
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            insecure=self.tls_insecure,
-        )
+        return self._ssl
 
     def resolved_password(self) -> str | None:
-        """The password, reading `password_file` if one is set.
-
-        Raises:
-            ConfigError: the password file cannot be read.
-        """
-        return resolve_secret(self.password, self.password_file, "mqtt.password_file")
+        """The password, inline or from `password_file` (read when the config was loaded)."""
+        return resolve_secret(self.password, self.password_file)
 
 
 def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:

@@ -27,7 +27,6 @@ from aggregator.core.alerts import fingerprint
 from runtime.clock import rfc3339
 from runtime.retry import backoff
 from runtime.secrets import resolve_secret
-from runtime.tls import client_context
 
 log = logging.getLogger("vigil.aggregator.edges.alertmanager")
 
@@ -59,32 +58,19 @@ class RetryableError(Exception):
 
 
 def auth_headers(config: AlertmanagerConfig) -> dict[str, str]:
-    """The Authorization header for Alertmanager, reading secret files once.
-
-    Raises:
-        ConfigError: a secret file cannot be read.
-    """
+    """The Authorization header for Alertmanager (secret files were read with the config)."""
     if config.basic_auth is not None:
         ba = config.basic_auth
-        key = "alertmanager.basic_auth.password_file"
-        password = resolve_secret(ba.password, ba.password_file, key) or ""
+        password = resolve_secret(ba.password, ba.password_file) or ""
         token = base64.b64encode(f"{ba.username}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
-    bearer = resolve_secret(
-        config.bearer_token, config.bearer_token_file, "alertmanager.bearer_token_file"
-    )
+    bearer = resolve_secret(config.bearer_token, config.bearer_token_file)
     return {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
 
 
 def ssl_for(config: AlertmanagerConfig) -> ssl.SSLContext | bool:
-    """The `ssl=` argument for requests to Alertmanager."""
-    if config.tls_insecure:
-        return False
-    if config.ca_file is None and config.cert_file is None:
-        return True
-    return client_context(
-        ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file
-    )
+    """The `ssl=` argument for requests to Alertmanager (built with the config)."""
+    return config.ssl
 
 
 class PeerSender:
