@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime
 import logging
 import ssl
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -17,6 +19,8 @@ from aiohttp.abc import AbstractResolver
 
 from probe.config import TargetConfig
 from probe.verdict import (
+    BodyEncodingError,
+    BodyTooLargeError,
     Failure,
     Streak,
     classify_exception,
@@ -24,12 +28,10 @@ from probe.verdict import (
     parse_version,
     version_error_kind,
 )
-from runtime.tls import client_context
 from wire.result import ErrorKind, Phases, ProbeResult, VersionErrorKind
 
-# Health and version bodies are small JSON documents; reading more would let a broken or
-# hostile target cost the probe memory.
-MAX_BODY_BYTES = 64 * 1024
+# Bodies are read off the socket in pieces of at most this many bytes.
+READ_CHUNK = 16 * 1024
 
 log = logging.getLogger("vigil.probe")
 
@@ -50,7 +52,8 @@ class PhaseTimer:
     reused: bool = False
     # The connection's protocol, kept so the certificate can be read once TLS is up.
     protocol: Any = None
-    peercert: dict[str, Any] | None = None
+    # The leaf certificate as DER: present with and without verification.
+    peer_der: bytes | None = None
 
     def phases(self, tls: bool) -> Phases:
         """Phase durations in ms; None where the phase did not happen or was not seen."""
@@ -136,11 +139,13 @@ def _trace_config() -> aiohttp.TraceConfig:
             return
         timer.conn_end = time.perf_counter()
         # Read the certificate now: a small response completes and closes the connection
-        # before the caller regains control.
+        # before the caller regains control. The DER form, because the parsed dict is empty
+        # when verification is off, which is where expiry matters most.
         transport = getattr(timer.protocol, "transport", None)
-        cert = transport.get_extra_info("peercert") if transport is not None else None
-        if isinstance(cert, dict):
-            timer.peercert = cert
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+            der = tls.getpeercert(binary_form=True)
+            timer.peer_der = der if isinstance(der, bytes) else None
 
     async def reused(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
         timer = _timer_of(ctx)
@@ -167,6 +172,10 @@ def make_session(
     check measures the whole path a new user's request takes. `resolver` (aiohttp's public
     resolver interface; the system's by default) is the seam for tests: it sends any host
     name to a local server through this same connector, trace hooks and timings.
+
+    Bodies are not decompressed by aiohttp (its limit is 32 MiB per body): `read_body`
+    decompresses them itself and stops at the target's `max_body`. Only the encodings it
+    decodes are offered.
     """
     connector = TimedConnector(
         limit=0,
@@ -178,51 +187,204 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector,
         trace_configs=[_trace_config()],
-        auto_decompress=True,
+        auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": "vigil-probe/0.1"},
+        headers={"User-Agent": "vigil-probe/0.1", "Accept-Encoding": "gzip, deflate"},
     )
 
 
-def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
-    """The `ssl=` argument for a target's requests.
+class BodyDecoder:
+    """Decodes a body as it arrives and refuses to hold more than `limit` decoded bytes.
 
-    True (aiohttp's default) for plain http, False to skip verification, else a verifying
-    context; callers build it once, as loading a CA bundle costs tens of milliseconds.
+    Decompression is bounded per call (`max_length`), so a small bomb never expands past the
+    limit in memory, and the compressed input is bounded too, so a stream that decodes to
+    nothing (empty deflate blocks) cannot be read forever either.
+    """
+
+    def __init__(self, content_encoding: str, limit: int) -> None:
+        coding = content_encoding.strip().lower()
+        if coding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise BodyEncodingError(f"unsupported Content-Encoding {content_encoding[:40]!r}")
+        self.limit = limit
+        self.compressed = coding not in ("", "identity")
+        # Deflate's worst case adds 5 bytes per 64 KiB stored block, gzip a header and trailer
+        # of a few dozen bytes: a real compressed body is never much larger than its content.
+        self.encoded_limit = limit + limit // 64 + 1024 if self.compressed else limit
+        self._coding = coding
+        self._inflate: Any = None
+        if coding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        # deflate: zlib-wrapped by the RFC, raw from some servers; the first bytes tell.
+        self._head = b""
+        self._encoded = 0
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    @property
+    def complete(self) -> bool:
+        """True once a compressed stream has ended: nothing after it needs reading."""
+        return self._inflate is not None and bool(self._inflate.eof)
+
+    def _start_deflate(self, data: bytes) -> bytes:
+        self._head += data
+        if len(self._head) < 2:
+            return b""
+        cmf, flg = self._head[0], self._head[1]
+        zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+        data, self._head = self._head, b""
+        return data
+
+    def feed(self, data: bytes) -> None:
+        """Decode one piece of the body as sent.
+
+        Raises:
+            BodyTooLargeError: the body, sent or decoded, is larger than the limit.
+            BodyEncodingError: the data does not decode.
+        """
+        self._encoded += len(data)
+        if self._encoded > self.encoded_limit:
+            raise BodyTooLargeError(self.limit, encoded=self.compressed)
+        if not self.compressed:
+            self._keep(data)
+            return
+        if self._inflate is None:
+            data = self._start_deflate(data)
+        try:
+            while data and not self._inflate.eof:
+                # One byte over the limit is enough to know the body is too large.
+                self._keep(self._inflate.decompress(data, self.limit - self._size + 1))
+                data = self._inflate.unconsumed_tail
+        except zlib.error as exc:
+            raise BodyEncodingError(f"{self._coding} data does not decode: {exc}") from exc
+
+    def _keep(self, decoded: bytes) -> None:
+        self._size += len(decoded)
+        if self._size > self.limit:
+            raise BodyTooLargeError(self.limit)
+        self._parts.append(decoded)
+
+    def finish(self) -> bytes:
+        """The decoded body, once the body as sent has ended.
+
+        Raises:
+            BodyEncodingError: a compressed body ended before its stream did.
+        """
+        if self.compressed and not self.complete:
+            if self._encoded == 0:
+                return b""  # an empty body with a Content-Encoding header
+            raise BodyEncodingError(f"{self._coding} data is truncated")
+        return b"".join(self._parts)
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read and decode `resp`'s body, stopping as soon as it is known to exceed `limit`.
 
     Raises:
-        OSError, ssl.SSLError: the CA file cannot be loaded.
+        BodyTooLargeError: the decoded body (or the body as sent) is larger than `limit`.
+        BodyEncodingError: an unsupported Content-Encoding, or data that does not decode.
+        aiohttp.ClientError: the connection failed or the framing was bad.
     """
-    if not target.url.startswith("https:"):
-        return True
-    if not target.tls_verify:
-        return False
-    return client_context(ca_file=target.ca_file)
-
-
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < MAX_BODY_BYTES:
-        chunk = await resp.content.read(MAX_BODY_BYTES - size)
+    decoder = BodyDecoder(resp.headers.get("Content-Encoding", ""), limit)
+    if resp.content_length is not None and resp.content_length > decoder.encoded_limit:
+        # Announced too large: no need to read any of it.
+        raise BodyTooLargeError(limit, encoded=decoder.compressed)
+    while not decoder.complete:
+        chunk = await resp.content.read(READ_CHUNK)
         if not chunk:
             break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+        decoder.feed(chunk)
+    return decoder.finish()
 
 
-def cert_not_after(cert: dict[str, Any] | None) -> float | None:
-    """The leaf certificate's expiry as epoch seconds, when known.
-
-    With verification off Python hands back an empty dict: the expiry is not known then.
-    """
-    if not cert or "notAfter" not in cert:
+def _der_item(data: bytes, pos: int, end: int) -> tuple[int, int, int] | None:
+    """The DER item at `pos`: (tag, start of its contents, end of its contents), within `end`."""
+    if pos + 2 > end:
         return None
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        # 0x80 is BER's indefinite length, never DER; four bytes is far beyond a certificate.
+        if count == 0 or count > 4 or pos + count > end:
+            return None
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > end:
+        return None
+    return tag, pos, pos + length
+
+
+def _der_time(tag: int, raw: bytes) -> float | None:
+    # RFC 5280 4.1.2.5: UTCTime YYMMDDHHMMSSZ (years 1950-2049), GeneralizedTime
+    # YYYYMMDDHHMMSSZ; both in UTC with seconds and no fractions.
+    if tag == 0x17 and len(raw) == 13:
+        digits, year_len = raw[:12], 2
+    elif tag == 0x18 and len(raw) == 15:
+        digits, year_len = raw[:14], 4
+    else:
+        return None
+    if raw[-1:] != b"Z" or not digits.isdigit():
+        return None
+    text = digits.decode("ascii")
+    year = int(text[:year_len])
+    if year_len == 2:
+        year += 1900 if year >= 50 else 2000
+    rest = text[year_len:]
     try:
-        return float(ssl.cert_time_to_seconds(cert["notAfter"]))
+        moment = datetime.datetime(
+            year,
+            int(rest[0:2]),
+            int(rest[2:4]),
+            int(rest[4:6]),
+            int(rest[6:8]),
+            int(rest[8:10]),
+            tzinfo=datetime.UTC,
+        )
     except ValueError:
         return None
+    # The wire carries no time before 1970; a certificate that old is simply long expired.
+    return max(0.0, moment.timestamp())
+
+
+def cert_not_after(der: bytes | None) -> float | None:
+    """The expiry (notAfter) of a DER certificate as epoch seconds; None when unreadable.
+
+    A walk of RFC 5280's structure: Certificate, TBSCertificate, then past the optional
+    version, the serial number, the signature algorithm and the issuer to the Validity. It
+    reads the certificate whether or not it was verified, and returns None, never raises, on
+    anything that is not a well-formed certificate.
+    """
+    if not der:
+        return None
+    cert = _der_item(der, 0, len(der))
+    if cert is None or cert[0] != 0x30:
+        return None
+    tbs = _der_item(der, cert[1], cert[2])
+    if tbs is None or tbs[0] != 0x30:
+        return None
+    pos, end = tbs[1], tbs[2]
+    item = _der_item(der, pos, end)
+    if item is not None and item[0] == 0xA0:  # [0] EXPLICIT version
+        pos = item[2]
+    # serialNumber INTEGER, signature AlgorithmIdentifier, issuer Name.
+    for expected in (0x02, 0x30, 0x30):
+        item = _der_item(der, pos, end)
+        if item is None or item[0] != expected:
+            return None
+        pos = item[2]
+    validity = _der_item(der, pos, end)
+    if validity is None or validity[0] != 0x30:
+        return None
+    not_before = _der_item(der, validity[1], validity[2])
+    if not_before is None:
+        return None
+    not_after = _der_item(der, not_before[2], validity[2])
+    if not_after is None:
+        return None
+    return _der_time(not_after[0], der[not_after[1] : not_after[2]])
 
 
 @dataclass
@@ -276,22 +438,16 @@ class Checker:
         self._state: dict[str, TargetMemory] = {}
         # Identify the caller, so a target's logs (and the demo target) can tell regions apart.
         self._id_headers = {"X-Vigil-Region": region, "X-Vigil-Probe": probe_id}
-        self._ssl: dict[tuple[bool, bool, str], ssl.SSLContext | bool] = {}
         self._auth: dict[str, str | None] = {}
 
     def _session(self, target: TargetConfig) -> aiohttp.ClientSession:
         return self._pooled if target.reuse_connections else self._fresh
 
-    def _ssl_for(self, target: TargetConfig) -> ssl.SSLContext | bool:
-        # Shared by every target with the same TLS settings; never built inside a timed span.
-        key = (target.url.startswith("https:"), target.tls_verify, str(target.ca_file))
-        if key not in self._ssl:
-            self._ssl[key] = ssl_context_for(target)
-        return self._ssl[key]
-
     async def health(self, target: TargetConfig) -> HealthOutcome:
         """GET the health endpoint once and judge it."""
-        tls = self._ssl_for(target)
+        # Built once when the config was loaded (shared by targets with the same files), so
+        # never inside a timed span and never failing here.
+        tls = target.ssl
         timer = PhaseTimer()
         started_at = self._wall()
         timer.start = time.perf_counter()
@@ -309,7 +465,13 @@ class Checker:
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     status = resp.status
-                    body = await _read_capped(resp)
+                    try:
+                        body = await read_body(resp, target.max_body)
+                    except (BodyTooLargeError, BodyEncodingError):
+                        # A wrong status says more than the page that came with it.
+                        if status == target.expected_status:
+                            raise
+                        body = b""
                     timer.done = time.perf_counter()
             body_rule = target.body
             failure = judge_health(
@@ -330,7 +492,7 @@ class Checker:
             status_code=status,
             failure=failure,
             phases=timer.phases(tls=target.health_url.startswith("https:")),
-            tls_not_after=cert_not_after(timer.peercert),
+            tls_not_after=cert_not_after(timer.peer_der),
         )
 
     async def version(
@@ -354,13 +516,15 @@ class Checker:
                 async with self._session(target).get(
                     url,
                     headers=headers,
-                    ssl=self._ssl_for(target),
+                    ssl=target.ssl,
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     if resp.status == 304 and cache.version is not None:
                         return cache.version, None
-                    body = await _read_capped(resp)
+                    # Only a success's body is read: a 401 is `auth` whatever page comes with it.
+                    ok = 200 <= resp.status < 300
+                    body = await read_body(resp, target.max_body) if ok else b""
                     version, error = parse_version(resp.status, body, target.version_field)
                     if version is not None:
                         cache.version = version

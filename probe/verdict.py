@@ -9,8 +9,22 @@ import ssl
 from typing import NamedTuple
 
 import aiohttp
+from aiohttp import http_exceptions
 
 from wire.result import MAX_ERROR_CHARS, MAX_STREAK, MAX_VERSION_CHARS, ErrorKind, VersionErrorKind
+
+
+class BodyTooLargeError(Exception):
+    """The body is larger than the target's `max_body`; reading stopped there."""
+
+    def __init__(self, limit: int, *, encoded: bool = False) -> None:
+        self.limit = limit
+        how = "as sent" if encoded else "decompressed"
+        super().__init__(f"body larger than max_body ({limit} bytes {how}); reading stopped")
+
+
+class BodyEncodingError(Exception):
+    """The body's Content-Encoding is unsupported, or its data does not decode."""
 
 
 class Failure(NamedTuple):
@@ -41,12 +55,64 @@ def _describe(exc: BaseException) -> str:
     return short(detail)
 
 
+def _parse_detail(message: str) -> str:
+    # aiohttp's parser messages quote the bad line and point at it with a caret line.
+    lines = [line for line in message.splitlines() if line.strip() not in ("", "^")]
+    return " ".join(lines) or "malformed response"
+
+
+def _parse_failure(exc: BaseException) -> Failure | None:
+    """The failure when aiohttp's parser rejected the answer or the body was cut short.
+
+    aiohttp reports its own parse errors as `400, message: ...` (a ClientResponseError with
+    status 400 from the status line or headers; a ClientPayloadError caused by a framing or
+    encoding error from the body), which reads as if the server had answered 400. A body cut
+    short by the connection closing is a network failure, not a parse error: `connect`.
+    """
+    if isinstance(exc, BodyEncodingError):
+        return Failure(ErrorKind.PROTOCOL, short(f"probe could not decode the body: {exc}"))
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # The probe never calls raise_for_status: this is the status line or a header.
+        return Failure(
+            ErrorKind.PROTOCOL,
+            short(f"probe could not parse the response: {_parse_detail(exc.message)}"),
+        )
+    cause = exc.__cause__
+    if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(
+        cause, http_exceptions.HttpProcessingError
+    ):
+        cut_short = isinstance(cause, http_exceptions.ContentLengthError) or (
+            # Raised at end of stream: the same class as a malformed chunk, told apart by text.
+            isinstance(cause, http_exceptions.TransferEncodingError)
+            and cause.message.startswith("Not enough data")
+        )
+        if cut_short:
+            detail = _parse_detail(cause.message)
+            return Failure(
+                ErrorKind.CONNECT,
+                short(f"connection closed before the whole body arrived ({detail})"),
+            )
+        return Failure(
+            ErrorKind.PROTOCOL,
+            short(f"probe could not parse the body: {_parse_detail(cause.message)}"),
+        )
+    if isinstance(exc, http_exceptions.HttpProcessingError):
+        return Failure(
+            ErrorKind.PROTOCOL,
+            short(f"probe could not parse the response: {_parse_detail(exc.message)}"),
+        )
+    return None
+
+
 def classify_exception(exc: BaseException) -> Failure:
     """Map an exception from a check to exactly one error kind.
 
-    Order matters: aiohttp's TLS and DNS errors are subclasses of its connect error, and its
-    timeouts are subclasses of both `asyncio.TimeoutError` and `aiohttp.ClientError`.
+    Order matters: aiohttp's TLS and DNS errors are subclasses of its connect error, its
+    timeouts are subclasses of both `asyncio.TimeoutError` and `aiohttp.ClientError`, and
+    its parse errors are client errors too, classified by where they happened.
     """
+    if isinstance(exc, BodyTooLargeError):
+        return Failure(ErrorKind.BODY_TOO_LARGE, short(str(exc)))
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Failure(ErrorKind.TIMEOUT, short(f"timed out: {exc}" if str(exc) else "timed out"))
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
@@ -59,8 +125,11 @@ def classify_exception(exc: BaseException) -> Failure:
         return Failure(ErrorKind.DNS, _describe(exc))
     if isinstance(exc, socket.gaierror):
         return Failure(ErrorKind.DNS, _describe(exc))
+    parse = _parse_failure(exc)
+    if parse is not None:
+        return parse
     if isinstance(exc, aiohttp.ClientError | ConnectionError | OSError):
-        # Refused, reset, disconnected mid-response, broken payload: the network path failed.
+        # Refused, reset, disconnected before or during the answer: the network path failed.
         return Failure(ErrorKind.CONNECT, _describe(exc))
     return Failure(ErrorKind.INTERNAL, short(f"{type(exc).__name__}: {exc}"))
 
@@ -145,8 +214,17 @@ def parse_version(
     return None, VersionErrorKind.INVALID_BODY
 
 
+# Health kinds with no version counterpart: the answer came but could not be used.
+_VERSION_KIND = {
+    ErrorKind.PROTOCOL: VersionErrorKind.INVALID_BODY,
+    ErrorKind.BODY_TOO_LARGE: VersionErrorKind.INVALID_BODY,
+}
+
+
 def version_error_kind(failure: Failure) -> VersionErrorKind:
     """The version check's kind for a transport failure of the version request."""
+    if failure.kind in _VERSION_KIND:
+        return _VERSION_KIND[failure.kind]
     try:
         return VersionErrorKind(failure.kind.value)
     except ValueError:

@@ -23,6 +23,12 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 MAX_ERROR_CHARS = 256
 MAX_VERSION_CHARS = 64
+
+# The largest payloads a reader accepts: a result or a state record (a few hundred bytes in
+# practice), and a presence record, which lists every target of a probe (about 11,000 at
+# the longest names). The brokers' and clients' maximum packet size (1 MiB) fits both.
+MAX_RESULT_BYTES = 64 * 1024
+MAX_PRESENCE_BYTES = 1000 * 1024
 # A year of milliseconds: anything larger is a clock or unit bug, not a slow check.
 MAX_DURATION_MS = 365 * 24 * 3600 * 1000.0
 # 2100-01-01T00:00:00Z: epoch seconds beyond this are a unit bug (milliseconds sent as seconds).
@@ -49,7 +55,13 @@ class ErrorKind(enum.StrEnum):
     DNS = "dns"
     CONNECT = "connect"
     TLS = "tls"
+    # The server answered, but the probe could not parse the answer: a malformed status line
+    # or header, bad chunked framing, an undecodable or unsupported Content-Encoding.
+    PROTOCOL = "protocol"
     HTTP_STATUS = "http_status"
+    # The body, decompressed, is larger than the target's `max_body`: the probe stopped
+    # reading there (a decompression bomb, or a page too big to be a health answer).
+    BODY_TOO_LARGE = "body_too_large"
     BODY_MISMATCH = "body_mismatch"
     INVALID_BODY = "invalid_body"
     INTERNAL = "internal"

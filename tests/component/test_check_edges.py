@@ -21,7 +21,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 from yarl import URL
 
-from probe.check import MAX_BODY_BYTES, Checker
+from probe.check import Checker
 from probe.config import TargetConfig
 from tests.component.conftest import StaticResolver, injected_checker
 from tests.conftest import Serve
@@ -139,11 +139,12 @@ async def test_through_the_injected_session(checker: Checker, script: Script) ->
 
 
 async def test_oversized_body_is_capped(checker: Checker, script: Script) -> None:
-    """A huge health body is read only up to the cap and judged on that."""
-    script.on(HEALTH_PATH, reply(body=b"x" * (MAX_BODY_BYTES * 4)))
+    """A health body over max_body is `body_too_large`, with the status it came with."""
+    script.on(HEALTH_PATH, reply(body=b"x" * (TARGET.max_body * 4)))
     script.on(VERSION_PATH, reply(json={"current": "1"}))
     result = await checker.run(TARGET, time.time())
-    assert result.error_kind is ErrorKind.INVALID_BODY
+    assert result.error_kind is ErrorKind.BODY_TOO_LARGE
+    assert result.status_code == 200
     assert result.version == "1"
 
 
