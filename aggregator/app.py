@@ -28,12 +28,17 @@ from aggregator.edges.http import Deps, make_app
 from aggregator.edges.mqtt import StateOutbox, Subscriber
 from aggregator.metrics import AggregatorMetrics
 from runtime.config import parse_listen
-from runtime.http import serve
-from runtime.service import until_stopped_or_crashed
+from runtime.http import ConnectionLimits, serve
+from runtime.service import finish_within, until_stopped_or_crashed
 
 log = logging.getLogger("vigil.aggregator")
 
 TICK_SECONDS = 1.0
+
+# How long a stop may take, SIGTERM to exit. The aggregator has nothing to flush (its state
+# is retained at the broker), so this only bounds the broker's goodbye and the requests in
+# flight, which answer in milliseconds; a client that reads or sends slowly is cut off.
+SHUTDOWN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -150,9 +155,11 @@ def build(
         default_interval=config.default_interval,
         forget_after=config.forget_after,
         max_clock_skew=config.max_clock_skew,
+        max_targets=config.limits.max_targets,
+        max_targets_per_region=config.limits.max_targets_per_region,
     )
     store = SeriesStore(config.history)
-    metrics = AggregatorMetrics(registry, engine, store, clock)
+    metrics = AggregatorMetrics(registry, engine, store, clock, max_series=config.limits.max_series)
     senders = alert_senders(config, session, metrics) if session is not None else []
     if senders:
         send_alerts = fan_out(senders)
@@ -173,6 +180,7 @@ def build(
             # Long enough for the probes to reconnect too (their reconnect backoff is capped
             # at 30 s by default) and be heard from: their reconnect cap plus two intervals.
             reconnect_grace=30.0 + 2 * config.default_interval,
+            max_probes_per_region=config.limits.max_probes_per_region,
         ),
         engine=engine,
         store=store,
@@ -220,7 +228,14 @@ async def run_aggregator(
             subscribe_timeout=config.subscribe_timeout,
             on_connected=agg.pipeline.set_connected,
         )
-        runner, host, bound = await serve(make_app(agg.http_deps()), config.listen)
+        limits = ConnectionLimits(
+            header_timeout=config.http.header_timeout,
+            keepalive_timeout=config.http.keepalive_timeout,
+            max_connections=config.http.max_connections,
+        )
+        runner, host, bound = await serve(
+            make_app(agg.http_deps()), config.listen, limits, agg.metrics.connection_shed
+        )
         on_listening(bound)
         log.info(
             "aggregator_started",
@@ -242,13 +257,16 @@ async def run_aggregator(
         tasks = [asyncio.create_task(subscriber.run()), asyncio.create_task(ticking())]
         tasks += [asyncio.create_task(sender.run()) for sender in agg.senders]
         code = await until_stopped_or_crashed(stop, tasks, log)
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
         log.info("aggregator_stopping")
         for task in tasks:
             task.cancel()
         for task in tasks:
             # A crashed task's error was logged by until_stopped_or_crashed.
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await task
-        await runner.cleanup()
+                # Disconnecting waits for a broker that may be frozen: bounded.
+                await finish_within(deadline - time.monotonic(), task, task.get_name())
+        # Requests in flight get what is left; a slow client must not hold the exit.
+        await finish_within(deadline - time.monotonic(), runner.cleanup(), "http_cleanup")
     log.info("aggregator_stopped")
     return code

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from aggregator.core.history import LATENCY_BUCKETS, SeriesStore
 from aggregator.core.rules import Engine, OnTargetError
+from runtime.logs import Throttle
 from wire.state import Verdict
 
 log = logging.getLogger("vigil.aggregator")
@@ -38,11 +39,22 @@ class EngineCollector(Collector):
         store: SeriesStore,
         on_error: OnTargetError | None = None,
         clock: Callable[[], float] = time.time,
+        max_series: int | None = None,
     ) -> None:
         self._engine = engine
         self._store = store
         self._on_error = on_error
         self._clock = clock
+        self._max_series = max_series
+        self._log_omitted = Throttle(60.0)
+
+    def _samples(self, name: str, regions: int) -> int:
+        """How many samples a target's series add: its own, each region's, its history's."""
+        per_pair = [
+            len(LATENCY_BUCKETS) + 3 + len(s.outcomes)
+            for s in self._store.series.get(name, {}).values()
+        ]
+        return 4 + len(Verdict) + 5 * regions + sum(per_pair)
 
     def collect(self) -> Iterator[Metric]:
         """Yield every engine-derived family."""
@@ -86,8 +98,20 @@ class EngineCollector(Collector):
             "When the region's latest check started.",
             labels=["target", "region"],
         )
+        exported: set[str] = set()
+        budget = self._max_series
+        omitted = 0
         for state in e.snapshots():
             name = state.name
+            if budget is not None:
+                # Oldest targets first (the engine keeps arrival order): a flood of new
+                # names is what gets left out, not the fleet that was there before it.
+                cost = self._samples(name, len(state.regions))
+                if cost > budget:
+                    omitted += 1
+                    continue
+                budget -= cost
+            exported.add(name)
             try:
                 if state.evaluation is not None:
                     if state.verdict is not Verdict.UNKNOWN:
@@ -131,6 +155,8 @@ class EngineCollector(Collector):
             labels=["target", "region", "outcome"],
         )
         for name, by_region in self._store.series.items():
+            if name not in exported:
+                continue
             for region, s in by_region.items():
                 cumulative, buckets = 0, []
                 for bound, count in zip(LATENCY_BUCKETS, s.buckets, strict=False):
@@ -144,6 +170,30 @@ class EngineCollector(Collector):
         yield latency
         yield results
 
+        held = GaugeMetricFamily("vigil_targets", "Targets the aggregator holds.")
+        held.add_metric([], float(len(e)))
+        yield held
+        refused = CounterMetricFamily(
+            "vigil_targets_refused",
+            "Target reports refused by limits.max_targets or max_targets_per_region, by region "
+            '("" for state records).',
+            labels=["region"],
+        )
+        for region, n in sorted(e.refused.items()):
+            refused.add_metric([region], float(n))
+        yield refused
+        left_out = GaugeMetricFamily(
+            "vigil_metrics_targets_omitted",
+            "Targets whose series were left out of this scrape by limits.max_series.",
+        )
+        left_out.add_metric([], float(omitted))
+        yield left_out
+        if omitted and self._log_omitted.ready("series"):
+            log.warning(
+                "metrics_series_capped",
+                extra={"omitted_targets": omitted, "max_series": self._max_series},
+            )
+
 
 class AggregatorMetrics:
     """The aggregator's own counters, plus the engine collector."""
@@ -154,7 +204,10 @@ class AggregatorMetrics:
         engine: Engine,
         store: SeriesStore,
         clock: Callable[[], float] = time.time,
+        *,
+        max_series: int | None = None,
     ) -> None:
+        self._log_failed = Throttle(60.0)
         self.received = Counter(
             "vigil_results_received",
             "Result messages received, by region of the topic.",
@@ -221,12 +274,28 @@ class AggregatorMetrics:
             ["stage"],
             registry=registry,
         )
-        registry.register(EngineCollector(engine, store, self._metrics_failed, clock))
+        registry.register(
+            EngineCollector(engine, store, self._metrics_failed, clock, max_series=max_series)
+        )
+        self.http_shed = Counter(
+            "vigil_http_connections_shed",
+            "Connections the HTTP listener closed: header_timeout (no complete request head in "
+            "time), evicted (oldest still waiting for its head, at max_connections) or refused "
+            "(at max_connections with none waiting).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("header_timeout", "evicted", "refused"):
+            self.http_shed.labels(reason)
         self.ready = Gauge(
             "vigil_aggregator_ready",
             "1 once retained state is loaded and verdicts are live.",
             registry=registry,
         )
+
+    def connection_shed(self, reason: str) -> None:
+        """Count a connection the HTTP listener closed, by reason."""
+        self.http_shed.labels(reason).inc()
 
     def _metrics_failed(self, target: str, exc: Exception) -> None:
         self._failed("metrics", target, exc)
@@ -237,4 +306,8 @@ class AggregatorMetrics:
 
     def _failed(self, stage: str, target: str, exc: Exception) -> None:
         self.evaluation_errors.labels(stage).inc()
-        log.error("evaluation_failed", extra={"stage": stage, "target": target, "error": repr(exc)})
+        # Every scrape or page load would log it again: once a minute per stage and target.
+        if self._log_failed.ready(f"{stage}/{target}"):
+            log.error(
+                "evaluation_failed", extra={"stage": stage, "target": target, "error": repr(exc)}
+            )

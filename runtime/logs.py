@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import IO
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -59,3 +60,26 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     root.setLevel(level.upper())
     # paho logs every packet at DEBUG and reconnect noise at WARNING; Vigil logs its own events.
     logging.getLogger("mqtt").setLevel(logging.ERROR)
+
+
+class Throttle:
+    """Says whether a keyed event may be logged again: at most once per `every` seconds.
+
+    For anything an outsider can repeat (a refused target, a rejected message, a failing
+    target): the first occurrence is logged, the rest are counted in metrics only. Keys come
+    from bounded sets (reasons, regions, capped target names).
+    """
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        """True (and the key's window restarts) when `key` was not logged in the last window."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            return False
+        self._last[key] = now
+        return True

@@ -57,9 +57,12 @@ def make_client(
     v311 = protocol == V311
     persistent = session_expiry is not None
     properties = None
-    if persistent and not v311:
+    if not v311:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
-        properties.SessionExpiryInterval = int(min(session_expiry or 0, 2**32 - 1))
+        # A 100 MiB publish must not be read whole by a client that wants at most 64 KiB.
+        properties.MaximumPacketSize = settings.max_packet_size
+        if persistent:
+            properties.SessionExpiryInterval = int(min(session_expiry or 0, 2**32 - 1))
     return aiomqtt.Client(
         settings.host,
         settings.port,

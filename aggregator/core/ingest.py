@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from wire.result import Presence, ProbeResult
+from wire.result import MAX_PRESENCE_BYTES, MAX_RESULT_BYTES, Presence, ProbeResult
 from wire.state import StateRecord
 from wire.topics import (
     Kind,
@@ -21,8 +21,6 @@ from wire.topics import (
     parse_state_topic,
     topic_kind,
 )
-
-MAX_PAYLOAD_BYTES = 64 * 1024
 
 
 class Reason(enum.StrEnum):
@@ -80,9 +78,10 @@ def decode(
     A result stamped more than `max_skew` ahead of `now` or that started more than `max_age`
     ago is rejected: a broken clock, or news too old to judge by.
     """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
     kind = topic_kind(topic)
+    limit = MAX_PRESENCE_BYTES if kind is Kind.PRESENCE else MAX_RESULT_BYTES
+    if len(payload) > limit:
+        return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
     try:
         if kind is Kind.RESULT:
             region, target = parse_result_topic(topic)

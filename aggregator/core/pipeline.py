@@ -26,6 +26,7 @@ from aggregator.core.rules import (
     Transition,
 )
 from aggregator.metrics import AggregatorMetrics
+from runtime.logs import Throttle
 from wire.result import Presence, ProbeResult
 from wire.topics import state_topic
 
@@ -77,6 +78,8 @@ class PipelineSettings:
     max_result_age: float = float("inf")
     # After a reconnect, how long staleness stays held while the backlog comes in.
     reconnect_grace: float = 20.0
+    # Distinct probe ids per region given a clock-skew series.
+    max_probes_per_region: int = 64
 
 
 class Pipeline:
@@ -110,8 +113,11 @@ class Pipeline:
         self._on_transitions = on_transitions
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
-        self._rejections_logged: dict[str, float] = {}
-        self._errors_logged: dict[str, float] = {}
+        # A hostile publisher must not turn into a log flood.
+        self._rejections_logged = Throttle(1.0)
+        self._errors_logged = Throttle(60.0)
+        self._refusals_logged = Throttle(60.0)
+        self._skew_probes: dict[str, set[str]] = {}
 
     # -- input ----------------------------------------------------------------------------
 
@@ -136,10 +142,12 @@ class Pipeline:
             if not retain:
                 # Only live results say something about the probe's clock; retained and
                 # queued ones are late by design.
-                skew = now - decoded.ended_at
-                self._metrics.clock_skew.labels(decoded.region, decoded.probe_id).set(skew)
+                self._clock_skew(decoded, now - decoded.ended_at)
             try:
                 applied = self._engine.apply_result(decoded, now)
+                if applied is Applied.REFUSED:
+                    self._refused(decoded.region, decoded.target)
+                    return
                 if applied is not Applied.APPLIED:
                     self._metrics.ignored.labels(applied.value).inc()
                     return
@@ -152,7 +160,10 @@ class Pipeline:
                 return
             self._emit(transitions, now)
         elif isinstance(decoded, Presence):
+            refused = self._engine.refused[decoded.region]
             transitions = self._engine.apply_presence(decoded, now)
+            if self._engine.refused[decoded.region] > refused:
+                self._refused(decoded.region, None)
             if self._readiness.loaded:
                 self._emit(transitions, now)
         elif not self._readiness.loaded:
@@ -160,14 +171,34 @@ class Pipeline:
             # records describe the same results this process already judged.
             self._engine.restore(decoded)
 
+    def _clock_skew(self, result: ProbeResult, skew: float) -> None:
+        # Bounded: a region's credentials could otherwise mint a series per made-up probe id.
+        seen = self._skew_probes.setdefault(result.region, set())
+        if result.probe_id not in seen:
+            if len(seen) >= self._settings.max_probes_per_region:
+                return
+            seen.add(result.probe_id)
+        self._metrics.clock_skew.labels(result.region, result.probe_id).set(skew)
+
+    def _refused(self, region: str, target: str | None) -> None:
+        # Counted by the engine (vigil_targets_refused_total); said once a minute per region.
+        if self._refusals_logged.ready(region):
+            log.warning(
+                "targets_refused",
+                extra={
+                    "region": region,
+                    "target": None if target is None else target[:200],
+                    "region_targets": self._engine.targets_in(region),
+                    "targets": len(self._engine),
+                    "reason": "max_targets or max_targets_per_region reached (limits:)",
+                },
+            )
+
     def _target_failed(self, stage: Stage) -> OnTargetError:
         def failed(target: str, exc: Exception) -> None:
             self._metrics.evaluation_errors.labels(stage.value).inc()
-            now = time.monotonic()
-            key = f"{stage}/{target}"
             # One line per stage and target per minute: a bug must be seen, not flood the log.
-            if now - self._errors_logged.get(key, -1e9) >= 60.0:
-                self._errors_logged[key] = now
+            if self._errors_logged.ready(f"{stage}/{target}"):
                 log.error(
                     "evaluation_failed",
                     extra={"stage": stage.value, "target": target, "error": repr(exc)},
@@ -178,10 +209,7 @@ class Pipeline:
 
     def _reject(self, topic: str, rejected: Rejected) -> None:
         self._metrics.rejected.labels(rejected.reason.value).inc()
-        now = time.monotonic()
-        # A hostile publisher must not turn into a log flood: one line per reason per second.
-        if now - self._rejections_logged.get(rejected.reason, -1e9) >= 1.0:
-            self._rejections_logged[rejected.reason] = now
+        if self._rejections_logged.ready(rejected.reason):
             log.warning(
                 "message_rejected",
                 extra={

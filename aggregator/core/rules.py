@@ -13,6 +13,7 @@ fresh), `degraded` when some are failing, `up` when none is and enough are fresh
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ class Applied(enum.StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     OLDER = "older"
+    # A new target (or a region new to it) beyond `max_targets`/`max_targets_per_region`.
+    REFUSED = "refused"
 
 
 def next_failing(prior: bool, failures: int, successes: int, rule: Rule) -> bool:
@@ -286,8 +289,18 @@ class Engine:
         default_interval: float,
         forget_after: float,
         max_clock_skew: float = 30.0,
+        max_targets: int | None = None,
+        max_targets_per_region: int | None = None,
     ) -> None:
         self.regions = tuple(regions)
+        # Caps, so a flood of made-up target names (a broken or hostile probe) cannot grow
+        # memory, /metrics and the page without bound. None: no cap.
+        self._max_targets = max_targets
+        self._max_per_region = max_targets_per_region
+        # How many targets each region reports (has a view of, or lists in its presence).
+        self._per_region: collections.Counter[str] = collections.Counter()
+        # Targets refused by the caps, by region ("" for state records), for the metrics.
+        self.refused: collections.Counter[str] = collections.Counter()
         self._max_clock_skew = max_clock_skew
         # When the aggregator could first have heard anything: silence counts from here.
         self._listening_since: float | None = None
@@ -302,11 +315,33 @@ class Engine:
         self._targets: dict[str, TargetState] = {}
         self._probes: dict[tuple[str, str], ProbeState] = {}
 
-    def _target(self, name: str, now: float) -> TargetState:
+    def _target(self, name: str, now: float, region: str | None) -> TargetState | None:
+        """The target's state, created if the caps allow; None (counted) when refused.
+
+        `region`: the region about to report this target (it will hold a view of it or
+        expect it), which counts against that region's cap the first time.
+        """
         state = self._targets.get(name)
+        joins = region is not None and (
+            state is None or (region not in state.regions and region not in state.expected)
+        )
+        if joins and region is not None:
+            cap = self._max_per_region
+            if cap is not None and self._per_region[region] >= cap:
+                self.refused[region] += 1
+                return None
         if state is None:
+            if self._max_targets is not None and len(self._targets) >= self._max_targets:
+                self.refused[region or ""] += 1
+                return None
             state = self._targets[name] = TargetState(name=name, since=now, last_seen=now)
+        if joins and region is not None:
+            self._per_region[region] += 1
         return state
+
+    def targets_in(self, region: str) -> int:
+        """How many targets `region` reports, as counted against its cap."""
+        return self._per_region[region]
 
     # -- read-only snapshot API, for views, alerts and metrics --------------------------------
 
@@ -412,7 +447,10 @@ class Engine:
 
         Does not evaluate the verdict: call `evaluate` (after a batch, or per result).
         """
-        state = self._target(r.target, now)
+        admitted = self._target(r.target, now, r.region)
+        if admitted is None:
+            return Applied.REFUSED
+        state = admitted
         view = state.regions.get(r.region)
         rule = self._rule_for(r.target)
         interval: float | None = None
@@ -520,7 +558,9 @@ class Engine:
             p.region, p.probe_id, p.boot_id, online, p.at, targets, received_at=now
         )
         for name in p.targets:
-            state = self._target(name, now)
+            state = self._target(name, now, p.region)
+            if state is None:
+                continue
             state.expected.add(p.region)
             state.last_seen = now
         was = None if old is None else old.online
@@ -545,8 +585,8 @@ class Engine:
         as results, so the outcome does not depend on whether the record or the region's
         retained result arrives first.
         """
-        state = self._target(record.target, record.since)
-        if state.evaluation is not None:
+        state = self._target(record.target, record.since, None)
+        if state is None or state.evaluation is not None:
             return
         state.verdict = record.verdict
         state.since = record.since
@@ -792,7 +832,9 @@ class Engine:
         """Drop targets nobody has reported for `forget_after`; returns their names."""
         gone = [n for n, s in self._targets.items() if now - s.last_seen > self._forget_after]
         for name in gone:
-            del self._targets[name]
+            state = self._targets.pop(name)
+            for region in state.regions.keys() | state.expected:
+                self._per_region[region] -= 1
         return gone
 
     def region_stale(self, region: str, now: float) -> bool:

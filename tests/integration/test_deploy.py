@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import re
 import shutil
@@ -135,30 +136,31 @@ async def test_broker_acl(deploy_broker: int) -> None:
     port = deploy_broker
     seen: list[str] = []
 
-    async def observe() -> None:
-        async with client(port, "aggregator") as watcher:
-            await watcher.subscribe("vigil/v1/results/#", qos=1)
-            await watcher.subscribe("vigil/v1/probes/#", qos=1)
-            await watcher.subscribe("vigil/v1/state/#", qos=1)
-            async for message in watcher.messages:
-                seen.append(str(message.topic))
+    async def observe(watcher: aiomqtt.Client) -> None:
+        async for message in watcher.messages:
+            seen.append(str(message.topic))
 
-    watching = asyncio.create_task(observe())
-    try:
-        await asyncio.sleep(0.5)
-        async with client(port, "probe-us-east") as probe:
-            await probe.publish("vigil/v1/results/eu-west/api", b"forged", qos=1)
-            await probe.publish("vigil/v1/probes/us-east/someone-else", b"forged", qos=1)
-            await probe.publish("vigil/v1/state/api", b"forged", qos=1)
-            await probe.publish("vigil/v1/results/us-east/api", b"allowed", qos=1)
-            await probe.publish("vigil/v1/probes/us-east/us-east-1", b"allowed", qos=1)
-        async with client(port, "aggregator") as aggregator:
+    # One connection per login (use_username_as_clientid): the aggregator watches and
+    # publishes on the same one.
+    async with client(port, "aggregator") as aggregator:
+        await aggregator.subscribe("vigil/v1/results/#", qos=1)
+        await aggregator.subscribe("vigil/v1/probes/#", qos=1)
+        await aggregator.subscribe("vigil/v1/state/#", qos=1)
+        watching = asyncio.create_task(observe(aggregator))
+        try:
+            async with client(port, "probe-us-east") as probe:
+                await probe.publish("vigil/v1/results/eu-west/api", b"forged", qos=1)
+                await probe.publish("vigil/v1/probes/us-east/someone-else", b"forged", qos=1)
+                await probe.publish("vigil/v1/state/api", b"forged", qos=1)
+                await probe.publish("vigil/v1/results/us-east/api", b"allowed", qos=1)
+                await probe.publish("vigil/v1/probes/us-east/us-east-1", b"allowed", qos=1)
+            await wait_until(lambda: len(seen) >= 2, what="the probe's allowed publishes")
             await aggregator.publish("vigil/v1/results/us-east/api", b"forged", qos=1)
             await aggregator.publish("vigil/v1/state/api", b"allowed", qos=1)
-        await wait_until(lambda: "vigil/v1/state/api" in seen, what="the allowed publishes")
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
+            await wait_until(lambda: "vigil/v1/state/api" in seen, what="the allowed publishes")
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
     # Same publishers, same order: anything refused would have arrived before what followed it.
     assert seen == [
         "vigil/v1/results/us-east/api",
@@ -169,6 +171,73 @@ async def test_broker_acl(deploy_broker: int) -> None:
         with pytest.raises(aiomqtt.MqttError):
             async with client(port, user, password):
                 pass
+
+
+async def collect(client: aiomqtt.Client, count: int, limit: float = 10.0) -> list[bytes]:
+    """Up to `count` messages, or what came within `limit` seconds."""
+    got: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            async for message in client.messages:
+                got.append(bytes(message.payload))
+                if len(got) == count:
+                    break
+    return got
+
+
+def v311(port: int, user: str, identifier: str, *, clean: bool) -> aiomqtt.Client:
+    """An MQTT 3.1.1 client of `user` asking for the client id `identifier`."""
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        username=user,
+        password=PASSWORDS[user],
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        clean_session=clean,
+    )
+
+
+def aggregator_session(port: int) -> aiomqtt.Client:
+    """The aggregator as it connects: its client id, a persistent session."""
+    return v311(port, "aggregator", "vigil-aggregator", clean=False)
+
+
+async def test_a_probe_login_cannot_take_the_aggregators_session(deploy_broker: int) -> None:
+    """A probe's credentials with the aggregator's client id: the queued results survive.
+
+    Without `use_username_as_clientid`, the impostor's clean session replaced the
+    aggregator's and the 5 results queued for it were gone (0 of 5 arrived).
+    """
+    port = deploy_broker
+    async with aggregator_session(port) as aggregator:
+        await aggregator.subscribe("vigil/v1/results/#", qos=1)
+    async with client(port, "probe-us-east") as probe:
+        for i in range(5):
+            await probe.publish("vigil/v1/results/us-east/api", f"queued-{i}".encode(), qos=1)
+    impostor = v311(port, "probe-us-east", "vigil-aggregator", clean=True)
+    async with impostor:
+        pass
+    async with aggregator_session(port) as aggregator:
+        assert await collect(aggregator, 5) == [f"queued-{i}".encode() for i in range(5)]
+        # Online, the real aggregator is not thrown off by another impostor either.
+        async with impostor:
+            async with client(port, "probe-us-east") as probe:
+                await probe.publish("vigil/v1/results/us-east/api", b"live", qos=1)
+            assert await collect(aggregator, 1) == [b"live"]
+
+
+async def test_an_oversized_publish_is_refused_by_the_broker(deploy_broker: int) -> None:
+    """2 MiB from a probe login: the broker drops the probe, no subscriber ever gets it."""
+    port = deploy_broker
+    async with aggregator_session(port) as aggregator:
+        await aggregator.subscribe("vigil/v1/results/#", qos=1)
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with client(port, "probe-us-east") as probe:
+                await probe.publish("vigil/v1/results/us-east/api", b"x" * (2 << 20), qos=1)
+        async with client(port, "probe-us-east") as probe:
+            await probe.publish("vigil/v1/results/us-east/api", b"after", qos=1)
+        assert await collect(aggregator, 1) == [b"after"]
 
 
 @pytest.fixture
@@ -191,9 +260,14 @@ def tls_deploy_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     text = re.sub(r"^listener 1883$", f"listener {free_port()} 127.0.0.1", text, flags=re.M)
     # Switch the documented TLS example on, as an operator would.
     text = re.sub(r"^#listener 8883$", f"listener {port} 127.0.0.1", text, flags=re.M)
-    text = re.sub(r"^#(cafile|certfile|keyfile|tls_version) ", r"\1 ", text, flags=re.M)
+    text = re.sub(
+        r"^#(cafile|certfile|keyfile|tls_version|use_username_as_clientid) ",
+        r"\1 ",
+        text,
+        flags=re.M,
+    )
     text = text.replace("/mosquitto/certs/", f"{tmp_path}/")
-    assert f"listener {port} 127.0.0.1\ncafile {tmp_path}/ca.crt" in text
+    assert f"listener {port} 127.0.0.1\nuse_username_as_clientid true\ncafile" in text
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text + f"user {getpass.getuser()}\nlog_dest file {tmp_path}/broker.log\n")
     binary = mosquitto_binary()

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from aggregator.core.ingest import MAX_PAYLOAD_BYTES, Reason, Rejected, decode
+from aggregator.core.ingest import Reason, Rejected, decode
 from tests.rulekit import REGIONS, T0, RegionProbe
-from wire.result import Presence, ProbeResult
+from wire.result import MAX_PRESENCE_BYTES, MAX_RESULT_BYTES, Presence, ProbeResult
 from wire.state import StateRecord, Verdict
 
 NOW = T0 + 100
@@ -37,7 +37,11 @@ def test_good_result_passes() -> None:
         (TOPIC, b"\x00\xffnot json", Reason.INVALID_JSON),
         (TOPIC, b"", Reason.INVALID_JSON),
         (TOPIC, doc(schema="vigil.result/v9"), Reason.SCHEMA),
-        (TOPIC, b" " * (MAX_PAYLOAD_BYTES + 1), Reason.TOO_LARGE),
+        (TOPIC, b" " * (MAX_RESULT_BYTES + 1), Reason.TOO_LARGE),
+        ("vigil/v1/state/api", b" " * (MAX_RESULT_BYTES + 1), Reason.TOO_LARGE),
+        ("vigil/v1/probes/us-east/p1", b" " * (MAX_PRESENCE_BYTES + 1), Reason.TOO_LARGE),
+        # A presence record may be larger than a result (it lists every target) ...
+        ("vigil/v1/probes/us-east/p1", b" " * (MAX_RESULT_BYTES + 1), Reason.INVALID_JSON),
         ("vigil/v1/results/eu-west/api", GOOD, Reason.TOPIC_MISMATCH),
         ("vigil/v1/results/us-east/other", GOOD, Reason.TOPIC_MISMATCH),
         ("vigil/v1/results/mars/api", doc(region="mars"), Reason.UNKNOWN_REGION),
