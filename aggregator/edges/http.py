@@ -1,11 +1,14 @@
 """The aggregator's HTTP handlers: one per resource, thin; wiring is in app.py.
 
 `/healthz`, `/readyz` and `/metrics` for machines; `/api/v1/*` and the status page for
-people, behind an optional bearer token.
+people, behind an optional bearer token. The API takes the token only as
+`Authorization: Bearer`; the pages also take it from a cookie, set once by opening a page
+with `?token=` (the page has no script, so the cookie never needs to reach the API).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +29,15 @@ from runtime.http import add_machine_routes
 
 TOKEN_COOKIE = "vigil_token"  # noqa: S105 - the cookie's name, not a secret
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# Every response: nothing here is meant to be framed, sniffed, cached or sent on as a referrer.
+# Pages get the page's policy (its style by hash), everything else allows nothing at all.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 
 @dataclass
@@ -65,19 +77,64 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _is_page(request: web.Request) -> bool:
+    return not request.path.startswith("/api/") and request.path not in OPEN_PATHS
+
+
 def _token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header[7:].strip()
-    return request.cookies.get(TOKEN_COOKIE) or request.query.get("token")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    return request.cookies.get(TOKEN_COOKIE) if _is_page(request) else None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
 def _valid(token: str | None, tokens: frozenset[str]) -> bool:
     if not token:
         return False
-    # Constant time, and every token is compared, so timing says nothing about which matched.
-    results = [hmac.compare_digest(token.encode(), t.encode()) for t in tokens]
+    # Digests are compared in constant time, and every token is compared, so timing says
+    # nothing about which one matched, nor about any one's length.
+    presented = _digest(token)
+    results = [hmac.compare_digest(presented, _digest(t)) for t in tokens]
     return any(results)
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    if not _is_page(request):
+        return _error(401, "missing or wrong bearer token")
+    return web.Response(
+        status=401,
+        content_type="text/html",
+        text="<!doctype html><title>Vigil</title><p>Open this page with ?token=... "
+        "(a token from VIGIL_API_TOKENS) to sign in.",
+    )
+
+
+def _sign_in(request: web.Request, tokens: frozenset[str]) -> web.Response:
+    """A page opened with `?token=`: a valid token becomes the cookie, then the URL drops it.
+
+    Only the validated query token is ever written into the cookie, and a wrong one sets
+    nothing, whatever cookie the browser already holds.
+    """
+    presented = request.query.getall("token")
+    if len(presented) != 1 or not _valid(presented[0], tokens):
+        return _unauthorized(request)
+    # Redirect to the route's own path: the token leaves the address bar and the history.
+    response = web.Response(
+        status=303, headers={"Location": str(request.rel_url.without_query_params("token"))}
+    )
+    response.set_cookie(
+        TOKEN_COOKIE,
+        presented[0],
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    return response
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,29 +142,25 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Require a bearer token where configured; the page may take `?token=` once (a cookie)."""
+    """Require a token where configured: a bearer header, or on pages the sign-in cookie."""
     deps = request.app[DEPS]
     protected = bool(deps.tokens) and (request.path not in OPEN_PATHS or deps.protect_probes)
-    if protected and not _valid(_token(request), deps.tokens):
-        if request.path.startswith("/api/") or request.path in OPEN_PATHS:
-            return _error(401, "missing or wrong bearer token")
-        return web.Response(
-            status=401,
-            content_type="text/html",
-            text="<!doctype html><title>Vigil</title><p>Open this page with ?token=... "
-            "(a token from VIGIL_API_TOKENS) to sign in.",
-        )
-    response = await handler(request)
-    if protected and "token" in request.query and not request.path.startswith("/api/"):
-        # Keep the token in an HttpOnly cookie, so it leaves the address bar and history.
-        raise web.HTTPFound(
-            request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"}),
-            headers={
-                "Set-Cookie": f"{TOKEN_COOKIE}={request.query['token']}; HttpOnly; "
-                "SameSite=Strict; Path=/"
-            },
-        )
-    return response
+    if not protected:
+        return await handler(request)
+    # Only an existing page signs in: an unrouted path could make the redirect leave the site.
+    routed = request.match_info.http_exception is None
+    if "token" in request.query and _is_page(request) and routed:
+        return _sign_in(request, deps.tokens)
+    if not _valid(_token(request), deps.tokens):
+        return _unauthorized(request)
+    return await handler(request)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response, errors included: no framing, sniffing, caching or referrer."""
+    response.headers.update(SECURITY_HEADERS)
+    html = response.content_type == "text/html"
+    response.headers["Content-Security-Policy"] = page.CONTENT_SECURITY_POLICY if html else API_CSP
 
 
 @web.middleware
@@ -196,6 +249,7 @@ def make_app(deps: Deps) -> web.Application:
     """The aggregator's HTTP application."""
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[DEPS] = deps
+    app.on_response_prepare.append(add_security_headers)
     add_machine_routes(app, deps.registry)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/status", status)

@@ -186,7 +186,7 @@ async def test_bearer_auth() -> None:
             assert (await c.get(path)).status == 200
         # A person opens the page with ?token= once; it becomes a cookie and leaves the URL.
         signed = await c.get(f"/?token={TOKEN}", allow_redirects=False)
-        assert signed.status == 302
+        assert signed.status == 303
         assert signed.headers["Location"] == "/"
         assert "HttpOnly" in signed.headers["Set-Cookie"]
         assert (await c.get("/")).status == 200
