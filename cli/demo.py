@@ -4,6 +4,11 @@ Starts a broker (Debian's mosquitto), the demo target (unless `--target` names a
 service), three probes labelled as three regions, the aggregator, and a local Alertmanager
 when its binary is installed (else alerts go to the console). Prints every result, every
 verdict change and every alert as they happen.
+
+SIGINT (Ctrl-C), SIGTERM (`timeout`, systemd, a container stop) and SIGHUP (the terminal
+went away) all stop every child in order and exit 0: the demo did what it was asked. Killed
+outright (SIGKILL, a crash), it takes its children with it: the kernel kills each of them
+when the demo dies (`die_with_parent`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Literal
 
 import aiomqtt
 import yaml
@@ -29,6 +37,7 @@ from demo.local import (
     alertmanager_args,
     alertmanager_binary,
     alertmanager_config,
+    die_with_parent,
     mosquitto_binary,
     mosquitto_conf,
     port_or_free,
@@ -41,38 +50,99 @@ from wire.topics import ALL_FILTERS, Kind, topic_kind
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+Role = Literal["aggregator", "probe", "alertmanager", "target", "broker"]
+
+# The order the demo stops its children in. The aggregator first: once it is gone nothing
+# judges the probes' departure, so a planned stop is never a ProbeOffline alert or a region
+# gone stale on the page. The probes next, while the broker is still up to take their last
+# results and their `offline` presence (the retained state then says they left, not that
+# their connections died). Alertmanager once nothing sends to it; the demo target once no
+# probe checks it (a target gone first would be a failed check in every region); the broker
+# last, since every goodbye goes through it.
+STOP_ORDER: tuple[Role, ...] = ("aggregator", "probe", "alertmanager", "target", "broker")
+
+# Per stage of STOP_ORDER; a probe needs at most its shutdown_timeout (10 s by default).
+STOP_WAIT_S = 12.0
+
+
 @dataclass
 class Children:
-    """Every process the demo started, stopped together and waited for."""
+    """Every process the demo started, stopped together, in order, and waited for."""
 
     work: Path
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[tuple[Role, str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        """Start one process, its output in `<work>/<name>.log`."""
+    def start(self, args: list[str], name: str, role: Role) -> subprocess.Popen[bytes]:
+        """Start one process, its output in `<work>/<name>.log`.
+
+        Raises:
+            RuntimeError: called from a thread other than the main one.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("start children from the main thread (see die_with_parent)")
         with (self.work / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 args,
                 stdout=log,
                 stderr=log,
-                # Their own process group: Ctrl-C reaches the demo, which stops them in order.
+                # Their own session: Ctrl-C and a terminal's hangup reach only the demo,
+                # which stops them in order.
                 start_new_session=True,
+                # Killed by the kernel when the demo dies without stopping them (SIGKILL).
+                # A preexec_fn is safe here: the demo starts no thread before its children.
+                preexec_fn=die_with_parent(),
             )
-        self.procs.append(proc)
+        self.procs.append((role, name, proc))
         return proc
 
-    def stop(self) -> None:
-        """SIGTERM everything, newest first; kill what has not exited within 20 s."""
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
+    def stop(self, wait: float = STOP_WAIT_S) -> None:
+        """SIGTERM each role of STOP_ORDER in turn; kill what has not exited within `wait`."""
+        for role in STOP_ORDER:
+            stage = [(n, p) for r, n, p in self.procs if r == role and p.poll() is None]
+            for _name, proc in stage:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            deadline = time.monotonic() + wait
+            for name, proc in stage:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    print(f"vigil demo: {name} did not stop within {wait:g}s; killed", flush=True)
+                    proc.kill()
+                    proc.wait()
+
+
+class StopRequested(BaseException):
+    """A stop signal arrived while the demo was starting (a BaseException, as Ctrl-C is)."""
+
+
+class _Stopper:
+    """Turns SIGINT, SIGTERM and SIGHUP into one orderly stop, whenever they arrive.
+
+    Installed once for the whole run and never swapped: asyncio's own signal handlers are
+    reset to the default when its loop closes, and a SIGTERM then would kill the demo with
+    its children half stopped.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        # Set while the watchers run: ends their event loop instead of raising into it.
+        self.wake: Callable[[], None] | None = None
+        self.stopping = False
+
+    def install(self) -> dict[int, Any]:
+        """Handle STOP_SIGNALS from now on; returns the handlers they had."""
+        return {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping or self.received is not None:
+            return  # already stopping, in order and bounded: another signal changes nothing
+        self.received = signum
+        if self.wake is not None:
+            self.wake()
+        else:
+            raise StopRequested(signum)
 
 
 def _line(r: ProbeResult) -> str:
@@ -156,8 +226,18 @@ async def _watch_alerts(api: str) -> None:
             firing = set(now)
 
 
-async def _watch(broker_port: int, api: str) -> None:
-    await asyncio.gather(_watch_mqtt(broker_port), _watch_alerts(api))
+async def _watch(broker_port: int, api: str, stop: asyncio.Event) -> None:
+    watchers = [
+        asyncio.create_task(_watch_mqtt(broker_port)),
+        asyncio.create_task(_watch_alerts(api)),
+    ]
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopping, *watchers], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in [stopping, *watchers]:
+            task.cancel()
+        await asyncio.gather(stopping, *watchers, return_exceptions=True)
 
 
 def _alertmanager(children: Children, work: Path) -> str | None:
@@ -167,7 +247,11 @@ def _alertmanager(children: Children, work: Path) -> str | None:
     port = port_or_free(9093)
     config = work / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config()))
-    children.start(alertmanager_args(binary, config, work / "alertmanager", port), "alertmanager")
+    children.start(
+        alertmanager_args(binary, config, work / "alertmanager", port),
+        "alertmanager",
+        "alertmanager",
+    )
     wait_port(port)
     return f"http://127.0.0.1:{port}"
 
@@ -181,7 +265,10 @@ def _embedded_available() -> bool:
 
 
 def run(port: int, target: str | None, broker: str = "auto") -> int:
-    """Start everything, watch until Ctrl-C, stop everything; returns the exit code.
+    """Start everything, watch until a stop signal, stop everything; returns the exit code.
+
+    0 after SIGINT, SIGTERM or SIGHUP alike (not 128 + the signal): a stop that was asked for
+    and done is a success, which is what `timeout`, systemd and container runtimes expect.
 
     `broker`: `mosquitto`, `embedded` (amqtt, in its own process) or `auto` (mosquitto when
     installed, else embedded).
@@ -205,18 +292,24 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
     work = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     children = Children(work)
     py = sys.executable
+    stopper = _Stopper()
+    previous = stopper.install()
     try:
         broker_port = port_or_free(1883)
         if broker == "mosquitto" and mosquitto is not None:
             (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
-            children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto")
+            children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto", "broker")
         else:
-            children.start([py, "-m", "demo.broker", "--port", str(broker_port)], "broker")
+            children.start(
+                [py, "-m", "demo.broker", "--port", str(broker_port)], "broker", "broker"
+            )
         wait_port(broker_port)
         own_target = target is None
         if target is None:
             demo_port = port_or_free(8000)
-            children.start([py, "-m", "demo.target", "--port", str(demo_port)], "demo-target")
+            children.start(
+                [py, "-m", "demo.target", "--port", str(demo_port)], "demo-target", "target"
+            )
             wait_port(demo_port)
             target = f"http://127.0.0.1:{demo_port}"
         watched = "the demo target" if own_target else target
@@ -233,7 +326,9 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
             agg_config["alertmanager"] = {"urls": [am], "resend_interval": "30s"}
         (work / "aggregator.yaml").write_text(yaml.safe_dump(agg_config))
         children.start(
-            [py, "-m", "aggregator", "--config", str(work / "aggregator.yaml")], "aggregator"
+            [py, "-m", "aggregator", "--config", str(work / "aggregator.yaml")],
+            "aggregator",
+            "aggregator",
         )
         for i, region in enumerate(REGIONS):
             config = work / f"probe-{region}.yaml"
@@ -250,7 +345,7 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
                     }
                 )
             )
-            children.start([py, "-m", "probe", "--config", str(config)], f"probe-{region}")
+            children.start([py, "-m", "probe", "--config", str(config)], f"probe-{region}", "probe")
         wait_port(port)
         page = f"http://127.0.0.1:{port}"
         demo = target
@@ -273,9 +368,29 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
                 flush=True,
             )
         print("Ctrl-C stops everything.\n", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_watch(broker_port, page))
+        stop = asyncio.Event()
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+
+            def wake() -> None:
+                loop.call_soon_threadsafe(stop.set)
+
+            # Switched while no loop runs: raised inside one, StopRequested could end up
+            # in the loop's exception handler, and the signal would be lost.
+            stopper.wake = wake
+            try:
+                runner.run(_watch(broker_port, page, stop))
+            finally:
+                stopper.wake = None
+    except StopRequested:
+        pass  # a signal during start-up: stop what has started
     finally:
+        stopper.stopping = True
+        if stopper.received is not None:
+            name = signal.Signals(stopper.received).name
+            print(f"vigil demo: {name}, stopping everything in order.", flush=True)
         children.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         print("vigil demo: stopped.", flush=True)
     return 0

@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dm = sub.add_parser(
         "demo",
         help="run broker, probes, aggregator and a demo target on this machine",
-        description="Everything on 127.0.0.1 until Ctrl-C: Debian's mosquitto when installed, "
-        "else an embedded broker (pip install 'vigil[demo]').",
+        description="Everything on 127.0.0.1 until Ctrl-C or SIGTERM: Debian's mosquitto when "
+        "installed, else an embedded broker (pip install 'vigil[demo]').",
     )
     dm.add_argument("--port", type=int, default=8080, help="the aggregator's HTTP port")
     dm.add_argument("--target", help="watch this real service (base URL) instead of the demo")

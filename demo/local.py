@@ -5,12 +5,19 @@ Shared by the local runner, the integration tests and the benchmarks.
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+# <linux/prctl.h>: the signal the kernel sends a process when the thread that forked it exits.
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -43,6 +50,36 @@ def wait_port(port: int, limit: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {limit:g}s")
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the kernel SIGKILL the child when this process dies.
+
+    So a parent killed with SIGKILL (or crashing) leaves nothing running behind it. Linux
+    only (`PR_SET_PDEATHSIG`); None elsewhere. Call it, and start the child, from the main
+    thread, before starting any other thread: the signal fires when the *thread* that forked
+    the child ends, and a `preexec_fn` runs between fork and exec, where another thread's
+    lock (the allocator's, the import lock) can deadlock the child.
+
+    Raises:
+        OSError: (in the parent, through `Popen`) the kernel refused the setting.
+    """
+    if sys.platform != "linux":
+        return None
+    # Loaded here, in the parent: between fork and exec the child only makes the call.
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def arm() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL)) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+        # The parent may have died between fork and prctl; then nobody will signal this
+        # child, which has been adopted by another process (prctl(2) advises this check).
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 def mosquitto_binary() -> str | None:

@@ -20,7 +20,7 @@ from probe.metrics import ProbeMetrics
 from probe.mqtt import Publisher
 from probe.schedule import Scheduler
 from runtime.http import serve
-from runtime.service import until_stopped_or_crashed
+from runtime.service import finish_within, until_stopped_or_crashed
 from wire.result import ProbeResult
 
 log = logging.getLogger("vigil.probe")
@@ -99,7 +99,11 @@ async def run_agent(
     registry = registry if registry is not None else CollectorRegistry()
     boot_id = boot_id or new_boot_id()
     metrics = ProbeMetrics(registry)
-    buffer = ResultBuffer(config.buffer_size, on_drop=metrics.buffer_dropped.inc)
+    buffer = ResultBuffer(
+        config.buffer_size,
+        on_drop=metrics.buffer_dropped.inc,
+        replay_window=config.replay_window or 0.0,
+    )
     metrics.buffer_depth.set_function(lambda: len(buffer))
 
     publisher = publisher_for(
@@ -158,8 +162,10 @@ async def run_agent(
             await publisher.close(max(0.1, deadline - time.monotonic()))
             publishing.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await publishing
-    await runner.cleanup()
+                # Disconnecting waits for a broker that may be frozen: bounded too.
+                await finish_within(deadline - time.monotonic(), publishing, "mqtt_disconnect")
+    # Requests in flight get what is left; a slow client must not hold the exit.
+    await finish_within(deadline - time.monotonic(), runner.cleanup(), "http_cleanup")
     log.info("probe_stopped", extra={"unsent": len(buffer) if publisher else 0})
     return code
 

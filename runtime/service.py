@@ -18,6 +18,8 @@ from runtime.logs import configure_logging
 
 EXIT_CONFIG = 2
 
+log = logging.getLogger("vigil.service")
+
 C = TypeVar("C")
 
 
@@ -34,6 +36,11 @@ def run_until_signalled(
 ) -> int:
     """Run `serve(stop)` with `stop` set on SIGTERM or SIGINT; returns its exit code.
 
+    SIGHUP is logged and otherwise ignored. By the convention systemd's `ExecReload`,
+    mosquitto and Alertmanager follow, it asks for a reload, which Vigil does not do; to
+    stop instead would take a monitor down on an operator's attempt to reload it (for good
+    under `Restart=on-failure`, as the exit is clean). Restart to apply a new config.
+
     `fast_loop`: on uvloop when it is installed, else on asyncio's own loop.
     """
 
@@ -42,11 +49,34 @@ def run_until_signalled(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _sighup_ignored)
         return await serve(stop)
 
     if fast_loop:
         use_uvloop()
     return asyncio.run(main())
+
+
+def _sighup_ignored() -> None:
+    log.warning("sighup_ignored", extra={"reason": "reload is not supported; restart to apply"})
+
+
+async def finish_within(seconds: float, step: Awaitable[object], what: str) -> bool:
+    """Await one step of a shutdown for at most `seconds`; past that, log it and move on.
+
+    A stop must end in bounded time whatever a broker or an HTTP client does: a supervisor
+    kills what outlasts its own timeout, and a slow client would otherwise hold aiohttp's
+    cleanup for up to a minute. Returns whether the step finished.
+    """
+    # At least one pass, so a step with no time left can still finish if it can at once.
+    limit = max(0.1, seconds)
+    try:
+        async with asyncio.timeout(limit):
+            await step
+    except TimeoutError:
+        log.warning("shutdown_step_overdue", extra={"step": what, "after_s": round(limit, 3)})
+        return False
+    return True
 
 
 async def until_stopped_or_crashed(
