@@ -85,7 +85,12 @@ class Publisher:
                 self._client = client
                 self.connected.set()
                 self._on_connected(True)
-                log.info("mqtt_connected", extra={"broker": self._settings.url})
+                # What the broker acknowledged lately may have died with it (mosquitto saves to
+                # disk every autosave_interval): send it again; the aggregator drops duplicates.
+                replayed = self._buffer.rewind()
+                log.info(
+                    "mqtt_connected", extra={"broker": self._settings.url, "replayed": replayed}
+                )
                 try:
                     await client.publish(
                         self._presence_topic, self._presence("online"), qos=1, retain=True

@@ -55,3 +55,49 @@ def test_ack_after_overflow_removes_only_what_was_sent() -> None:
     buf.put(result(3))  # drops 1 while 1 and 2 are in flight
     buf.ack_through(batch[-1][0])
     assert [r.seq for _, r in buf.peek(10)] == [3]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rewind_queues_recent_acknowledged_results_again_in_order() -> None:
+    """After a reconnect, what the broker took within the window goes out again, first."""
+    clock = Clock()
+    buf = ResultBuffer(10, replay_window=30.0, clock=clock)
+    for seq in (1, 2, 3):
+        buf.put(result(seq))
+    buf.ack_through(buf.peek(1)[-1][0])  # seq 1, acknowledged at t=100
+    clock.now = 120.0
+    buf.ack_through(buf.peek(2)[-1][0])  # seq 2 and 3 at t=120
+    buf.put(result(4))
+    clock.now = 140.0  # seq 1 is now 40 s old: past the window
+    assert buf.rewind() == 2
+    assert [r.seq for _, r in buf.peek(10)] == [2, 3, 4]
+    # Sent and acknowledged again: they leave, and a second rewind replays them once more.
+    buf.ack_through(buf.peek(10)[-1][0])
+    assert len(buf) == 0
+    assert buf.rewind() == 3
+    assert buf.rewind() == 0
+
+
+def test_rewind_is_bounded_and_off_by_default() -> None:
+    """Replays never push out results not sent yet; without a window nothing is kept."""
+    clock = Clock()
+    buf = ResultBuffer(3, replay_window=60.0, clock=clock)
+    for seq in (1, 2, 3):
+        buf.put(result(seq))
+    buf.ack_through(buf.peek(3)[-1][0])
+    buf.put(result(4))
+    buf.put(result(5))
+    assert buf.rewind() == 1
+    assert [r.seq for _, r in buf.peek(10)] == [3, 4, 5]
+    plain = ResultBuffer(3)
+    plain.put(result(1))
+    plain.ack_through(plain.peek(1)[-1][0])
+    assert plain.rewind() == 0
+    assert len(plain) == 0
