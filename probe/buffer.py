@@ -38,8 +38,11 @@ class ResultBuffer:
         self._replay_window = replay_window
         self._clock = clock
         self._items: deque[tuple[int, ProbeResult]] = deque()
-        # Acknowledged results, oldest first, with when they were acknowledged.
+        # Acknowledged results, oldest first, with when they were first acknowledged.
         self._acked: deque[tuple[float, int, ProbeResult]] = deque()
+        # Replayed results waiting again, by id: when they were first acknowledged. The
+        # window counts from then, so a flapping link cannot keep one result alive forever.
+        self._replays: dict[int, float] = {}
         self._next_id = 0
         self._not_empty = asyncio.Event()
         self._empty = asyncio.Event()
@@ -51,7 +54,8 @@ class ResultBuffer:
     def put(self, result: ProbeResult) -> None:
         """Append a result, dropping the oldest when the buffer is full."""
         if len(self._items) >= self._capacity:
-            self._items.popleft()
+            dropped_id, _ = self._items.popleft()
+            self._replays.pop(dropped_id, None)
             self._on_drop()
         self._items.append((self._next_id, result))
         self._next_id += 1
@@ -63,14 +67,19 @@ class ResultBuffer:
         count = min(limit, len(self._items))
         return [self._items[i] for i in range(count)]
 
+    def is_replay(self, item_id: int) -> bool:
+        """Whether the result with this id was acknowledged before and is being sent again."""
+        return item_id in self._replays
+
     def ack_through(self, last_id: int) -> int:
         """Remove every result up to and including id `last_id`; returns how many."""
         removed = 0
         now = self._clock()
         while self._items and self._items[0][0] <= last_id:
             item_id, result = self._items.popleft()
+            first_acked = self._replays.pop(item_id, now)
             if self._replay_window > 0:
-                self._acked.append((now, item_id, result))
+                self._acked.append((first_acked, item_id, result))
             removed += 1
         self._trim(now)
         if not self._items:
@@ -87,14 +96,19 @@ class ResultBuffer:
     def rewind(self) -> int:
         """Queue the results acknowledged within `replay_window` again, ahead of the rest.
 
-        Call after a reconnect. They keep their ids and order, so the wire order (and each
-        retained topic's final value, the newest result) is as before. Returns how many.
+        Call after a reconnect. They keep their ids and order, and their first
+        acknowledgement time: each is replayed only while that is within the window.
+        Publish them unretained (`is_replay`): the retained value stays the newest result.
+        Returns how many.
         """
         self._trim(self._clock())
-        again = [(item_id, result) for _, item_id, result in self._acked]
+        acked = list(self._acked)
         self._acked.clear()
         # Room is kept for what was not sent yet: replays are the first to go.
-        again = again[max(0, len(again) + len(self._items) - self._capacity) :]
+        acked = acked[max(0, len(acked) + len(self._items) - self._capacity) :]
+        for first_acked, item_id, _ in acked:
+            self._replays[item_id] = first_acked
+        again = [(item_id, result) for _, item_id, result in acked]
         self._items.extendleft(reversed(again))
         if self._items:
             self._not_empty.set()

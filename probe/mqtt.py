@@ -108,13 +108,18 @@ class Publisher:
             await self._buffer.wait_not_empty()
             batch = self._buffer.peek(PUBLISH_WINDOW)
             # Queue every publish before awaiting any, so paho pipelines them in order.
+            # A replay is not retained: a connection lost mid-replay must not leave an old
+            # result as a target's retained value (the newest stays, or comes next).
             pending = [
                 asyncio.ensure_future(
                     client.publish(
-                        result_topic(r.region, r.target), r.to_json(), qos=1, retain=True
+                        result_topic(r.region, r.target),
+                        r.to_json(),
+                        qos=1,
+                        retain=not self._buffer.is_replay(item_id),
                     )
                 )
-                for _, r in batch
+                for item_id, r in batch
             ]
             results = await asyncio.gather(*pending, return_exceptions=True)
             for outcome in results:

@@ -78,11 +78,33 @@ def test_rewind_queues_recent_acknowledged_results_again_in_order() -> None:
     clock.now = 140.0  # seq 1 is now 40 s old: past the window
     assert buf.rewind() == 2
     assert [r.seq for _, r in buf.peek(10)] == [2, 3, 4]
-    # Sent and acknowledged again: they leave, and a second rewind replays them once more.
-    buf.ack_through(buf.peek(10)[-1][0])
+    ids = [item_id for item_id, _ in buf.peek(10)]
+    assert [buf.is_replay(i) for i in ids] == [True, True, False]
+    # Sent and acknowledged again at t=145: the window still counts from the first
+    # acknowledgement (t=120), so after t=150 only seq 4 (acknowledged at 145) is replayed.
+    clock.now = 145.0
+    buf.ack_through(ids[-1])
     assert len(buf) == 0
-    assert buf.rewind() == 3
-    assert buf.rewind() == 0
+    clock.now = 151.0
+    assert buf.rewind() == 1
+    assert [r.seq for _, r in buf.peek(10)] == [4]
+    assert not buf.is_replay(ids[0])
+
+
+def test_a_flapping_link_does_not_keep_replaying_old_results() -> None:
+    """Replay, ack, reconnect, replay...: nothing older than the window ever goes out again."""
+    clock = Clock()
+    buf = ResultBuffer(100, replay_window=30.0, clock=clock)
+    buf.put(result(1))
+    buf.ack_through(buf.peek(1)[-1][0])
+    replays = 0
+    for _ in range(10):
+        clock.now += 10.0
+        replays += buf.rewind()
+        if len(buf):
+            buf.ack_through(buf.peek(100)[-1][0])
+    # Acknowledged at t=100: replayed at 110, 120 and 130, never after.
+    assert replays == 3
 
 
 def test_rewind_is_bounded_and_off_by_default() -> None:
