@@ -7,6 +7,7 @@ the clock. No I/O of its own: `send_alerts` and `publish_state` only queue.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import time
@@ -117,7 +118,8 @@ class Pipeline:
         self._rejections_logged = Throttle(1.0)
         self._errors_logged = Throttle(60.0)
         self._refusals_logged = Throttle(60.0)
-        self._skew_probes: dict[str, set[str]] = {}
+        # Probe ids with a clock-skew series, per region, least recently heard first.
+        self._skew_probes: dict[str, dict[str, None]] = {}
 
     # -- input ----------------------------------------------------------------------------
 
@@ -139,10 +141,6 @@ class Pipeline:
             self._reject(topic, decoded)
         elif isinstance(decoded, ProbeResult):
             self._metrics.received.labels(decoded.region).inc()
-            if not retain:
-                # Only live results say something about the probe's clock; retained and
-                # queued ones are late by design.
-                self._clock_skew(decoded, now - decoded.ended_at)
             try:
                 applied = self._engine.apply_result(decoded, now)
                 if applied is Applied.REFUSED:
@@ -151,6 +149,10 @@ class Pipeline:
                 if applied is not Applied.APPLIED:
                     self._metrics.ignored.labels(applied.value).inc()
                     return
+                if not retain:
+                    # Only new live results say something about the probe's clock; retained,
+                    # queued and replayed ones are late by design.
+                    self._clock_skew(decoded, now - decoded.ended_at)
                 self._store.observe(decoded)
                 transitions = (
                     self._engine.evaluate(decoded.target, now) if self._readiness.loaded else []
@@ -173,11 +175,16 @@ class Pipeline:
 
     def _clock_skew(self, result: ProbeResult, skew: float) -> None:
         # Bounded: a region's credentials could otherwise mint a series per made-up probe id.
-        seen = self._skew_probes.setdefault(result.region, set())
-        if result.probe_id not in seen:
-            if len(seen) >= self._settings.max_probes_per_region:
-                return
-            seen.add(result.probe_id)
+        # The least recently heard id gives way (and its series goes), so a new real probe
+        # (a redeploy with new ids) always gets one.
+        seen = self._skew_probes.setdefault(result.region, {})
+        seen.pop(result.probe_id, None)
+        seen[result.probe_id] = None
+        if len(seen) > self._settings.max_probes_per_region:
+            oldest = next(iter(seen))
+            del seen[oldest]
+            with contextlib.suppress(KeyError):
+                self._metrics.clock_skew.remove(result.region, oldest)
         self._metrics.clock_skew.labels(result.region, result.probe_id).set(skew)
 
     def _refused(self, region: str, target: str | None) -> None:
