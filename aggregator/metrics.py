@@ -280,12 +280,12 @@ class AggregatorMetrics:
         self.http_shed = Counter(
             "vigil_http_connections_shed",
             "Connections the HTTP listener closed: header_timeout (no complete request head in "
-            "time), evicted (oldest still waiting for its head, at max_connections) or refused "
-            "(at max_connections with none waiting).",
+            "time), evicted (oldest still waiting for its head, at max_connections) or "
+            "evicted_idle (the quietest connection, at max_connections with none waiting).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("header_timeout", "evicted", "refused"):
+        for reason in ("header_timeout", "evicted", "evicted_idle"):
             self.http_shed.labels(reason)
         self.ready = Gauge(
             "vigil_aggregator_ready",

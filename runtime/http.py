@@ -27,7 +27,7 @@ from runtime.config import parse_listen
 
 log = logging.getLogger("vigil.http")
 
-ShedReason = Literal["header_timeout", "evicted", "refused"]
+ShedReason = Literal["header_timeout", "evicted", "evicted_idle"]
 OnShed = Callable[[ShedReason], None]
 
 # Descriptors kept free beside the connections: logs, the broker, outgoing requests.
@@ -45,7 +45,7 @@ class ConnectionLimits:
     # which also bounds a later request head that never completes).
     keepalive_timeout: float = 15.0
     # Connections open at once. At the cap a new connection closes the oldest one still
-    # waiting for its request head, or is itself refused if every connection is in use.
+    # waiting for its request head, or else the one that has been quiet the longest.
     max_connections: int = 512
 
 
@@ -81,6 +81,8 @@ class ConnectionGuard:
         self._open: set[_GuardedConnection] = set()
         # Connections still waiting for their first request head, oldest first.
         self._waiting: dict[_GuardedConnection, None] = {}
+        # Every open connection, the one that sent nothing for longest first.
+        self._quiet: dict[_GuardedConnection, None] = {}
         self._unlogged: Counter[str] = Counter()
         self._logged_at = -SHED_LOG_INTERVAL
 
@@ -94,18 +96,28 @@ class ConnectionGuard:
         return _ProtocolFactory(self, make_protocol)
 
     def admit(self, conn: _GuardedConnection) -> bool:
-        """Take `conn` in, making room if it must; False when it is refused."""
+        """Take `conn` in, making room if it must (always True: the newcomer gets a slot).
+
+        At the cap the oldest connection still waiting for its request head goes; when every
+        one has sent its head (keep-alive clients, pipelining clients that never read), the
+        one quiet the longest goes, so held connections can never lock out `/healthz`.
+        """
         if len(self._open) >= self.limits.max_connections:
-            if not self._waiting:
-                self._shed("refused")
-                return False
-            oldest = next(iter(self._waiting))
-            self.release(oldest)
-            oldest.close()
-            self._shed("evicted")
+            reason: ShedReason = "evicted" if self._waiting else "evicted_idle"
+            victim = next(iter(self._waiting or self._quiet))
+            self.release(victim)
+            victim.close()
+            self._shed(reason)
         self._open.add(conn)
         self._waiting[conn] = None
+        self._quiet[conn] = None
         return True
+
+    def heard_from(self, conn: _GuardedConnection) -> None:
+        """`conn` sent data: it is the least quiet now."""
+        if conn in self._quiet:
+            del self._quiet[conn]
+            self._quiet[conn] = None
 
     def head_received(self, conn: _GuardedConnection) -> None:
         """`conn` delivered its first request head: no longer evictable."""
@@ -120,6 +132,7 @@ class ConnectionGuard:
         """`conn` is closing and frees its slot (a no-op the second time)."""
         self._open.discard(conn)
         self._waiting.pop(conn, None)
+        self._quiet.pop(conn, None)
 
     def _shed(self, reason: ShedReason) -> None:
         if self._on_shed is not None:
@@ -159,6 +172,9 @@ class _GuardedConnection(asyncio.Protocol):
         self._transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tail = b""
+        # Whether anything but blank lines has arrived (RFC 9112 lets a server skip CRLFs
+        # before a request line, so they do not end a request head).
+        self._started = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -171,6 +187,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        self._guard.heard_from(self)
         if self._timer is not None and self._head_complete(data):
             self._timer.cancel()
             self._timer = None
@@ -203,7 +220,14 @@ class _GuardedConnection(asyncio.Protocol):
             self._transport.close()
 
     def _head_complete(self, data: bytes) -> bool:
-        # A request head ends with an empty line; it may straddle two reads.
+        # A request head ends with an empty line; it may straddle two reads. Blank lines
+        # before the request line are not a head.
+        if not self._started:
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return False
+            self._started = True
+            self._tail = b""
         window = self._tail + data
         self._tail = window[-2:]
         return b"\n\r\n" in window or b"\n\n" in window

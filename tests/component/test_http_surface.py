@@ -374,7 +374,33 @@ async def test_healthz_answers_while_slow_connections_flood_the_cap(
         await wait_until(lambda: slow.closed >= 500, 60, "stalled connections beyond the cap")
         await wait_until(lambda: server.held() <= 100, 30, "the server to hold at most the cap")
         await wait_until_async(server.healthz, 60, "/healthz answering")
-        shed = sum(server.shed(r) for r in ("header_timeout", "evicted", "refused"))
+        shed = sum(server.shed(r) for r in ("header_timeout", "evicted", "evicted_idle"))
         assert shed >= 500
         if header_timeout < 60:
             await wait_until(lambda: slow.closed == 600, 60, "every stalled connection closed")
+
+
+async def test_blank_lines_are_not_a_request_head(enough_files: None) -> None:
+    """Blank lines alone (skipped by the parser before a request line) are still timed out."""
+    limits = ConnectionLimits(header_timeout=1.0, keepalive_timeout=60.0, max_connections=512)
+    async with listening(limits) as server, slow_clients() as slow:
+        await slow.open(server.port, 4, b"\r\n\r\n")
+        await wait_until(lambda: slow.closed == 4, 30, "blank-line connections closed")
+        assert server.shed("header_timeout") == 4
+
+
+async def test_keepalive_clients_holding_every_slot_cannot_lock_out_healthz(
+    enough_files: None,
+) -> None:
+    """At the cap with every connection past its head, the quietest one makes room."""
+    limits = ConnectionLimits(header_timeout=30.0, keepalive_timeout=60.0, max_connections=4)
+    async with listening(limits) as server, contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(connection(server.port)) for _ in range(4)]
+        for reader, writer in held:
+            assert (await request_on(reader, writer)).startswith(b"HTTP/1.1 200")
+        # The last one keeps talking; the first has been quiet the longest.
+        assert (await request_on(*held[-1])).startswith(b"HTTP/1.1 200")
+        assert await server.healthz()
+        assert server.shed("evicted_idle") >= 1
+        assert await asyncio.wait_for(held[0][0].read(), 30) == b""
+        assert (await request_on(*held[-1])).startswith(b"HTTP/1.1 200")
