@@ -9,6 +9,7 @@ them again.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import ssl
@@ -31,10 +32,12 @@ from pydantic import (
 )
 
 from runtime.errors import ConfigError
-from runtime.secrets import SecretFile, resolve_secret
+from runtime.secrets import SecretFile, read_secret_file, resolve_secret
 from runtime.tls import checked_context
 
 __all__ = ["ConfigError"]  # re-exported: config errors are raised from here
+
+log = logging.getLogger("vigil.config")
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -143,6 +146,7 @@ class MqttSettings(StrictModel):
     # own max_packet_size (set in deploy/) protects. Room for the largest presence record.
     max_packet_size: Annotated[int, Field(ge=4096, le=268_435_455)] = 1_048_576
     _ssl: ssl.SSLContext | None = PrivateAttr(default=None)
+    _password: str | None = PrivateAttr(default=None)
 
     @field_validator("url")
     @classmethod
@@ -180,12 +184,38 @@ class MqttSettings(StrictModel):
         return urlsplit(self.url).scheme == "mqtts"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for an `mqtts://` broker, None for plain `mqtt://`."""
+        """The TLS context for an `mqtts://` broker, None for plain `mqtt://`.
+
+        Files changed on disk since (a renewed certificate) are loaded again; if they cannot
+        be loaded now, the last good context is used and the failure logged.
+        """
+        if not self.tls:
+            return None
+        try:
+            self._ssl = checked_context(
+                ca_file=self.ca_file,
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                insecure=self.tls_insecure,
+            )
+        except ValueError as exc:
+            log.warning("tls_reload_failed", extra={"error": str(exc)})
         return self._ssl
 
     def resolved_password(self) -> str | None:
-        """The password, inline or from `password_file` (read when the config was loaded)."""
-        return resolve_secret(self.password, self.password_file)
+        """The password, inline or from `password_file`, read again at every connect.
+
+        The file was checked when the config was loaded; read again here so a rotated
+        password is picked up at the next reconnect, and if it cannot be read now (a secret
+        being replaced), the last one read is used and the failure logged, never raised.
+        """
+        if self.password is not None or self.password_file is None:
+            return resolve_secret(self.password, self.password_file)
+        try:
+            self._password = read_secret_file(self.password_file.path, "mqtt.password_file")
+        except ConfigError as exc:
+            log.warning("secret_reread_failed", extra={"error": str(exc)})
+        return self._password or self.password_file.value.get_secret_value()
 
 
 def expand_env(value: Any, env: Mapping[str, str], where: str = "") -> Any:

@@ -207,3 +207,18 @@ def test_a_missing_file_at_start_is_exit_2(service: str, tmp_path: Path) -> None
     assert proc.returncode == 2, proc.stderr
     assert "mqtt.password_file" in proc.stderr
     assert str(missing) in proc.stderr
+
+
+def test_rotated_broker_credentials_are_used_at_the_next_connect(tmp_path: Path) -> None:
+    """A replaced password file is read again at connect; while it is missing, the last one."""
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("first\n")
+    config = parse_probe(probe_yaml(mqtt=_key("password_file", str(secret))), source="p", env={})
+    assert config.mqtt is not None
+    assert config.mqtt.resolved_password() == "first"
+    secret.write_text("rotated\n")
+    assert config.mqtt.resolved_password() == "rotated"
+    secret.unlink()  # mid-rotation: no crash, the last password read
+    assert config.mqtt.resolved_password() == "rotated"
+    context = config.mqtt.ssl_context()
+    assert isinstance(context, ssl.SSLContext)
