@@ -52,7 +52,7 @@ def test_promtool_checks_config_and_rules() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(promtool, "check", "rules", str(DEPLOY / "prometheus/rules/vigil.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 18 rules found" in rules.stdout
+    assert "SUCCESS: 19 rules found" in rules.stdout
     tests = run(promtool, "test", "rules", str(DEPLOY / "prometheus/tests/vigil_test.yml"))
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "SUCCESS" in tests.stdout
