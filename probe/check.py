@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from probe.config import TargetConfig
+from probe.profiles import HealthEndpoint
 from probe.verdict import (
     BodyEncodingError,
     BodyTooLargeError,
@@ -397,6 +398,9 @@ class HealthOutcome:
     failure: Failure | None
     phases: Phases
     tls_not_after: float | None
+    endpoint: HealthEndpoint
+    # Kept only when the endpoint carries the version, to read it from there.
+    body: bytes = b""
 
 
 @dataclass
@@ -407,13 +411,36 @@ class VersionCache:
     version: str | None = None
 
 
+# After a failed login the next waits this long, doubling per failure up to the cap, so a
+# wrong password costs the service one login per interval of minutes, not one per check.
+LOGIN_BACKOFF = 30.0
+LOGIN_BACKOFF_MAX = 1800.0
+
+
+@dataclass
+class LoginState:
+    """A target's session cookie from `version_login`, and the backoff after failures."""
+
+    cookie: str | None = None
+    failures: int = 0
+    # time.monotonic() before which no login is tried.
+    not_before: float = 0.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 @dataclass
 class TargetMemory:
-    """Per-target memory of the probe: sequence number, streak, version cache."""
+    """Per-target memory of the probe: sequence number, streak, version cache, endpoint."""
 
     seq: int = 0
     streak: Streak = field(default_factory=Streak)
     version: VersionCache = field(default_factory=VersionCache)
+    # Index into the target's health endpoints: the one that answered last (see profiles).
+    endpoint: int = 0
+    # The previous check passed on the same endpoint: only then can a result be `slow`. The
+    # first check, the first after a failure (a restart, a refused connection) and the first
+    # on a new endpoint carry cold-start costs that say nothing about the latency budget.
+    warm: bool = False
 
 
 class Checker:
@@ -438,13 +465,18 @@ class Checker:
         self._state: dict[str, TargetMemory] = {}
         # Identify the caller, so a target's logs (and the demo target) can tell regions apart.
         self._id_headers = {"X-Vigil-Region": region, "X-Vigil-Probe": probe_id}
-        self._auth: dict[str, str | None] = {}
+        self._logins: dict[str, LoginState] = {}
 
     def _session(self, target: TargetConfig) -> aiohttp.ClientSession:
         return self._pooled if target.reuse_connections else self._fresh
 
-    async def health(self, target: TargetConfig) -> HealthOutcome:
-        """GET the health endpoint once and judge it."""
+    async def health(
+        self, target: TargetConfig, endpoint: HealthEndpoint | None = None
+    ) -> HealthOutcome:
+        """GET one health endpoint (by default the target's first) once and judge it."""
+        if endpoint is None:
+            endpoint = target.health_endpoints[0]
+        url = target.url + endpoint.path
         # Built once when the config was loaded (shared by targets with the same files), so
         # never inside a timed span and never failing here.
         tls = target.ssl
@@ -454,10 +486,11 @@ class Checker:
         token = _current_timer.set(timer)
         status: int | None = None
         failure: Failure | None = None
+        body = b""
         try:
             async with asyncio.timeout(target.timeout):
                 async with self._session(target).get(
-                    target.health_url,
+                    url,
                     headers={**self._id_headers, **target.headers},
                     ssl=tls,
                     allow_redirects=False,
@@ -467,19 +500,22 @@ class Checker:
                     status = resp.status
                     try:
                         body = await read_body(resp, target.max_body)
-                    except (BodyTooLargeError, BodyEncodingError):
-                        # A wrong status says more than the page that came with it.
-                        if status == target.expected_status:
+                    except (BodyTooLargeError, BodyEncodingError) as exc:
+                        # A wrong status says more than the page that came with it, and a
+                        # status-only check (`body: null`) never needed the rest of a page.
+                        status_only = endpoint.json_field is None and isinstance(
+                            exc, BodyTooLargeError
+                        )
+                        if status == target.expected_status and not status_only:
                             raise
                         body = b""
                     timer.done = time.perf_counter()
-            body_rule = target.body
             failure = judge_health(
                 status,
                 body,
                 expected_status=target.expected_status,
-                json_field=body_rule.json_field if body_rule else None,
-                equals=body_rule.equals if body_rule else None,
+                json_field=endpoint.json_field,
+                equals=endpoint.equals,
             )
         except Exception as exc:
             failure = classify_exception(exc)
@@ -491,24 +527,131 @@ class Checker:
             duration_ms=(end - timer.start) * 1000.0,
             status_code=status,
             failure=failure,
-            phases=timer.phases(tls=target.health_url.startswith("https:")),
+            phases=timer.phases(tls=url.startswith("https:")),
             tls_not_after=cert_not_after(timer.peer_der),
+            endpoint=endpoint,
+            body=body if endpoint.version_field else b"",
         )
+
+    async def detect_health(self, target: TargetConfig, state: TargetMemory) -> HealthOutcome:
+        """Check the endpoint that answered last; on its 404 only, try the others in order.
+
+        The first other endpoint that answers with any status but 404 is remembered and its
+        outcome (pass or fail) is the check's; when none does, the 404 stands. A rollback or
+        an upgrade that removes the endpoint in use is found the same way, on its 404.
+        """
+        endpoints = target.health_endpoints
+        active = state.endpoint if state.endpoint < len(endpoints) else 0
+        outcome = await self.health(target, endpoints[active])
+        if outcome.status_code != 404 or len(endpoints) == 1:
+            state.endpoint = active
+            return outcome
+        for index, other in enumerate(endpoints):
+            if index == active:
+                continue
+            candidate = await self.health(target, other)
+            if candidate.status_code is not None and candidate.status_code != 404:
+                log.warning(
+                    "health_endpoint_switched",
+                    extra={
+                        "target": target.name,
+                        "from_path": endpoints[active].path,
+                        "to_path": other.path,
+                        "status": candidate.status_code,
+                    },
+                )
+                state.endpoint = index
+                state.warm = False
+                return candidate
+        return outcome
+
+    async def _login(self, target: TargetConfig, login: LoginState) -> VersionErrorKind | None:
+        """POST the password to the login URL and keep the session cookie; None on success."""
+        spec, url = target.version_login, target.login_url
+        if spec is None or url is None:
+            return None
+        now = time.monotonic()
+        if now < login.not_before:
+            return VersionErrorKind.AUTH
+        status: int | None = None
+        error: VersionErrorKind
+        try:
+            async with asyncio.timeout(target.timeout):
+                async with self._session(target).post(
+                    url,
+                    json={"password": spec.password_file.value.get_secret_value()},
+                    headers=self._id_headers,
+                    ssl=target.ssl,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=None),
+                ) as resp:
+                    status = resp.status
+                    morsel = resp.cookies.get(spec.cookie)
+            if 200 <= status < 300 and morsel is not None and morsel.value:
+                login.cookie = f"{spec.cookie}={morsel.value}"
+                login.failures, login.not_before = 0, 0.0
+                log.info("version_login", extra={"target": target.name, "status": status})
+                return None
+            error = VersionErrorKind.AUTH if status < 500 else VersionErrorKind.HTTP_STATUS
+        except Exception as exc:
+            error = version_error_kind(classify_exception(exc))
+        login.failures += 1
+        wait = min(LOGIN_BACKOFF * 2 ** (login.failures - 1), LOGIN_BACKOFF_MAX)
+        login.not_before = now + wait
+        # The status and the kind only: never the password nor any cookie.
+        log.warning(
+            "version_login_failed",
+            extra={"target": target.name, "status": status, "kind": str(error), "retry_in": wait},
+        )
+        return error
+
+    async def _session_cookie(
+        self, target: TargetConfig, renew: str | None
+    ) -> tuple[str | None, VersionErrorKind | None]:
+        """The login cookie, logging in when there is none or when `renew` was refused."""
+        login = self._logins.setdefault(target.name, LoginState())
+        async with login.lock:
+            if renew is not None and login.cookie == renew:
+                login.cookie = None
+            if login.cookie is None:
+                error = await self._login(target, login)
+                if error is not None:
+                    return None, error
+            return login.cookie, None
 
     async def version(
         self, target: TargetConfig, cache: VersionCache
     ) -> tuple[str | None, VersionErrorKind | None]:
-        """GET the version endpoint with If-None-Match; updates `cache` on a fresh answer."""
+        """GET the version endpoint with If-None-Match; updates `cache` on a fresh answer.
+
+        With `version_login`, the session cookie is obtained first and, when the version
+        endpoint answers 401 (the session expired or was revoked), obtained again once and
+        the request retried once.
+        """
+        if target.version_url is None:
+            return None, None
+        cookie: str | None = None
+        if target.version_login is not None:
+            cookie, error = await self._session_cookie(target, renew=None)
+            if error is not None:
+                return None, error
+        version, error, status = await self._get_version(target, cache, cookie)
+        if status == 401 and cookie is not None:
+            cookie, error = await self._session_cookie(target, renew=cookie)
+            if error is not None:
+                return None, error
+            version, error, status = await self._get_version(target, cache, cookie)
+        return version, error
+
+    async def _get_version(
+        self, target: TargetConfig, cache: VersionCache, cookie: str | None
+    ) -> tuple[str | None, VersionErrorKind | None, int | None]:
         url = target.version_url
         if url is None:
-            return None, None
-        headers = {**self._id_headers, **target.headers}
-        if target.name not in self._auth:
-            # Read once: a secret file is not re-read on every check's hot path.
-            self._auth[target.name] = target.auth_header()
-        auth = self._auth[target.name]
-        if auth:
-            headers["Authorization"] = auth
+            return None, None, None
+        headers = {**self._id_headers, **target.headers, **target.version_header_values()}
+        if cookie is not None:
+            headers["Cookie"] = cookie
         if cache.etag:
             headers["If-None-Match"] = cache.etag
         try:
@@ -521,7 +664,7 @@ class Checker:
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     if resp.status == 304 and cache.version is not None:
-                        return cache.version, None
+                        return cache.version, None, resp.status
                     # Only a success's body is read: a 401 is `auth` whatever page comes with it.
                     ok = 200 <= resp.status < 300
                     body = await read_body(resp, target.max_body) if ok else b""
@@ -529,22 +672,42 @@ class Checker:
                     if version is not None:
                         cache.version = version
                         cache.etag = resp.headers.get("ETag")
-                    return version, error
+                    return version, error, resp.status
         except Exception as exc:
-            return None, version_error_kind(classify_exception(exc))
+            return None, version_error_kind(classify_exception(exc)), None
+
+    async def _no_version(self) -> tuple[str | None, VersionErrorKind | None]:
+        return None, None
 
     async def run(self, target: TargetConfig, scheduled_at: float) -> ProbeResult:
         """Check health and version concurrently and return the next result for `target`."""
         state = self._state.setdefault(target.name, TargetMemory())
+        endpoints = target.health_endpoints
+        # An endpoint that carries the version makes the version request needless, unless
+        # the config gave the version endpoint credentials on purpose.
+        carried = endpoints[min(state.endpoint, len(endpoints) - 1)].version_field is not None
+        ask = not carried or target.has_version_credentials
         outcome, (version, version_error) = await asyncio.gather(
-            self.health(target), self.version(target, state.version)
+            self.detect_health(target, state),
+            self.version(target, state.version) if ask else self._no_version(),
         )
+        field_name = outcome.endpoint.version_field
+        if field_name is not None and version is None:
+            if outcome.status_code is None and outcome.failure is not None:
+                version, version_error = None, version_error_kind(outcome.failure)
+            elif outcome.status_code is not None:
+                version, version_error = parse_version(
+                    outcome.status_code, outcome.body, field_name
+                )
         ok = outcome.failure is None
+        # Read after the check: moving to another endpoint makes the target cold again.
+        warm = state.warm
         # A failure of the probe's own making says nothing about the target: the streak
         # stays where the last real check left it.
         inconclusive = outcome.failure is not None and outcome.failure.kind is ErrorKind.INTERNAL
         if not inconclusive:
             state.streak = state.streak.after(ok)
+            state.warm = ok
         state.seq += 1
         return ProbeResult(
             probe_id=self._probe_id,
@@ -565,7 +728,8 @@ class Checker:
             tls_not_after=outcome.tls_not_after,
             consecutive_failures=state.streak.failures,
             consecutive_successes=state.streak.successes,
-            slow=outcome.duration_ms > target.latency_budget * 1000.0,
+            slow=warm and outcome.duration_ms > target.latency_budget * 1000.0,
             interval=target.interval,
             inconclusive=inconclusive,
+            health_path=outcome.endpoint.path,
         )

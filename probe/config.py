@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from probe.profiles import PROFILES, HealthEndpoint
 from runtime.config import (
     Duration,
     Listen,
@@ -21,7 +23,7 @@ from runtime.config import (
 )
 from runtime.secrets import SecretFile, resolve_secret
 from runtime.tls import checked_context
-from wire.result import MAX_PRESENCE_BYTES, Name
+from wire.result import MAX_PATH_CHARS, MAX_PRESENCE_BYTES, Name
 
 
 class BodyAssertion(StrictModel):
@@ -31,12 +33,44 @@ class BodyAssertion(StrictModel):
     equals: str | int | float | bool = "ok"
 
 
+# RFC 9110 token: a header name that aiohttp sends as written.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+HeaderName = Annotated[str, Field(pattern=_HEADER_NAME.pattern)]
+
+
+class VersionLogin(StrictModel):
+    """A login that yields the session cookie the version endpoint wants (OmniRoute 3.7.x).
+
+    The probe POSTs `{"password": ...}` to `url`, keeps the `cookie` from Set-Cookie and
+    sends it on version requests only; a 401 from the version endpoint logs in again once.
+    """
+
+    # Absolute, or a path on the target's url.
+    url: str
+    password_file: SecretFile
+    cookie: Annotated[str, Field(pattern=_HEADER_NAME.pattern)] = "auth_token"
+
+    @field_validator("url")
+    @classmethod
+    def _url_or_path(cls, value: str) -> str:
+        if value.startswith("/"):
+            return value
+        return check_url(value, ("http", "https"), "url must be a path or an http(s) URL")
+
+    def __repr__(self) -> str:
+        return f"VersionLogin(url={self.url!r}, cookie={self.cookie!r})"
+
+
 class TargetConfig(StrictModel):
     """One service to check."""
 
     name: Name
     url: str
-    health_path: str = "/api/health/ping"
+    # A service profile (probe/profiles.py) fills the keys left unset and may list several
+    # health endpoints, moved between only on a 404.
+    profile: str = "generic"
+    # Bounded: every result names the endpoint that answered.
+    health_path: Annotated[str, Field(max_length=MAX_PATH_CHARS)] = "/api/health/ping"
     expected_status: Annotated[int, Field(ge=100, le=599)] = 200
     # null: any body passes once the status matches.
     body: BodyAssertion | None = BodyAssertion()
@@ -45,6 +79,11 @@ class TargetConfig(StrictModel):
     version_field: Annotated[str, Field(min_length=1)] = "current"
     version_auth_header: SecretStr | None = None
     version_auth_header_file: SecretFile | None = None
+    # Headers sent to the version endpoint only (never to health, never logged): values
+    # inline (`${VAR}` expanded from env) or read from a file at load.
+    version_headers: dict[HeaderName, SecretStr] = {}
+    version_header_files: dict[HeaderName, SecretFile] = {}
+    version_login: VersionLogin | None = None
     interval: Duration = 10.0
     timeout: Duration = 5.0
     # Fast confirm: after a failed check, check again this soon (up to `confirm_retries`
@@ -64,6 +103,25 @@ class TargetConfig(StrictModel):
     # Bytes of body the probe reads, after decompression; a larger body fails the check as
     # `body_too_large` and reading stops there, so a decompression bomb costs nothing.
     max_body: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    _endpoints: tuple[HealthEndpoint, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        # The profile's values fill only the keys the config leaves unset, so an explicit key
+        # always wins; an unknown profile is left to `_known_profile` to name.
+        if isinstance(data, dict):
+            profile = PROFILES.get(str(data.get("profile", "generic")))
+            if profile is not None and profile.defaults:
+                data = {**profile.defaults, **data}
+        return data
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(f"unknown profile {value!r}; known: {', '.join(sorted(PROFILES))}")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -86,6 +144,44 @@ class TargetConfig(StrictModel):
             )
         if self.version_auth_header is not None and self.version_auth_header_file is not None:
             raise ValueError("set version_auth_header or version_auth_header_file, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _check_version_headers(self) -> Self:
+        seen: set[str] = set()
+        values = [(k, v.get_secret_value()) for k, v in self.version_headers.items()]
+        values += [(k, f.value.get_secret_value()) for k, f in self.version_header_files.items()]
+        for name, value in values:
+            if name.lower() in seen:
+                raise ValueError(f"version_headers: {name} is given twice")
+            seen.add(name.lower())
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"version_headers: the value of {name} has a line break")
+        if "authorization" in seen and self.auth_header() is not None:
+            raise ValueError(
+                "set Authorization in version_headers or version_auth_header, not both"
+            )
+        if "cookie" in seen and self.version_login is not None:
+            raise ValueError("set Cookie in version_headers or version_login, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_endpoints(self) -> Self:
+        body = self.body
+        own = HealthEndpoint(
+            self.health_path,
+            body.json_field if body else None,
+            body.equals if body else "ok",
+        )
+        known = {e.path: e for e in PROFILES[self.profile].endpoints}
+        if "body" in self.model_fields_set or self.health_path not in known:
+            # An explicit body or path of its own pins the target to that one endpoint.
+            self._endpoints = (own,)
+        elif self.health_path == PROFILES[self.profile].endpoints[0].path:
+            self._endpoints = PROFILES[self.profile].endpoints
+        else:
+            # The path of a later generation's endpoint: pinned there, with its own checks.
+            self._endpoints = (known[self.health_path],)
         return self
 
     @model_validator(mode="after")
@@ -117,6 +213,40 @@ class TargetConfig(StrictModel):
     def auth_header(self) -> str | None:
         """The version endpoint's Authorization value (a file is read at validation)."""
         return resolve_secret(self.version_auth_header, self.version_auth_header_file)
+
+    @property
+    def health_endpoints(self) -> tuple[HealthEndpoint, ...]:
+        """The health endpoints in order of preference; more than one only from a profile."""
+        return self._endpoints
+
+    def version_header_values(self) -> dict[str, str]:
+        """Every header for the version endpoint only: version_headers, files, Authorization."""
+        headers = {k: v.get_secret_value() for k, v in self.version_headers.items()}
+        headers.update(
+            {k: f.value.get_secret_value() for k, f in self.version_header_files.items()}
+        )
+        auth = self.auth_header()
+        if auth:
+            headers["Authorization"] = auth
+        return headers
+
+    @property
+    def has_version_credentials(self) -> bool:
+        """True when the config gives the version endpoint any credentials."""
+        return bool(
+            self.version_headers
+            or self.version_header_files
+            or self.version_login
+            or self.auth_header()
+        )
+
+    @property
+    def login_url(self) -> str | None:
+        """Full URL of the version login, or None without one."""
+        if self.version_login is None:
+            return None
+        url = self.version_login.url
+        return self.url + url if url.startswith("/") else url
 
 
 class ProbeConfig(StrictModel):

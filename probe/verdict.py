@@ -144,6 +144,49 @@ def _field(body: object, dotted: str) -> object:
     return value
 
 
+# Field names real services put their error text under, in the order they are tried.
+_ERROR_KEYS = ("error", "message", "detail")
+
+
+def _error_text(value: object, depth: int = 0) -> str | None:
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, dict) and depth < 2:
+        for key in _ERROR_KEYS:
+            text = _error_text(value.get(key), depth + 1)
+            if text:
+                code = value.get("code")
+                if isinstance(code, str | int) and not isinstance(code, bool) and str(code):
+                    return f"{text} ({str(code)[:40]})"
+                return text
+    return None
+
+
+def error_detail(body: bytes) -> str | None:
+    """The error text of a failed answer's body, or None when it has none worth reading.
+
+    JSON bodies: `error` (a string, or an object with `message` or `detail`, with its `code`
+    appended), then `message`, then `detail`; e.g. OmniRoute's
+    `{"error":{"code":"AUTH_001","message":"Authentication required"}}` gives
+    `Authentication required (AUTH_001)`. A short plain-text body is taken as it is; HTML
+    pages are not.
+    """
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        text = _error_text(parsed)
+        return short(text, 200) if text else None
+    try:
+        text = body[:400].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not text or text.startswith(("<", "{", "[")):
+        return None
+    return short(text, 200)
+
+
 def judge_health(
     status: int,
     body: bytes,
@@ -155,18 +198,15 @@ def judge_health(
     """Judge a health response; None means healthy.
 
     The service answers 503 with `{"status":"error","error":"..."}`; its error text is the most
-    useful thing an operator can read at 3 a.m., so it is carried into the failure.
+    useful thing an operator can read at 3 a.m., so it is carried into the failure (see
+    `error_detail` for the shapes read).
     """
     if status != expected_status:
-        detail = ""
-        try:
-            parsed = json.loads(body)
-            if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-                detail = f": {parsed['error']}"
-        except ValueError:
-            pass
+        detail = error_detail(body)
+        suffix = f": {detail}" if detail else ""
+        # The status leads, so clipping a long detail never loses it.
         return Failure(
-            ErrorKind.HTTP_STATUS, short(f"HTTP {status}, expected {expected_status}{detail}")
+            ErrorKind.HTTP_STATUS, short(f"HTTP {status}, expected {expected_status}{suffix}")
         )
     if json_field is None:
         return None

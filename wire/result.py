@@ -23,6 +23,7 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 MAX_ERROR_CHARS = 256
 MAX_VERSION_CHARS = 64
+MAX_PATH_CHARS = 256
 
 # The largest payloads a reader accepts: a result or a state record (a few hundred bytes in
 # practice), and a presence record, which lists every target of a probe (about 11,000 at
@@ -140,6 +141,9 @@ class ProbeResult(WireModel):
     # The probe itself failed (a bug, its own resources), so the check says nothing about
     # the target: never counted toward down, and the streaks are the previous check's.
     inconclusive: bool = False
+    # The health endpoint that gave this answer (a profile may move between several); absent
+    # from older probes. An older aggregator ignores it (extra="ignore").
+    health_path: Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)] | None = None
 
     @model_validator(mode="after")
     def _verdict_is_consistent(self) -> Self:

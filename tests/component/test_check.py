@@ -113,6 +113,8 @@ async def test_reused_connection_skips_connect(
 async def test_timeout(checker: Checker, serve: Serve, demo: web.Application) -> None:
     """A target slower than the timeout is a `timeout` failure, bounded by the timeout."""
     url = await serve(demo)
+    # A passing check first: only a warm target's results can be marked slow.
+    await checker.run(target(url, timeout="300ms", version_path=None), time.time())
     await set_mode(demo, mode="slow", delay_ms=3000)
     result = await checker.run(target(url, timeout="300ms", version_path=None), time.time())
     assert not result.ok
@@ -308,8 +310,9 @@ async def test_probe_identifies_itself(checker: Checker, serve: Serve) -> None:
 async def test_latency_budget_marks_slow(
     checker: Checker, serve: Serve, demo: web.Application
 ) -> None:
-    """A passing check over the latency budget is ok but marked slow."""
+    """A passing check over the latency budget, after a passing one, is ok but marked slow."""
     url = await serve(demo)
+    await checker.run(target(url, latency_budget="10ms"), time.time())
     await set_mode(demo, mode="slow", delay_ms=80)
     result = await checker.run(target(url, latency_budget="10ms"), time.time())
     assert result.ok

@@ -213,6 +213,20 @@ async def test_a_wrong_status_wins_over_a_bomb(
     assert result.version_error is VersionErrorKind.AUTH
 
 
+@pytest.mark.parametrize("kind", ["identity", "gzip"])
+async def test_a_status_only_check_passes_a_large_page(
+    checker: Checker, hostile: tuple[Hostile, str], kind: str
+) -> None:
+    """`body: null` means any body passes: a 200 KB page (or a bomb) with 200 is ok."""
+    app, url = hostile
+    page = b"<html>" + b"x" * 200_000 + b"</html>"
+    app.body("/health", page if kind == "identity" else bomb("gzip"), coding(kind))
+    result = await checker.run(target(url, body=None, version_path=None), time.time())
+    assert result.ok, result.error
+    assert result.status_code == 200
+    assert result.duration_ms < 900
+
+
 MALFORMED = {
     "status-line": b"HTTQ/9 200 OK\r\n\r\n",
     "header": b'HTTP/1.1 200 OK\r\nBad Header\r\nContent-Length: 15\r\n\r\n{"status":"ok"}',

@@ -1,0 +1,288 @@
+"""The omniroute profile against local fakes of both OmniRoute generations (issue #12).
+
+Each test names what breaks without the change it covers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probe.app import checker_for
+from probe.check import Checker
+from probe.config import ProbeConfig, TargetConfig, parse_config
+from tests.conftest import Serve
+from tests.omniroute_fakes import OmniRouteState, release_37_app, source_tree_app
+from wire.result import ErrorKind, ProbeResult
+
+PING = "/api/health/ping"
+MONITORING = "/api/monitoring/health"
+
+
+def omniroute(url: str, **kw: Any) -> TargetConfig:
+    fields: dict[str, Any] = {
+        "name": "omniroute",
+        "url": url,
+        "profile": "omniroute",
+        "interval": 5,
+        "timeout": 2,
+    }
+    fields.update(kw)
+    return TargetConfig.model_validate(fields)
+
+
+@pytest.fixture
+async def checker() -> AsyncIterator[Checker]:
+    config = ProbeConfig(
+        region="us-east", probe_id="us-east-1", targets=[omniroute("http://127.0.0.1:1")]
+    )
+    async with checker_for(config, "0" * 32) as c:
+        yield c
+
+
+async def check(checker: Checker, target: TargetConfig) -> ProbeResult:
+    return await checker.run(target, time.time())
+
+
+async def test_source_tree_answers_on_ping(checker: Checker, serve: Serve) -> None:
+    """A source-tree build is ok on the ping path, with the version from the Bearer endpoint.
+
+    Without the change: no `health_path` on the result, and `profile` is an unknown key.
+    """
+    state = OmniRouteState(version="3.8.0-dev")
+    url = await serve(source_tree_app(state))
+    result = await check(checker, omniroute(url, version_auth_header="Bearer sk-test"))
+    assert result.ok, result.error
+    assert result.health_path == PING
+    assert result.version == "3.8.0-dev"
+    assert result.version_error is None
+    assert state.hits[MONITORING] == 0
+
+
+async def test_release_37_pinned_reads_healthy_and_version_without_secret(
+    checker: Checker, serve: Serve
+) -> None:
+    """Pinned to /api/monitoring/health, 3.7.x is ok on `healthy` with the body's version.
+
+    Without the change: the default body check wants `ok` (body_mismatch) and no version
+    can be read without a cookie.
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    result = await check(checker, omniroute(url, health_path=MONITORING))
+    assert result.ok, result.error
+    assert result.health_path == MONITORING
+    assert (result.version, result.version_error) == ("3.7.9", None)
+    # The version came from the health body: no request to the cookie-only endpoint.
+    assert state.hits["/api/system/version"] == 0
+    assert state.hits[PING] == 0
+
+
+async def test_ping_404_moves_to_monitoring_health_and_remembers(
+    checker: Checker, serve: Serve
+) -> None:
+    """A 404 on the ping path (3.7.x with the dashboard cookie) moves to monitoring/health once.
+
+    Without the change: the 404 is a failure on every check.
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, headers={"Cookie": f"auth_token={state.login()}"})
+    first = await check(checker, target)
+    assert first.ok, first.error
+    assert (first.health_path, first.version) == (MONITORING, "3.7.9")
+    second = await check(checker, target)
+    assert second.ok
+    assert second.health_path == MONITORING
+    assert state.hits[PING] == 1  # remembered: the second check went straight there
+
+
+async def test_upgrade_and_rollback_are_found_on_a_404(checker: Checker, serve: Serve) -> None:
+    """After an upgrade the old endpoint's 404 moves the probe back to ping, and vice versa."""
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, headers={"Cookie": f"auth_token={state.login()}"}, version_path=None)
+    assert (await check(checker, target)).health_path == MONITORING
+    state.generation = "source"  # upgrade: monitoring/health is gone in this fake
+    upgraded = await check(checker, target)
+    assert upgraded.ok, upgraded.error
+    assert upgraded.health_path == PING
+    state.generation = "3.7"  # rollback
+    rolled_back = await check(checker, target)
+    assert rolled_back.ok, rolled_back.error
+    assert rolled_back.health_path == MONITORING
+
+
+async def test_release_37_broken_is_a_failure_not_a_switch(checker: Checker, serve: Serve) -> None:
+    """A 500 on monitoring/health fails the check with the body's error, and stays there.
+
+    Without the change: `healthy` never passed here, and the error text was the same only
+    by luck of a string `error`.
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, headers={"Cookie": f"auth_token={state.login()}"})
+    assert (await check(checker, target)).ok
+    state.healthy = False
+    result = await check(checker, target)
+    assert not result.ok
+    assert result.error_kind is ErrorKind.HTTP_STATUS
+    assert result.status_code == 500
+    assert result.error == "HTTP 500, expected 200: Health check failed"
+    assert result.health_path == MONITORING
+    assert state.hits[PING] == 1  # only the first check's detection
+
+
+async def test_401_on_ping_never_switches(checker: Checker, serve: Serve) -> None:
+    """3.7.x without auth answers 401 on ping: a failure with its object error, never a switch.
+
+    Without the change: the error text drops the object error (`HTTP 401, expected 200`).
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, version_path=None)
+    for _ in range(2):
+        result = await check(checker, target)
+        assert not result.ok
+        assert result.status_code == 401
+        assert result.error == "HTTP 401, expected 200: Authentication required (AUTH_001)"
+        assert result.health_path == PING
+    assert state.hits[MONITORING] == 0
+
+
+async def test_source_tree_503_never_switches(checker: Checker, serve: Serve) -> None:
+    """A 503 on ping is the service's failure, reported from ping with its error text."""
+    state = OmniRouteState(version="3.8.0-dev")
+    url = await serve(source_tree_app(state))
+    state.healthy = False
+    result = await check(checker, omniroute(url, version_path=None))
+    assert not result.ok
+    assert result.error == "HTTP 503, expected 200: database unreachable"
+    assert result.health_path == PING
+    assert state.hits[MONITORING] == 0
+
+
+def login_target(url: str, password_file: Path, **kw: Any) -> TargetConfig:
+    return omniroute(
+        url,
+        health_path=MONITORING,
+        version_login={"url": "/api/auth/login", "password_file": str(password_file)},
+        **kw,
+    )
+
+
+async def test_login_cookie_is_obtained_and_renewed(
+    checker: Checker, serve: Serve, tmp_path: Path
+) -> None:
+    """version_login logs in once, again on expiry, and sends the cookie to version only.
+
+    Without the change: `version_login` is an unknown key.
+    """
+    state = OmniRouteState(version="3.7.9")
+    url = await serve(release_37_app(state))
+    secret = tmp_path / "pw"
+    secret.write_text(state.password + "\n")
+    target = login_target(url, secret)
+    for _ in range(2):
+        result = await check(checker, target)
+        assert (result.version, result.version_error) == ("3.7.9", None)
+    assert state.logins == {"ok": 1}
+    assert state.hits["/api/system/version"] == 2
+    assert "Cookie" not in state.last_headers[MONITORING]
+    assert state.last_headers["/api/system/version"]["Cookie"].startswith("auth_token=")
+    state.expire_sessions()
+    renewed = await check(checker, target)
+    assert (renewed.version, renewed.version_error) == ("3.7.9", None)
+    assert state.logins == {"ok": 2}
+    # The refused request, then the retry with the new cookie.
+    assert state.hits["/api/system/version"] == 4
+
+
+async def test_wrong_password_backs_off(checker: Checker, serve: Serve, tmp_path: Path) -> None:
+    """A refused login is tried once per backoff, not on every check; health is unaffected.
+
+    Without the change: `version_login` is an unknown key.
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    secret = tmp_path / "pw"
+    secret.write_text("wrong")
+    target = login_target(url, secret)
+    for _ in range(3):
+        result = await check(checker, target)
+        assert result.ok, result.error
+        # The health body still carries the version.
+        assert result.version == "3.7.9"
+    assert state.logins == {"refused": 1}
+    assert state.hits["/api/system/version"] == 0
+
+
+async def test_bearer_key_refused_on_release_37_keeps_the_body_version(
+    checker: Checker, serve: Serve
+) -> None:
+    """A Bearer key (403 on 3.7.x's version endpoint) does not lose the health body's version.
+
+    Without the change: the health check wants `ok` (body_mismatch) and the version is
+    lost to `auth`.
+    """
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, health_path=MONITORING, version_auth_header="Bearer sk-test")
+    result = await check(checker, target)
+    assert result.ok, result.error
+    assert state.hits["/api/system/version"] == 1  # asked, because credentials were given
+    assert (result.version, result.version_error) == ("3.7.9", None)
+
+
+async def test_version_headers_from_env_go_to_the_version_endpoint_only(
+    checker: Checker, serve: Serve
+) -> None:
+    """`version_headers` values (with ${VAR}) reach the version endpoint and nothing else.
+
+    Without the change: `version_headers` is an unknown key.
+    """
+    state = OmniRouteState(version="3.8.0-dev")
+    url = await serve(source_tree_app(state))
+    text = f"""
+region: us-east
+probe_id: us-east-1
+targets:
+  - name: omniroute
+    url: "{url}"
+    profile: omniroute
+    version_headers: {{Authorization: "Bearer ${{KEY}}"}}
+"""
+    config = parse_config(text, source="probe.yaml", env={"KEY": "sk-test"})
+    result = await check(checker, config.targets[0])
+    assert (result.version, result.version_error) == ("3.8.0-dev", None)
+    assert "Authorization" not in state.last_headers[PING]
+    assert "sk-test" not in repr(config)
+
+
+async def test_first_slow_check_is_not_slow(checker: Checker, serve: Serve) -> None:
+    """A cold first answer over the budget is not `slow`; a warm one is.
+
+    Without the change: the first check (a 300 ms cold start against a 50 ms budget) is
+    marked slow.
+    """
+    state = OmniRouteState(version="3.8.0-dev", first_delay=0.3)
+    url = await serve(source_tree_app(state))
+    target = omniroute(url, version_path=None)
+    cold = await check(checker, target)
+    assert cold.ok
+    assert cold.duration_ms >= 300
+    assert not cold.slow
+    state.delay = 0.1
+    warm = await check(checker, target)
+    assert warm.ok
+    assert warm.slow
+    state.healthy, state.delay = False, 0.0
+    assert not (await check(checker, target)).ok
+    state.healthy, state.delay = True, 0.1
+    after_failure = await check(checker, target)
+    assert after_failure.ok
+    assert not after_failure.slow
