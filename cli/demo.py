@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from demo.local import (
     port_or_free,
     wait_port,
 )
+from probe.config import parse_config as parse_probe_config
+from runtime.errors import ConfigError
 from wire.result import Presence, ProbeResult
 from wire.state import StateRecord
 from wire.topics import ALL_FILTERS, Kind, topic_kind
@@ -111,6 +114,111 @@ class Children:
                     print(f"vigil demo: {name} did not stop within {wait:g}s; killed", flush=True)
                     proc.kill()
                     proc.wait()
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """The target keys `vigil demo` takes on its command line, as the probe config spells them.
+
+    None leaves a key unset, so the target's `profile` (or the config's default) fills it.
+    """
+
+    name: str = "demo"
+    profile: str | None = None
+    interval: str = "5s"
+    timeout: str = "2s"
+    health_path: str | None = None
+    # "none" skips the version check (the config's `version_path: null`).
+    version_path: str | None = None
+    # "FIELD=VALUE" (the health body's JSON field must equal VALUE) or "any" (any body).
+    body: str | None = None
+    # "Name: value", sent with every check (health and version).
+    headers: tuple[str, ...] = ()
+    # "Name: value", sent to the version endpoint only (e.g. a session Cookie).
+    version_headers: tuple[str, ...] = ()
+
+
+def split_header(text: str) -> tuple[str, str]:
+    """`"Name: value"` as `("Name", "value")`.
+
+    Raises:
+        ValueError: no colon, or an empty name.
+    """
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        # The text itself is not echoed: it may hold a secret.
+        raise ValueError("a header is 'Name: value'; one has no name or no colon")
+    return name.strip(), value.strip()
+
+
+def _scalar(text: str) -> str | int | float | bool:
+    """VALUE as the config file would read it: `true` a bool, `1` a number, else text.
+
+    The probe compares the body's JSON value strictly: `"true"` is not `true`.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str | int | float | bool) else text
+
+
+def target_config(url: str, options: TargetOptions) -> dict[str, Any]:
+    """The probe config's entry for the watched target, from the demo's options."""
+    entry: dict[str, Any] = {
+        "name": options.name,
+        "url": url,
+        "interval": options.interval,
+        "timeout": options.timeout,
+    }
+    if options.profile is not None:
+        entry["profile"] = options.profile
+    if options.health_path is not None:
+        entry["health_path"] = options.health_path
+    if options.version_path is not None:
+        entry["version_path"] = None if options.version_path == "none" else options.version_path
+    if options.body is not None:
+        if options.body == "any":
+            entry["body"] = None
+        else:
+            field_name, sep, equals = options.body.partition("=")
+            if not sep or not field_name:
+                raise ValueError(f"--body is FIELD=VALUE or any, got {options.body!r}")
+            entry["body"] = {"json_field": field_name, "equals": _scalar(equals)}
+    if options.headers:
+        entry["headers"] = dict(split_header(h) for h in options.headers)
+    if options.version_headers:
+        entry["version_headers"] = dict(split_header(h) for h in options.version_headers)
+    return entry
+
+
+def probe_config(
+    region: str, mqtt: dict[str, str], listen: str, target: dict[str, Any]
+) -> dict[str, Any]:
+    """The config of the demo's probe for `region`, watching one target."""
+    return {
+        "region": region,
+        "probe_id": f"{region}-1",
+        "mqtt": mqtt,
+        "listen": listen,
+        "targets": [target],
+    }
+
+
+def check_options(url: str | None, options: TargetOptions) -> str | None:
+    """Why the probes would refuse the config these options make; None when they would not.
+
+    Checked before anything starts, so a typo is one line and exit 2, not three probes
+    that die while the rest of the demo runs on.
+    """
+    try:
+        entry = target_config(url or "http://127.0.0.1:8000", options)
+        config = probe_config(REGIONS[0], {"url": "mqtt://127.0.0.1:1883"}, "127.0.0.1:0", entry)
+        # The probes expand ${VAR} from the environment the demo gives them: this one.
+        parse_probe_config(yaml.safe_dump(config), source="vigil demo", env=dict(os.environ))
+    except (ValueError, ConfigError) as exc:
+        return str(exc)
+    return None
 
 
 class StopRequested(BaseException):
@@ -264,15 +372,23 @@ def _embedded_available() -> bool:
     return True
 
 
-def run(port: int, target: str | None, broker: str = "auto") -> int:
+def run(
+    port: int, target: str | None, broker: str = "auto", options: TargetOptions | None = None
+) -> int:
     """Start everything, watch until a stop signal, stop everything; returns the exit code.
 
     0 after SIGINT, SIGTERM or SIGHUP alike (not 128 + the signal): a stop that was asked for
     and done is a success, which is what `timeout`, systemd and container runtimes expect.
 
     `broker`: `mosquitto`, `embedded` (amqtt, in its own process) or `auto` (mosquitto when
-    installed, else embedded).
+    installed, else embedded). `options`: the watched target's name, profile, timing, paths,
+    body check and headers (a config error exits 2 before anything starts).
     """
+    options = options or TargetOptions()
+    problem = check_options(target, options)
+    if problem is not None:
+        print(f"vigil demo: {problem}", file=sys.stderr)
+        return 2
     mosquitto = mosquitto_binary()
     if broker == "auto":
         broker = "mosquitto" if mosquitto is not None else "embedded"
@@ -332,18 +448,9 @@ def run(port: int, target: str | None, broker: str = "auto") -> int:
         )
         for i, region in enumerate(REGIONS):
             config = work / f"probe-{region}.yaml"
+            listen = f"127.0.0.1:{port_or_free(9101 + i)}"
             config.write_text(
-                yaml.safe_dump(
-                    {
-                        "region": region,
-                        "probe_id": f"{region}-1",
-                        "mqtt": mqtt,
-                        "listen": f"127.0.0.1:{port_or_free(9101 + i)}",
-                        "targets": [
-                            {"name": "demo", "url": target, "interval": "5s", "timeout": "2s"}
-                        ],
-                    }
-                )
+                yaml.safe_dump(probe_config(region, mqtt, listen, target_config(target, options)))
             )
             children.start([py, "-m", "probe", "--config", str(config)], f"probe-{region}", "probe")
         wait_port(port)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from cli import demo, status
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The `vigil` command line."""
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil's operator commands.")
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser(
@@ -41,15 +41,68 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="mosquitto when installed (auto), or the embedded amqtt broker",
     )
+    _target_options(dm)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo.run(args.port, args.target, args.broker)
+        return demo.run(args.port, args.target, args.broker, demo_options(args))
     if args.command == "status":
         return status.run(
             args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout
         )
     parser.error(f"unknown command {args.command}")
     return 2  # pragma: no cover - parser.error exits
+
+
+def _target_options(dm: argparse.ArgumentParser) -> None:
+    """The watched target's keys, named as in the probe config (see the README's table)."""
+    opts = dm.add_argument_group("the watched target (as in probe.yaml; unset keys: the profile's)")
+    opts.add_argument("--name", default="demo", help="the target's name (default: demo)")
+    opts.add_argument(
+        "--profile",
+        help="a service profile: generic (the default) or omniroute (both of its generations)",
+    )
+    opts.add_argument("--interval", default="5s", help="between checks (default: 5s)")
+    opts.add_argument("--timeout", default="2s", help="of each check (default: 2s)")
+    opts.add_argument("--health-path", help="e.g. /healthz (default: the profile's)")
+    opts.add_argument("--version-path", help="e.g. /version, or none to skip the version check")
+    opts.add_argument(
+        "--body", help="FIELD=VALUE: the health body's JSON field must equal VALUE; any: no check"
+    )
+    opts.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="sent with every check; repeatable; ${VAR} is expanded from the environment",
+    )
+    opts.add_argument(
+        "--version-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="sent to the version endpoint only (e.g. a Cookie); repeatable",
+    )
+
+
+def demo_options(args: argparse.Namespace) -> demo.TargetOptions:
+    """The demo's target options from its parsed command line."""
+    return demo.TargetOptions(
+        name=args.name,
+        profile=args.profile,
+        interval=args.interval,
+        timeout=args.timeout,
+        health_path=args.health_path,
+        version_path=args.version_path,
+        body=args.body,
+        headers=tuple(args.header),
+        version_headers=tuple(args.version_header),
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,14 @@ def _cell(region: Mapping[str, Any]) -> str:
         text = f"FAIL x{region['consecutive_failures']}"
     else:
         text = f"ok +{region['consecutive_successes']}"
-    if region.get("version"):
-        text += f" {region['version']}"
+    # Read from the API's JSON, as any client would; the aggregator's page says it alike.
+    version, why = region.get("version"), region.get("version_error")
+    if version and why:
+        text += f" {version} (last fetch: {why})"
+    elif version:
+        text += f" {version}"
+    elif why:
+        text += f" version unknown: {why}"
     return text
 
 

@@ -66,6 +66,21 @@ def _clock(ts: float | None) -> str:
     return rfc3339(ts)[:-5] + "Z" if ts else "unknown"
 
 
+def version_text(version: str | None, version_error: str | None) -> str | None:
+    """A region's version in words, with why the latest fetch failed; None when neither is known.
+
+    A failed fetch keeps the last version known, so both can show: during an outage the
+    version endpoint fails too, and the version that was running is what a rollback needs.
+    """
+    if version and version_error:
+        return f"version {version} (last fetch: {version_error})"
+    if version:
+        return f"version {version}"
+    if version_error:
+        return f"version unknown: {version_error}"
+    return None
+
+
 def _recovering_from_outage(state: TargetSnapshot, r: RegionEvidence) -> bool:
     """Whether a region is still short of K successes after the whole target was down.
 
@@ -100,14 +115,20 @@ def _region_line(r: RegionEvidence) -> str:
             text += f", last error {r.error_kind}: {r.error}"
     else:
         text = f"{r.region}: ok ({r.consecutive_successes} consecutive successes)"
-    if r.version:
-        text += f", version {r.version}"
+    version = version_text(r.version, r.version_error)
+    if version:
+        text += f", {version}"
     return text
 
 
 def _versions(regions: Iterable[RegionEvidence]) -> str:
-    seen = sorted({r.version for r in regions if r.version})
-    return ", ".join(seen) if seen else "unknown"
+    evidence = list(regions)
+    seen = sorted({r.version for r in evidence if r.version})
+    if seen:
+        return ", ".join(seen)
+    # No version anywhere: say why, since a rollback decision starts from this line.
+    why = "; ".join(f"{r.region}: {r.version_error}" for r in evidence if r.version_error)
+    return f"unknown ({why})" if why else "unknown"
 
 
 class _Builder:

@@ -93,6 +93,9 @@ class RegionView:
     error: str | None = None
     version: str | None = None
     version_since: float | None = None
+    # Why the latest version fetch gave no version (a VersionErrorKind value); `version`
+    # then still holds the last one known.
+    version_error: str | None = None
     failing: bool = False
     failing_since: float | None = None
     # Learned from consecutive results of one probe process: seconds between checks.
@@ -133,6 +136,7 @@ class RegionEvidence:
     pending: bool = False
     failing_at: float | None = None
     last_failure_at: float | None = None
+    version_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,8 @@ class RegionSnapshot(Protocol):
     def version(self) -> str | None: ...
     @property
     def version_since(self) -> float | None: ...
+    @property
+    def version_error(self) -> str | None: ...
     @property
     def failing(self) -> bool: ...
     @property
@@ -518,6 +524,7 @@ class Engine:
         view.error_kind = r.error_kind.value if r.error_kind else None
         view.error = r.error
         view.version, view.version_since = version, version_since
+        view.version_error = r.version_error.value if r.version_error else None
         view.failing, view.failing_since = failing, prior_since if failing else None
         view.interval = interval
         view.phases = r.phases
@@ -733,6 +740,7 @@ class Engine:
                     pending=region in pending,
                     failing_at=view.failing_at if view else None,
                     last_failure_at=view.last_failure_at if view else None,
+                    version_error=view.version_error if view else None,
                 )
             )
         return Evaluation(

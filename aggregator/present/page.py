@@ -11,6 +11,7 @@ import hashlib
 from html import escape
 from urllib.parse import quote
 
+from aggregator.core.alerts import version_text
 from aggregator.present.schema import (
     AlertsResponse,
     ExplainResponse,
@@ -105,7 +106,8 @@ def _cell(r: RegionStatus, history: list[HistoryPoint]) -> str:
     detail = f"{last.status_code or '—'} in {last.duration_ms:.0f} ms"
     if last.error_kind:
         detail += f" · {last.error_kind}: {last.error or ''}"
-    version = f'<span class="ver">version {escape(r.version)}</span>' if r.version else ""
+    said = version_text(r.version, r.version_error)
+    version = f'<span class="ver">{escape(said)}</span>' if said else ""
     return (
         f'<td class="cell {css}" data-region="{escape(r.region)}">'
         f'<span class="state">{state}</span><span class="detail">{escape(detail)}</span>'

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
-from wire.result import Phases
+from wire.result import Phases, VersionErrorKind
 
 
 class _Model(BaseModel):
@@ -44,6 +44,8 @@ class RegionStatus(_Model):
     consecutive_successes: int
     version: str | None
     version_since: float | None
+    # Why the latest version fetch gave no version; `version` is then the last one known.
+    version_error: VersionErrorKind | None
     last_result: LastResult | None
 
 

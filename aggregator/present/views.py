@@ -26,6 +26,7 @@ from aggregator.present.schema import (
     TargetDetail,
     TargetStatus,
 )
+from wire.result import VersionErrorKind
 
 T = TypeVar("T")
 
@@ -72,6 +73,7 @@ def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
                 consecutive_successes=r.consecutive_successes,
                 version=r.version,
                 version_since=view.version_since if view else None,
+                version_error=VersionErrorKind(r.version_error) if r.version_error else None,
                 last_result=last,
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +16,9 @@ from aggregator.app import Aggregator, build
 from aggregator.config import AggregatorConfig
 from aggregator.edges.http import make_app
 from aggregator.present.schema import openapi_document
+from cli import status as cli_status
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
-from wire.result import Presence
+from wire.result import Presence, VersionErrorKind
 from wire.topics import presence_topic, result_topic
 
 TOKEN = "tok-3f9a"
@@ -169,6 +172,67 @@ async def test_pages_render(client: TestClient[Any, Any]) -> None:
     target = await (await client.get("/targets/web")).text()
     assert "1 failing of 3 fresh regions" in target
     assert (await client.get("/targets/nope")).status == 404
+
+
+def with_version_errors() -> Aggregator:
+    """`fed()` plus `cms`: us-east read 3.7.9 then got 403, eu-west never got past auth."""
+    agg, clock = fed()
+    us, eu, ap = (RegionProbe(r, target="cms") for r in REGIONS)
+    auth = {"version": None, "version_error": VersionErrorKind.AUTH}
+    for i in range(2):
+        clock.now += 1
+        first = us.check(True, clock.now, "3.7.9")
+        results = [
+            first if i == 0 else first.model_copy(update=auth),
+            eu.check(True, clock.now, None).model_copy(update=auth),
+            ap.check(True, clock.now, "3.7.9"),
+        ]
+        for r in results:
+            agg.pipeline.handle(result_topic(r.region, "cms"), r.to_json(), False)
+    agg.pipeline.tick(subscribed=True)
+    return agg
+
+
+@pytest.fixture
+async def versions_client() -> AsyncIterator[TestClient[Any, Any]]:
+    agg = with_version_errors()
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        yield c
+
+
+async def test_api_shows_each_regions_version_error(
+    versions_client: TestClient[Any, Any],
+) -> None:
+    """The status API gives each region's version_error beside its last known version."""
+    body = await (await versions_client.get("/api/v1/status")).json()
+    assert validator("StatusResponse").is_valid(body)
+    cms = next(t for t in body["targets"] if t["target"] == "cms")
+    said = {r["region"]: (r["version"], r["version_error"]) for r in cms["regions"]}
+    assert said == {
+        "us-east": ("3.7.9", "auth"),
+        "eu-west": (None, "auth"),
+        "ap-southeast": ("3.7.9", None),
+    }
+
+
+async def test_page_shows_why_a_version_is_unknown(versions_client: TestClient[Any, Any]) -> None:
+    """The page says "version unknown: auth", and a failed fetch beside a known version."""
+    html = await (await versions_client.get("/")).text()
+    assert "version 3.7.9 (last fetch: auth)" in html
+    assert "version unknown: auth" in html
+
+
+async def test_vigil_status_prints_why_a_version_is_unknown(
+    versions_client: TestClient[Any, Any],
+) -> None:
+    """`vigil status` shows the version error in the region's column."""
+    out = io.StringIO()
+    url = str(versions_client.make_url("/"))
+    code = await asyncio.to_thread(cli_status.run, url, "cms", False, None, out)
+    assert code == cli_status.EXIT_UP
+    [_header, row] = out.getvalue().splitlines()
+    assert "ok +2 3.7.9 (last fetch: auth)" in row
+    assert "ok +2 version unknown: auth" in row
 
 
 async def test_bearer_auth() -> None:

@@ -11,7 +11,7 @@ from aggregator.core.rules import PRESENCE_SETTLE_S, Engine
 from aggregator.edges.alertmanager import Outcome, classify_status, is_retryable
 from runtime.clock import rfc3339
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, state
-from wire.result import Presence
+from wire.result import Presence, VersionErrorKind
 
 SETTINGS = AlertSettings(
     labels={"team": "platform", "env": "prod"},
@@ -53,6 +53,50 @@ def test_service_down_labels_and_annotations() -> None:
     assert "Versions seen: 3.8.34." in description
     assert alert.generator_url == "http://vigil.example:8080/targets/api"
     assert alert.starts_at == state(e).since
+
+
+def test_service_down_says_each_regions_version_and_why_it_is_unknown() -> None:
+    """ServiceDown names the running version per region and, where none is known, why."""
+    e = engine()
+    us, eu, ap = (RegionProbe(r) for r in REGIONS)
+    auth = {"version": None, "version_error": VersionErrorKind.AUTH}
+    for i in range(4):
+        t = T0 + 10 * i
+        ok = i == 0
+        # us-east read 3.7.9 before the outage; its fetches fail with the service since.
+        us_result = us.check(ok, t, "3.7.9")
+        if not ok:
+            us_result = us_result.model_copy(
+                update={"version": None, "version_error": VersionErrorKind.CONNECT}
+            )
+        e.apply_result(us_result, t)
+        e.apply_result(eu.check(ok, t, None).model_copy(update=auth), t)
+        e.apply_result(ap.check(ok, t, None).model_copy(update=auth), t)
+        e.evaluate("api", t)
+    [alert] = desired_alerts(e, T0 + 30, SETTINGS).values()
+    description = alert.annotations["description"]
+    assert "us-east: failing since" in description
+    assert "version 3.7.9 (last fetch: connect)" in description
+    assert "eu-west: failing since" in description
+    assert "version unknown: auth" in description
+    assert "Versions seen: 3.7.9." in description
+
+
+def test_versions_seen_says_why_when_no_region_knows_one() -> None:
+    """With no version anywhere, the summary line gives each region's reason."""
+    e = engine()
+    probes = [RegionProbe(r) for r in REGIONS]
+    auth = {"version": None, "version_error": VersionErrorKind.AUTH}
+    for i in range(4):
+        t = T0 + 10 * i
+        for p in probes:
+            e.apply_result(p.check(i == 0, t, None).model_copy(update=auth), t)
+        e.evaluate("api", t)
+    [alert] = desired_alerts(e, T0 + 30, SETTINGS).values()
+    assert (
+        "Versions seen: unknown (us-east: auth; eu-west: auth; ap-southeast: auth)."
+        in alert.annotations["description"]
+    )
 
 
 def test_degraded_quorum_is_an_annotation_not_a_label() -> None:

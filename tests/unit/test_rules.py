@@ -13,7 +13,7 @@ from aggregator.core.rules import (
     next_failing,
 )
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, state, verdict
-from wire.result import Presence
+from wire.result import Presence, ProbeResult, VersionErrorKind
 from wire.state import RegionRecord, StateRecord
 
 
@@ -239,6 +239,28 @@ def test_version_kept_through_a_failed_fetch_and_change_time_tracked() -> None:
     e.apply_result(a.check(True, T0 + 20, "2"), T0 + 20)
     view = state(e).regions["us-east"]
     assert (view.version, view.version_since) == ("2", T0 + 20)
+
+
+def fetch_failed(result: ProbeResult, why: VersionErrorKind) -> ProbeResult:
+    """The same result, but its version fetch failed for `why`."""
+    return result.model_copy(update={"version": None, "version_error": why})
+
+
+def test_version_error_kept_beside_the_last_known_version() -> None:
+    """The latest version_error is kept per region beside the last version, until a fetch works."""
+    e = engine()
+    us, eu = RegionProbe("us-east"), RegionProbe("eu-west")
+    e.apply_result(us.check(True, T0, "3.7.9"), T0)
+    e.apply_result(fetch_failed(eu.check(True, T0, None), VersionErrorKind.AUTH), T0)
+    e.apply_result(fetch_failed(us.check(True, T0 + 10, None), VersionErrorKind.CONNECT), T0 + 10)
+    regions = state(e).regions
+    assert (regions["us-east"].version, regions["us-east"].version_error) == ("3.7.9", "connect")
+    assert (regions["eu-west"].version, regions["eu-west"].version_error) == (None, "auth")
+    evidence = {r.region: r for r in e.judge("api", T0 + 10).regions}
+    assert (evidence["us-east"].version, evidence["us-east"].version_error) == ("3.7.9", "connect")
+    assert evidence["eu-west"].version_error == "auth"
+    e.apply_result(us.check(True, T0 + 20, "3.7.9"), T0 + 20)
+    assert state(e).regions["us-east"].version_error is None
 
 
 def test_duplicates_and_older_results_change_nothing() -> None:
