@@ -1,4 +1,4 @@
-"""`vigil`: operator commands (`vigil status`)."""
+"""`vigil`: operator commands (`vigil status`, `vigil check`, `vigil demo`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli import demo, status
+from cli import check, demo, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--target", help="only this target")
     st.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    ck = sub.add_parser(
+        "check",
+        help="try a service's known health endpoints and print its probe.yaml entry",
+        description="Asks every profile's health endpoints as the probe does and prints what "
+        "each answered, the profile that fits, the version and a probe.yaml entry. Exit code: "
+        "0 a profile fits and the service is healthy, 1 reachable but unhealthy or no profile "
+        "fits, 3 unreachable.",
+    )
+    ck.add_argument("url", help="the service's base URL, e.g. http://127.0.0.1:20128")
+    ck.add_argument("--name", help="the target's name in the entry (default: from the host)")
+    ck.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="sent with every request; repeatable",
+    )
+    ck.add_argument("--timeout", default="5s", help="of each request (default: 5s)")
+    ck.add_argument("--json", action="store_true", help="print the report as JSON")
     dm = sub.add_parser(
         "demo",
         help="run broker, probes, aggregator and a demo target on this machine",
@@ -51,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo.run(args.port, args.target, args.broker, demo_options(args))
+    if args.command == "check":
+        return check.run(
+            args.url, args.name, args.header, args.timeout, args.json, sys.stdout, sys.stderr
+        )
     if args.command == "status":
         return status.run(
             args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout
