@@ -425,6 +425,8 @@ class LoginState:
     failures: int = 0
     # time.monotonic() before which no login is tried.
     not_before: float = 0.0
+    # Why the last login failed, reported again while waiting (a timeout is not `auth`).
+    last_error: VersionErrorKind = VersionErrorKind.AUTH
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -546,11 +548,15 @@ class Checker:
         if outcome.status_code != 404 or len(endpoints) == 1:
             state.endpoint = active
             return outcome
+        answered: HealthOutcome | None = None
+        # Each endpoint asked has the target's timeout: a check that has to look elsewhere
+        # (rare: a first detection, an upgrade) may take longer than one interval, and the
+        # scheduler then skips a slot rather than cut a slow but healthy answer short.
         for index, other in enumerate(endpoints):
             if index == active:
                 continue
             candidate = await self.health(target, other)
-            if candidate.status_code is not None and candidate.status_code != 404:
+            if candidate.failure is None:
                 log.warning(
                     "health_endpoint_switched",
                     extra={
@@ -563,7 +569,12 @@ class Checker:
                 state.endpoint = index
                 state.warm = False
                 return candidate
-        return outcome
+            if answered is None and candidate.status_code != 404:
+                answered = candidate
+        # Moved only to an endpoint that passes: one that fails (or a cookie that expired on
+        # a 401) is not remembered, so the next check starts from the same place. Its
+        # failure is the honest one to report, though: the 404 only said "not here".
+        return answered or outcome
 
     async def _login(self, target: TargetConfig, login: LoginState) -> VersionErrorKind | None:
         """POST the password to the login URL and keep the session cookie; None on success."""
@@ -572,7 +583,7 @@ class Checker:
             return None
         now = time.monotonic()
         if now < login.not_before:
-            return VersionErrorKind.AUTH
+            return login.last_error
         status: int | None = None
         error: VersionErrorKind
         try:
@@ -596,6 +607,7 @@ class Checker:
         except Exception as exc:
             error = version_error_kind(classify_exception(exc))
         login.failures += 1
+        login.last_error = error
         wait = min(LOGIN_BACKOFF * 2 ** (login.failures - 1), LOGIN_BACKOFF_MAX)
         login.not_before = now + wait
         # The status and the kind only: never the password nor any cookie.
@@ -679,6 +691,17 @@ class Checker:
     async def _no_version(self) -> tuple[str | None, VersionErrorKind | None]:
         return None, None
 
+    async def _bounded_version(
+        self, target: TargetConfig, cache: VersionCache
+    ) -> tuple[str | None, VersionErrorKind | None]:
+        # A login, the request and one renewal share the target's timeout: the health
+        # result waits for this leg, and a check must not outlast its interval.
+        try:
+            async with asyncio.timeout(target.timeout):
+                return await self.version(target, cache)
+        except TimeoutError:
+            return None, VersionErrorKind.TIMEOUT
+
     async def run(self, target: TargetConfig, scheduled_at: float) -> ProbeResult:
         """Check health and version concurrently and return the next result for `target`."""
         state = self._state.setdefault(target.name, TargetMemory())
@@ -689,7 +712,7 @@ class Checker:
         ask = not carried or target.has_version_credentials
         outcome, (version, version_error) = await asyncio.gather(
             self.detect_health(target, state),
-            self.version(target, state.version) if ask else self._no_version(),
+            self._bounded_version(target, state.version) if ask else self._no_version(),
         )
         field_name = outcome.endpoint.version_field
         if field_name is not None and version is None:

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
@@ -96,7 +97,8 @@ class TargetConfig(StrictModel):
     tls_verify: bool = True
     ca_file: Path | None = None
     _ssl: ssl.SSLContext | bool = PrivateAttr(default=True)
-    headers: dict[str, str] = {}
+    # Kept out of reprs: people put cookies and keys here too (version_headers is the place).
+    headers: dict[str, str] = Field(default={}, repr=False)
     # Off by default: a fresh connection per check measures DNS, connect and TLS every time
     # and a dead listener cannot hide behind a pooled connection (blackbox_exporter does so).
     reuse_connections: bool = False
@@ -163,6 +165,13 @@ class TargetConfig(StrictModel):
             )
         if "cookie" in seen and self.version_login is not None:
             raise ValueError("set Cookie in version_headers or version_login, not both")
+        login = self.login_url
+        if login is not None:
+            where, home = urlsplit(login), urlsplit(self.url)
+            same_origin = (where.scheme, where.netloc) == (home.scheme, home.netloc)
+            if where.scheme != "https" and not same_origin:
+                # The password would cross the network in clear to another host.
+                raise ValueError("version_login.url: use https, or a path on the target's own url")
         return self
 
     @model_validator(mode="after")

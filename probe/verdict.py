@@ -173,7 +173,7 @@ def error_detail(body: bytes) -> str | None:
     """
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack: not JSON to us
         parsed = None
     if isinstance(parsed, dict):
         text = _error_text(parsed)
@@ -212,7 +212,7 @@ def judge_health(
         return None
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack: not JSON to us
         return Failure(ErrorKind.INVALID_BODY, short(f"body is not JSON: {body[:80]!r}"))
     try:
         actual = _field(parsed, json_field)
@@ -239,7 +239,7 @@ def parse_version(
         return None, VersionErrorKind.HTTP_STATUS
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack: not JSON to us
         return None, VersionErrorKind.INVALID_BODY
     for name in (field, "version"):
         try:

@@ -5,6 +5,7 @@ Each test names what breaks without the change it covers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +16,11 @@ import pytest
 from probe.app import checker_for
 from probe.check import Checker
 from probe.config import ProbeConfig, TargetConfig, parse_config
+from probe.verdict import error_detail, judge_health, parse_version
 from tests.conftest import Serve
 from tests.omniroute_fakes import OmniRouteState, release_37_app, source_tree_app
-from wire.result import ErrorKind, ProbeResult
+from tests.polling import wait_until
+from wire.result import ErrorKind, ProbeResult, VersionErrorKind
 
 PING = "/api/health/ping"
 MONITORING = "/api/monitoring/health"
@@ -286,3 +289,77 @@ async def test_first_slow_check_is_not_slow(checker: Checker, serve: Serve) -> N
     after_failure = await check(checker, target)
     assert after_failure.ok
     assert not after_failure.slow
+
+
+async def test_a_failing_fallback_is_reported_but_not_remembered(
+    checker: Checker, serve: Serve
+) -> None:
+    """Ping 404, monitoring/health 500: the 500 is the check's failure; detection stays open.
+
+    Remembering a failing endpoint would keep a probe on it after the service heals
+    elsewhere (an expired cookie turning the ping path from 404 into 401 would then never
+    switch back): a false page that never clears.
+    """
+    state = OmniRouteState(healthy=False)
+    url = await serve(release_37_app(state))
+    target = omniroute(url, headers={"Cookie": f"auth_token={state.login()}"})
+    broken = await check(checker, target)
+    assert not broken.ok
+    assert (broken.status_code, broken.health_path) == (500, MONITORING)
+    assert broken.error == "HTTP 500, expected 200: Health check failed"
+    await check(checker, target)
+    assert state.hits[PING] == 2  # not remembered: the next check looked again
+    state.healthy = True
+    healed = await check(checker, target)
+    assert healed.ok
+    assert healed.health_path == MONITORING
+    await check(checker, target)
+    assert state.hits[PING] == 3  # a passing endpoint is remembered
+
+
+async def test_a_hanging_fallback_is_a_timeout_not_a_404(checker: Checker, serve: Serve) -> None:
+    """Ping 404 and monitoring/health hanging: the result says timeout, on monitoring/health."""
+    state = OmniRouteState()
+    url = await serve(release_37_app(state))
+    target = omniroute(url, headers={"Cookie": f"auth_token={state.login()}"}, timeout=0.5)
+    state.delay = 0.3  # ping's 404 comes in time
+
+    # The fake delays every request alike: make only the second (monitoring) one hang by
+    # raising the delay once the ping request has been served.
+    task = asyncio.create_task(check(checker, target))
+    await wait_until(lambda: state.hits[PING] == 1, 10, "the ping request")
+    state.delay = 5.0
+    result = await task
+    assert not result.ok
+    assert result.error_kind is ErrorKind.TIMEOUT
+    assert result.health_path == MONITORING
+
+
+def test_deeply_nested_json_is_invalid_not_a_crash() -> None:
+    """A body nested deeper than Python's stack is not JSON to the probe, never an exception."""
+    deep = b"[" * 50_000
+    assert error_detail(deep) is None
+    failure = judge_health(200, deep, expected_status=200, json_field="status", equals="ok")
+    assert failure is not None
+    assert failure.kind is ErrorKind.INVALID_BODY
+    assert parse_version(200, deep, "version") == (None, VersionErrorKind.INVALID_BODY)
+
+
+async def test_a_failed_login_keeps_its_kind_during_the_backoff(
+    checker: Checker, serve: Serve, tmp_path: Path
+) -> None:
+    """A login that could not connect is reported as connect while waiting, not as auth."""
+    url = await serve(source_tree_app(OmniRouteState()))
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-pw")
+    target = omniroute(
+        url,
+        version_login={"url": "https://127.0.0.1:1/api/auth/login", "password_file": str(secret)},
+    )
+    first = await check(checker, target)
+    second = await check(checker, target)  # inside the backoff: no login tried
+    assert first.ok
+    assert (first.version_error, second.version_error) == (
+        VersionErrorKind.CONNECT,
+        VersionErrorKind.CONNECT,
+    )

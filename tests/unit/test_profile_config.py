@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from probe.config import ProbeConfig, TargetConfig, parse_config
 from probe.profiles import PROFILES, HealthEndpoint
@@ -198,3 +199,24 @@ def test_readme_omniroute_configs_load(tmp_path: Path) -> None:
 def test_error_detail(body: bytes, detail: str | None) -> None:
     """Error text is read from `error` (string or object), `message` or `detail`, bounded."""
     assert error_detail(body) == detail
+
+
+def test_headers_stay_out_of_reprs_and_a_login_never_goes_out_in_clear() -> None:
+    """A cookie in `headers` is not in the repr; a plain-http login on another host is refused."""
+    target = TargetConfig.model_validate(
+        {"name": "a", "url": "https://svc.example", "headers": {"Cookie": "auth_token=SECRETJWT"}}
+    )
+    assert "SECRETJWT" not in repr(target)
+    login = {"password_file": __file__}
+    for url, ok in [
+        ("/api/auth/login", True),
+        ("https://sso.example/login", True),
+        ("http://svc.example/api/auth/login", False),
+        ("http://elsewhere.example/login", False),
+    ]:
+        fields = {"name": "a", "url": "https://svc.example", "version_login": {**login, "url": url}}
+        if ok:
+            TargetConfig.model_validate(fields)
+        else:
+            with pytest.raises(ValidationError, match="use https"):
+                TargetConfig.model_validate(fields)
