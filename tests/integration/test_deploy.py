@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
+import pwd
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,6 +174,77 @@ async def test_broker_acl(deploy_broker: int) -> None:
         with pytest.raises(aiomqtt.MqttError):
             async with client(port, user, password):
                 pass
+
+
+def test_deploy_broker_starts_with_its_own_start_script(tmp_path: Path) -> None:
+    """start.sh as the container runs it (as root, mosquitto dropping to its own user) works.
+
+    Before, the password file was root's with mode 0700 and mosquitto 2, which reads it after
+    dropping privileges, exited with "Unable to open pwfile" in a restart loop.
+    """
+    if os.geteuid() != 0:
+        pytest.fail("run as root, as `make test` and the broker's container do")
+    mosquitto = pwd.getpwnam("mosquitto")  # Debian's mosquitto package creates the user
+    # Outside pytest's root-only tmp tree: mosquitto's own user must reach these paths.
+    root = Path(tempfile.mkdtemp(prefix="vigil-broker-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        run_dir, config_dir, data_dir = root / "run", root / "config", root / "data"
+        for path, mode in ((run_dir, 0o1777), (config_dir, 0o755), (data_dir, 0o700)):
+            path.mkdir()
+            path.chmod(mode)  # run: as a tmpfs mounts
+        os.chown(data_dir, mosquitto.pw_uid, mosquitto.pw_gid)
+        shutil.copy(DEPLOY / "mosquitto/acl", config_dir / "acl")
+        (config_dir / "acl").chmod(0o644)
+        port = free_port()
+        text = (DEPLOY / "mosquitto/mosquitto.conf").read_text()
+        text = text.replace("/mosquitto/run/passwd", str(run_dir / "passwd"))
+        text = text.replace("/mosquitto/config/acl", str(config_dir / "acl"))
+        text = text.replace("/mosquitto/data/", f"{data_dir}/")
+        text = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M)
+        conf = config_dir / "mosquitto.conf"
+        conf.write_text(text + "log_dest stderr\n")
+        conf.chmod(0o644)
+        env = {
+            **os.environ,
+            "MOSQUITTO_RUN": str(run_dir),
+            "MOSQUITTO_CONFIG": str(conf),
+            **{
+                f"MQTT_PASSWORD_{user.upper().replace('-', '_')}": password
+                for user, password in PASSWORDS.items()
+            },
+        }
+        env["PATH"] = f"{env.get('PATH', '')}:/usr/sbin:/sbin"
+        log = (tmp_path / "broker.log").open("wb")
+        proc = subprocess.Popen(
+            ["sh", str(DEPLOY / "mosquitto/start.sh")], env=env, stdout=log, stderr=log
+        )
+        try:
+            try:
+                wait_port(port)
+            except TimeoutError:
+                pytest.fail((tmp_path / "broker.log").read_text(errors="replace")[-2000:])
+            info = (run_dir / "passwd").stat()
+            assert (info.st_uid, info.st_mode & 0o777) == (mosquitto.pw_uid, 0o600)
+
+            async def publish() -> None:
+                async with client(port, "probe-us-east") as probe:
+                    await probe.publish("vigil/v1/results/us-east/api", b"hello", qos=1)
+
+            asyncio.run(publish())
+            with pytest.raises(aiomqtt.MqttError):
+                asyncio.run(_connect(port, "probe-us-east", "wrong"))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _connect(port: int, user: str, password: str) -> None:
+    async with client(port, user, password):
+        pass
 
 
 async def collect(client: aiomqtt.Client, count: int, limit: float = 10.0) -> list[bytes]:
