@@ -28,18 +28,16 @@ import zlib
 from pathlib import Path
 
 import aiohttp
-import aiomqtt
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probe_bench import Started, cpu_seconds, percentile, start  # noqa: E402 - benchmarks/
+from probe_bench import Started, cpu_seconds, live_results, percentile, start  # noqa: E402 - benchmarks/
 from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
 
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from wire.result import ProbeResult  # noqa: E402 - after the path fix above
-from wire.topics import RESULTS_FILTER  # noqa: E402
 
 BOMBS = 12
 INTERVAL = 1.0
@@ -83,13 +81,8 @@ class Results:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port, max_queued_incoming_messages=0) as c:
-            await c.subscribe(RESULTS_FILTER, qos=1)
-            self.ready.set()
-            async for message in c.messages:
-                if isinstance(message.payload, bytes) and not message.retain:
-                    r = ProbeResult.from_json(message.payload)
-                    self.by_target[r.target].append(r)
+        async for r in live_results(self.port, self.ready):
+            self.by_target[r.target].append(r)
 
 
 def vm_hwm_mib(pid: int) -> float:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def start(args: list[str], log: Path) -> Started:
     return Started(subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=out))
 
 
+async def live_results(port: int, ready: asyncio.Event) -> AsyncIterator[ProbeResult]:
+    """Every live (not retained) result on the broker at `port`; `ready` once subscribed."""
+    async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as c:
+        await c.subscribe(RESULTS_FILTER, qos=1)
+        ready.set()
+        async for message in c.messages:
+            if isinstance(message.payload, bytes) and not message.retain:
+                yield ProbeResult.from_json(message.payload)
+
+
 class ResultCounter:
     """Subscribes to every result; keeps (started_at, lateness) per result."""
 
@@ -83,13 +94,8 @@ class ResultCounter:
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.port, max_queued_incoming_messages=0) as c:
-            await c.subscribe(RESULTS_FILTER, qos=1)
-            self.ready.set()
-            async for message in c.messages:
-                if isinstance(message.payload, bytes) and not message.retain:
-                    r = ProbeResult.from_json(message.payload)
-                    self.samples.append((r.started_at, r.started_at - r.scheduled_at, r.ok))
+        async for r in live_results(self.port, self.ready):
+            self.samples.append((r.started_at, r.started_at - r.scheduled_at, r.ok))
 
     def window(self, t0: float, t1: float) -> list[tuple[float, float, bool]]:
         return [s for s in self.samples if t0 <= s[0] < t1]
