@@ -10,7 +10,9 @@ import pytest
 import trustme
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from probe.app import checker_for
 from probe.check import Checker, make_session
+from probe.config import ProbeConfig, TargetConfig
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +85,15 @@ async def injected_checker(
         yield Checker(
             region=region, probe_id=probe_id, boot_id="1" * 32, fresh=fresh, pooled=pooled
         )
+
+
+@pytest.fixture
+async def checker() -> AsyncIterator[Checker]:
+    """A `Checker` as the probe builds it (`probe.app.checker_for`), for us-east-1."""
+    config = ProbeConfig(
+        region="us-east",
+        probe_id="us-east-1",
+        targets=[TargetConfig(name="any", url="http://127.0.0.1:1")],
+    )
+    async with checker_for(config, "0" * 32) as c:
+        yield c

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,8 @@ import trustme
 from aiohttp import web
 
 from demo.target import STATE, make_app
-from probe.app import checker_for
 from probe.check import Checker, TimedConnector
-from probe.config import ProbeConfig, TargetConfig
+from probe.config import TargetConfig
 from tests.conftest import Serve
 from wire.result import ErrorKind, VersionErrorKind
 
@@ -35,15 +33,6 @@ def target(url: str, **kw: Any) -> TargetConfig:
     }
     fields.update(kw)
     return TargetConfig.model_validate(fields)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    config = ProbeConfig(
-        region="us-east", probe_id="us-east-1", targets=[target("http://127.0.0.1:1")]
-    )
-    async with checker_for(config, "0" * 32) as c:
-        yield c
 
 
 @pytest.fixture

@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from probe.app import checker_for
 from probe.check import Checker
-from probe.config import ProbeConfig, TargetConfig
+from probe.config import TargetConfig
 from probe.schedule import Scheduler
 from tests.conftest import Serve
 from tests.polling import wait_until
@@ -121,13 +120,6 @@ class Hostile:
 async def hostile(serve: Serve) -> tuple[Hostile, str]:
     app = Hostile()
     return app, await serve(app.app)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    config = ProbeConfig(region="eu-west", probe_id="eu-west-1", targets=[target("http://x")])
-    async with checker_for(config, "0" * 32) as c:
-        yield c
 
 
 def target(url: str, **kw: Any) -> TargetConfig:

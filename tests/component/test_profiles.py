@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from probe.app import checker_for
 from probe.check import Checker
-from probe.config import ProbeConfig, TargetConfig, parse_config
+from probe.config import TargetConfig, parse_config
 from probe.verdict import error_detail, judge_health, parse_version
 from tests.conftest import Serve
 from tests.omniroute_fakes import OmniRouteState, release_37_app, source_tree_app
@@ -36,15 +32,6 @@ def omniroute(url: str, **kw: Any) -> TargetConfig:
     }
     fields.update(kw)
     return TargetConfig.model_validate(fields)
-
-
-@pytest.fixture
-async def checker() -> AsyncIterator[Checker]:
-    config = ProbeConfig(
-        region="us-east", probe_id="us-east-1", targets=[omniroute("http://127.0.0.1:1")]
-    )
-    async with checker_for(config, "0" * 32) as c:
-        yield c
 
 
 async def check(checker: Checker, target: TargetConfig) -> ProbeResult:
