@@ -24,6 +24,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from yarl import URL
 
 from runtime.config import parse_listen
+from runtime.logs import Throttle
 
 log = logging.getLogger("vigil.http")
 
@@ -77,14 +78,13 @@ class ConnectionGuard:
     ) -> None:
         self.limits = limits
         self._on_shed = on_shed
-        self._clock = clock
         self._open: set[_GuardedConnection] = set()
         # Connections still waiting for their first request head, oldest first.
         self._waiting: dict[_GuardedConnection, None] = {}
         # Every open connection, the one that sent nothing for longest first.
         self._quiet: dict[_GuardedConnection, None] = {}
         self._unlogged: Counter[str] = Counter()
-        self._logged_at = -SHED_LOG_INTERVAL
+        self._log_shed = Throttle(SHED_LOG_INTERVAL, clock)
 
     @property
     def open(self) -> int:
@@ -138,9 +138,8 @@ class ConnectionGuard:
         if self._on_shed is not None:
             self._on_shed(reason)
         self._unlogged[reason] += 1
-        now = self._clock()
         # A flood sheds thousands a second; one line a minute says it with the counts.
-        if now - self._logged_at >= SHED_LOG_INTERVAL:
+        if self._log_shed.ready("shed"):
             log.warning(
                 "http_connections_shed",
                 extra={
@@ -150,7 +149,6 @@ class ConnectionGuard:
                 },
             )
             self._unlogged.clear()
-            self._logged_at = now
 
 
 class _ProtocolFactory:
