@@ -14,7 +14,6 @@ import base64
 import enum
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -68,11 +67,6 @@ def auth_headers(config: AlertmanagerConfig) -> dict[str, str]:
     return {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
 
 
-def ssl_for(config: AlertmanagerConfig) -> ssl.SSLContext | bool:
-    """The `ssl=` argument for requests to Alertmanager (built with the config)."""
-    return config.ssl
-
-
 class PeerSender:
     """Delivers alert updates to one Alertmanager, in batches, retrying what is worth it."""
 
@@ -91,7 +85,7 @@ class PeerSender:
         self._session = session
         self._config = config
         self._headers = {"Content-Type": "application/json", **headers}
-        self._ssl = ssl_for(config)
+        self._ssl = config.ssl  # built (and checked) with the config
         self._on_post = on_post
         self._on_drop = on_drop
         # Latest payload per alert, oldest update first.
