@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from aggregator.config import AggregatorConfig, Rule
 from aggregator.core.rules import Engine, TargetState, Transition, Verdict
-from wire.result import ErrorKind, ProbeResult
+from wire.result import ErrorKind, Presence, ProbeResult
 
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 BOOT = "b" * 32
@@ -21,6 +21,26 @@ def engine(rule: Rule | None = None, regions: tuple[str, ...] = REGIONS, **kw: f
         config.rule_for,
         default_interval=kw.get("default_interval", 10.0),
         forget_after=kw.get("forget_after", 3600.0),
+    )
+
+
+def online(
+    region: str,
+    targets: Iterable[str] = ("api",),
+    at: float = T0,
+    *,
+    probe_id: str | None = None,
+    interval: float = 10.0,
+    boot_id: str = BOOT,
+) -> Presence:
+    """A probe's `online` presence listing `targets` (probe id `{region}-1` unless given)."""
+    return Presence(
+        status="online",
+        probe_id=probe_id or f"{region}-1",
+        region=region,
+        boot_id=boot_id,
+        at=at,
+        targets=dict.fromkeys(targets, interval),
     )
 
 

@@ -25,8 +25,7 @@ from aggregator.edges.http import make_app
 from runtime.http import ConnectionLimits, serve
 from tests.conftest import Serve
 from tests.polling import wait_until, wait_until_async
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
-from wire.result import Presence
+from tests.rulekit import REGIONS, T0, RegionProbe, online
 from wire.topics import presence_topic, result_topic
 
 TOKEN = "tok-7c21"
@@ -43,14 +42,7 @@ def aggregator(tokens: list[str]) -> Aggregator:
     agg.pipeline.set_connected(True)
     agg.pipeline.tick(subscribed=True)
     for region in REGIONS:
-        presence = Presence(
-            status="online",
-            probe_id=f"{region}-1",
-            region=region,
-            boot_id=BOOT,
-            at=now,
-            targets={"api": 10.0},
-        )
+        presence = online(region, at=now)
         agg.pipeline.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
         probe = RegionProbe(region)
         for i in range(3):

@@ -17,8 +17,8 @@ from aggregator.config import AggregatorConfig
 from aggregator.edges.http import make_app
 from aggregator.present.schema import openapi_document
 from cli import status as cli_status
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe
-from wire.result import Presence, VersionErrorKind
+from tests.rulekit import REGIONS, T0, RegionProbe, online
+from wire.result import VersionErrorKind
 from wire.topics import presence_topic, result_topic
 
 TOKEN = "tok-3f9a"
@@ -50,14 +50,7 @@ def fed(
     clock.now += 2
     agg.pipeline.tick(subscribed=True)
     for region in REGIONS:
-        presence = Presence(
-            status="online",
-            probe_id=f"{region}-1",
-            region=region,
-            boot_id=BOOT,
-            at=clock.now,
-            targets={"api": 10.0, "web": 10.0},
-        )
+        presence = online(region, ("api", "web"), clock.now)
         agg.pipeline.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
     probes = {(t, r): RegionProbe(r, target=t) for t in ("api", "web") for r in REGIONS}
     for i in range(4):

@@ -9,8 +9,7 @@ from prometheus_client import CollectorRegistry
 from aggregator.app import build
 from aggregator.config import AggregatorConfig
 from aggregator.core.rules import Applied, Engine
-from tests.rulekit import REGIONS, T0, RegionProbe
-from wire.result import Presence
+from tests.rulekit import REGIONS, T0, RegionProbe, online
 from wire.topics import result_topic
 
 
@@ -23,17 +22,6 @@ def capped(max_targets: int, per_region: int) -> Engine:
         forget_after=60.0,
         max_targets=max_targets,
         max_targets_per_region=per_region,
-    )
-
-
-def presence(region: str, names: list[str], at: float) -> Presence:
-    return Presence(
-        status="online",
-        probe_id=f"{region}-1",
-        region=region,
-        boot_id="c" * 32,
-        at=at,
-        targets=dict.fromkeys(names, 10.0),
     )
 
 
@@ -60,7 +48,7 @@ def test_a_region_fills_its_share_and_no_more() -> None:
 def test_the_total_cap_holds_across_regions_and_presence() -> None:
     """Past max_targets nothing new is admitted, whichever region and whatever the message."""
     e = capped(max_targets=3, per_region=100)
-    e.apply_presence(presence("us-east", [f"t{i}" for i in range(5)], T0), T0)
+    e.apply_presence(online("us-east", [f"t{i}" for i in range(5)], boot_id="c" * 32), T0)
     assert len(e) == 3
     assert e.refused["us-east"] == 2
     assert e.apply_result(RegionProbe("eu-west", target="new").check(True, T0), T0) is (
@@ -100,7 +88,7 @@ def test_per_region_counts_match_a_recount_under_random_traffic() -> None:
             e.apply_result(probe.check(rng.random() < 0.5, now), now)
         elif op < 0.9:
             names = [f"t{rng.randrange(40)}" for _ in range(rng.randrange(6))]
-            e.apply_presence(presence(region, names, now), now)
+            e.apply_presence(online(region, names, now, boot_id="c" * 32), now)
         else:
             e.forget(now)
         assert len(e) <= 30

@@ -12,7 +12,7 @@ from aggregator.core.rules import (
     Verdict,
     next_failing,
 )
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, state, verdict
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, online, state, verdict
 from wire.result import Presence, ProbeResult, VersionErrorKind
 from wire.state import RegionRecord, StateRecord
 
@@ -85,17 +85,7 @@ def test_verdicts(pattern: dict[str, str], expected: Verdict, failing: set[str])
 def test_no_results_is_unknown() -> None:
     """A target only known from presence, with no results, is unknown."""
     e = engine()
-    e.apply_presence(
-        Presence(
-            status="online",
-            probe_id="p",
-            region="us-east",
-            boot_id=BOOT,
-            at=T0,
-            targets={"api": 10.0},
-        ),
-        T0,
-    )
+    e.apply_presence(online("us-east", probe_id="p"), T0)
     e.evaluate("api", T0)
     st = state(e)
     assert st.verdict is Verdict.UNKNOWN

@@ -6,7 +6,7 @@ from aggregator.config import Rule
 from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts
 from aggregator.core.rules import PRESENCE_SETTLE_S, Engine
 from runtime.clock import rfc3339
-from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, verdict
+from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, engine, names, online, verdict
 from wire.result import Presence, ProbeResult
 from wire.state import Verdict
 
@@ -124,17 +124,7 @@ def test_no_probe_offline_before_the_aggregator_could_have_heard() -> None:
     """At start, a region whose first result has not come yet is pending, not offline."""
     e = engine()
     e.listening(T0)
-    e.apply_presence(
-        Presence(
-            status="online",
-            probe_id="us-east-1",
-            region="us-east",
-            boot_id=BOOT,
-            at=T0,
-            targets={"api": 10.0},
-        ),
-        T0,
-    )
+    e.apply_presence(online("us-east"), T0)
     e.evaluate("api", T0 + 5)
     assert alertnames(e, T0 + 5) == []
     ev = e.judge("api", T0 + 5)
