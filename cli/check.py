@@ -156,7 +156,7 @@ def choose(answers: Sequence[Answer]) -> Fit:
     if not answers:
         return Fit(None, None, "no profile lists a health endpoint")
     if all(a.status is None and a.error_kind in UNREACHABLE_KINDS for a in answers):
-        return Fit(None, None, f"unreachable: {answers[0].summary()}", unreachable=True)
+        return Fit(None, None, answers[0].summary(), unreachable=True)
     passing = [a for a in answers if a.error_kind is None]
     shaped = [a for a in answers if a.shaped]
     if passing or shaped:

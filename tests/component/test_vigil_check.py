@@ -148,6 +148,7 @@ async def test_closed_port_is_unreachable(capsys: pytest.CaptureFixture[str]) ->
     code, out = await vigil(capsys, "check", f"http://127.0.0.1:{closed_port()}")
     assert code == 3
     assert "unreachable: cannot connect to 127.0.0.1" in out
+    assert "unreachable: unreachable" not in out
     assert "probe.yaml:" not in out
 
 
