@@ -5,9 +5,16 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from runtime.config import (
     ConfigError,
@@ -23,6 +30,7 @@ from runtime.config import (
 from runtime.secrets import SecretFile
 from runtime.tls import checked_context
 from wire.result import Name
+from wire.topics import TopicError, instance_level
 
 Count = Annotated[int, Field(ge=1, le=1000)]
 
@@ -196,6 +204,28 @@ class Limits(StrictModel):
     max_probes_per_region: Annotated[int, Field(ge=1, le=10_000)] = 64
 
 
+def _switch(value: object) -> object:
+    # YAML 1.1 reads a bare on/off as a boolean.
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+LatencyHistograms = Annotated[Literal["auto", "on", "off"], BeforeValidator(_switch)]
+
+
+class MetricsConfig(StrictModel):
+    """What `/metrics` carries per (target, region) beyond the fixed series."""
+
+    # The latency histogram, 14 samples per (target, region): `auto` exports it while the
+    # aggregator holds at most `histogram_max_pairs` pairs (1,000 targets x 3 regions), and
+    # leaves it out beyond, where it would be most of the scrape.
+    latency_histograms: LatencyHistograms = "auto"
+    histogram_max_pairs: Annotated[int, Field(ge=0, le=100_000_000)] = 3_000
+
+
 class AggregatorConfig(StrictModel):
     """The whole aggregator config file."""
 
@@ -209,7 +239,9 @@ class AggregatorConfig(StrictModel):
     api: ApiConfig = ApiConfig()
     http: HttpConfig = HttpConfig()
     # Fixed, so the broker keeps this aggregator's session (and queues results) while it is down.
-    client_id: Annotated[str, Field(min_length=1, max_length=128)] = "vigil-aggregator"
+    # Also names this instance's state subtree (vigil/v1/state/{client_id}/...), so it must be
+    # a topic level; each aggregator of an HA pair has its own (VIGIL_CLIENT_ID sets it).
+    client_id: str = "vigil-aggregator"
     # How long the broker keeps the session of an aggregator that does not come back.
     session_expiry: Duration = 86400.0
     # How long to wait for a SUBACK. After a reconnect with a large backlog queued for the
@@ -231,6 +263,7 @@ class AggregatorConfig(StrictModel):
     # Recent results kept per (target, region) for the API's history and the sparklines.
     history: Annotated[int, Field(ge=0, le=500)] = 20
     limits: Limits = Limits()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("regions")
     @classmethod
@@ -238,6 +271,14 @@ class AggregatorConfig(StrictModel):
         if len(set(regions)) != len(regions):
             raise ValueError("regions must not repeat")
         return regions
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, client_id: str) -> str:
+        try:
+            return instance_level(client_id)
+        except TopicError as exc:
+            raise ValueError(f"{exc}: it names this aggregator's state topics") from None
 
     @model_validator(mode="after")
     def _quorum_possible(self) -> Self:
@@ -264,12 +305,15 @@ class AggregatorConfig(StrictModel):
 def parse_config(text: str, *, source: str, env: Mapping[str, str]) -> AggregatorConfig:
     """Validate aggregator config text; secrets and the broker come from the environment too.
 
-    VIGIL_MQTT_*, VIGIL_ALERTMANAGER_TOKEN and VIGIL_API_TOKENS override the file.
+    VIGIL_MQTT_*, VIGIL_CLIENT_ID, VIGIL_ALERTMANAGER_TOKEN and VIGIL_API_TOKENS override the
+    file (VIGIL_CLIENT_ID: one config file for both aggregators of an HA pair).
 
     Raises:
         ConfigError: naming `source` and the key at fault.
     """
     overrides = env_overrides(env)
+    if "VIGIL_CLIENT_ID" in env:
+        overrides["client_id"] = env["VIGIL_CLIENT_ID"]
     alertmanager: dict[str, object] = {}
     if "VIGIL_ALERTMANAGER_TOKEN" in env:
         alertmanager["bearer_token"] = env["VIGIL_ALERTMANAGER_TOKEN"]

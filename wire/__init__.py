@@ -17,6 +17,7 @@ from wire.topics import (
     parse_result_topic,
     presence_topic,
     result_topic,
+    state_filter,
     state_topic,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "parse_result_topic",
     "presence_topic",
     "result_topic",
+    "state_filter",
     "state_topic",
 ]

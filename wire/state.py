@@ -1,8 +1,9 @@
-"""The aggregator's retained record of its own verdicts, under `vigil/v1/state/{target}`.
+"""The aggregator's retained record of its own verdicts: `vigil/v1/state/{instance}/{target}`.
 
-A restarted aggregator (or a second replica) reads these back so it neither fires a false
-alert nor resolves a real one while it relearns the regions' streaks. Part of the contract:
-anyone on the broker (`vigil demo`, a dashboard) may read them.
+A restarted aggregator reads its own instance's records back so it neither fires a false
+alert nor resolves a real one while it relearns the regions' streaks; each aggregator of an
+HA pair has its own subtree (`instance` is its client id). Part of the contract: anyone on
+the broker (`vigil demo`, a dashboard) may read them.
 """
 
 from __future__ import annotations

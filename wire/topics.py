@@ -20,11 +20,13 @@ class Kind(enum.StrEnum):
 
 
 # Topic levels after `{PREFIX}/{kind}` for each kind.
-_LEVELS = {Kind.RESULT: 2, Kind.PRESENCE: 2, Kind.STATE: 1}
+_LEVELS = {Kind.RESULT: 2, Kind.PRESENCE: 2, Kind.STATE: 2}
 
 RESULTS_FILTER = f"{PREFIX}/{Kind.RESULT}/+/+"
 PRESENCE_FILTER = f"{PREFIX}/{Kind.PRESENCE}/+/+"
-STATE_FILTER = f"{PREFIX}/{Kind.STATE}/+"
+# Every aggregator's state records. The single-level `vigil/v1/state/{target}` records of
+# versions before the HA pair do not match it, so a reader never sees them.
+STATE_FILTER = f"{PREFIX}/{Kind.STATE}/+/+"
 # Everything a consumer of the whole system subscribes to.
 ALL_FILTERS = (STATE_FILTER, RESULTS_FILTER, PRESENCE_FILTER)
 
@@ -49,6 +51,13 @@ class PresenceTopic(NamedTuple):
     probe_id: str
 
 
+class StateTopic(NamedTuple):
+    """The levels of a state topic."""
+
+    instance: str
+    target: str
+
+
 def _level(kind: str, value: str) -> str:
     if not _NAME.match(value):
         raise TopicError(f"{kind} {value!r} is not a valid topic level (allowed: {NAME_PATTERN})")
@@ -65,9 +74,48 @@ def presence_topic(region: str, probe_id: str) -> str:
     return f"{PREFIX}/{Kind.PRESENCE}/{_level('region', region)}/{_level('probe_id', probe_id)}"
 
 
-def state_topic(target: str) -> str:
-    """Topic of the aggregator's retained record of its last verdict for `target`."""
-    return f"{PREFIX}/{Kind.STATE}/{_level('target', target)}"
+def instance_level(instance: str) -> str:
+    """`instance` (an aggregator's client id) if it can name its state subtree.
+
+    Raises:
+        TopicError: it is not a valid topic level.
+    """
+    return _level("instance", instance)
+
+
+def state_topic(instance: str, target: str) -> str:
+    """Topic of aggregator `instance`'s retained record of its last verdict for `target`.
+
+    One subtree per instance: each aggregator of an HA pair reads back only its own records,
+    so neither restores a verdict the other reached.
+    """
+    return f"{PREFIX}/{Kind.STATE}/{instance_level(instance)}/{_level('target', target)}"
+
+
+def state_filter(instance: str) -> str:
+    """Filter matching every state record of aggregator `instance`, and no other's."""
+    return f"{PREFIX}/{Kind.STATE}/{instance_level(instance)}/+"
+
+
+def aggregator_filters(instance: str) -> tuple[str, ...]:
+    """What aggregator `instance` subscribes to: its own state records, results, presence.
+
+    The state filter comes first, so its retained records arrive with the other retained
+    messages, before the first verdict.
+    """
+    return (state_filter(instance), RESULTS_FILTER, PRESENCE_FILTER)
+
+
+_RESULT_PREFIX = f"{PREFIX}/{Kind.RESULT}/"
+
+
+def is_result_topic_of(topic: str, region: str, target: str) -> bool:
+    """Whether `topic` is exactly the result topic of (`region`, `target`).
+
+    For names already validated (a decoded result's): the per-message fast path, with no
+    level parsing; anything else goes through `parse_result_topic`.
+    """
+    return topic == f"{_RESULT_PREFIX}{region}/{target}"
 
 
 def topic_kind(topic: str) -> Kind | None:
@@ -113,11 +161,12 @@ def parse_presence_topic(topic: str) -> PresenceTopic:
     return PresenceTopic(region, probe_id)
 
 
-def parse_state_topic(topic: str) -> str:
-    """The target a state topic is about.
+def parse_state_topic(topic: str) -> StateTopic:
+    """Split a state topic into the aggregator instance that wrote it and its target.
 
     Raises:
-        TopicError: the topic is not a well-formed state topic.
+        TopicError: the topic is not a well-formed state topic (the single-level
+            `vigil/v1/state/{target}` of versions before the HA pair is not).
     """
-    (target,) = _split(topic, Kind.STATE)
-    return target
+    instance, target = _split(topic, Kind.STATE)
+    return StateTopic(instance, target)

@@ -165,35 +165,91 @@ def desired_alerts(
     Built one target at a time: with `on_error`, a target whose alerts cannot be built is
     reported there and the others' alerts are still returned.
     """
-    b = _Builder(settings)
-    out: list[Alert] = []
-    for state in engine.snapshots():
+    desired = DesiredAlerts(settings)
+    desired.refresh(engine, now, on_error)
+    return desired.current()
+
+
+class DesiredAlerts:
+    """`desired_alerts`, kept per target so a result that changed one target re-judges one.
+
+    Rebuilding every target's alerts on each transition made a backlog drain quadratic in the
+    number of targets (each first result after a restart is a transition): `refresh` is for
+    the clock tick, `refresh_targets` for a message.
+    """
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self._b = _Builder(settings)
+        # Only targets that call for an alert: most are up, and cost nothing here.
+        self._targets: dict[str, list[Alert]] = {}
+        self._regions: list[Alert] = []
+
+    def refresh(self, engine: Engine, now: float, on_error: OnTargetError | None = None) -> None:
+        """Re-judge every target and region (alerts that come with time: staleness, delays)."""
+        self._targets.clear()
+        for state in engine.snapshots():
+            self._target(engine, state, now, on_error)
+        self.refresh_regions(engine, now)
+
+    def refresh_targets(
+        self,
+        engine: Engine,
+        names: Iterable[str],
+        now: float,
+        on_error: OnTargetError | None = None,
+    ) -> None:
+        """Re-judge these targets only; a target the engine no longer holds loses its alerts."""
+        for name in names:
+            self._targets.pop(name, None)
+            state = engine.snapshot(name)
+            if state is not None:
+                self._target(engine, state, now, on_error)
+
+    def refresh_regions(self, engine: Engine, now: float) -> None:
+        """Re-judge the regions' ProbeOffline (each looks at every target: not per message)."""
+        self._regions = [
+            self._probe_offline(engine, region, now)
+            for region in engine.regions
+            if engine.region_stale(region, now) and _region_known(engine, region)
+        ]
+
+    def current(self) -> dict[str, Alert]:
+        """The alerts called for as of the last refreshes, by fingerprint."""
+        out = {a.fingerprint: a for alerts in self._targets.values() for a in alerts}
+        out.update((a.fingerprint, a) for a in self._regions)
+        return out
+
+    def _target(
+        self, engine: Engine, state: TargetSnapshot, now: float, on_error: OnTargetError | None
+    ) -> None:
         # Most targets are up: skip them before any work is done on their behalf.
         if state.evaluation is None or (
             state.verdict not in (Verdict.DOWN, Verdict.DEGRADED) and not state.version_skew
         ):
-            continue
+            return
         try:
-            out.extend(_target_alerts(b, engine, state, now))
+            alerts = _target_alerts(self._b, engine, state, now)
         except Exception as exc:
             if on_error is None:
                 raise
             on_error(state.name, exc)
-    for region in engine.regions:
-        if engine.region_stale(region, now) and _region_known(engine, region):
-            out.append(
-                b.alert(
-                    PROBE_OFFLINE,
-                    "warning",
-                    None,
-                    {"region": region},
-                    summary=f"The probe in {region} is offline or silent",
-                    description=_offline_reason(engine, region),
-                    starts_at=now,
-                    page="/",
-                )
-            )
-    return {a.fingerprint: a for a in out}
+            return
+        if alerts:
+            self._targets[state.name] = alerts
+
+    def _probe_offline(self, engine: Engine, region: str, now: float) -> Alert:
+        heard = engine.region_last_heard(region)
+        return self._b.alert(
+            PROBE_OFFLINE,
+            "warning",
+            None,
+            {"region": region},
+            summary=f"The probe in {region} is offline or silent",
+            description=_offline_reason(engine, region),
+            # Silent since it was last heard of; the book keeps it no later than now.
+            starts_at=now if heard is None else heard,
+            page="/",
+        )
 
 
 def restored_alerts(engine: Engine, settings: AlertSettings) -> dict[str, Alert]:

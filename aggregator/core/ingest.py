@@ -16,6 +16,7 @@ from wire.state import StateRecord
 from wire.topics import (
     Kind,
     TopicError,
+    is_result_topic_of,
     parse_presence_topic,
     parse_result_topic,
     parse_state_topic,
@@ -84,12 +85,18 @@ def decode(
         return Rejected(Reason.TOO_LARGE, f"{len(payload)} bytes on {topic[:200]}")
     try:
         if kind is Kind.RESULT:
-            region, target = parse_result_topic(topic)
-            result = ProbeResult.from_json(payload)
-            if (result.region, result.target) != (region, target):
+            try:
+                result = ProbeResult.from_json(payload)
+            except ValidationError:
+                parse_result_topic(topic)  # a malformed topic is the first thing wrong
+                raise
+            region = result.region
+            # The payload's names are valid, so a topic equal to theirs is too: no parsing.
+            if not is_result_topic_of(topic, region, result.target):
+                topic_region, topic_target = parse_result_topic(topic)
                 return Rejected(
                     Reason.TOPIC_MISMATCH,
-                    f"topic says {region}/{target}, payload {result.region}/{result.target}",
+                    f"topic says {topic_region}/{topic_target}, payload {region}/{result.target}",
                 )
             if region not in regions:
                 return Rejected(Reason.UNKNOWN_REGION, region)
@@ -109,7 +116,7 @@ def decode(
                 return Rejected(Reason.UNKNOWN_REGION, region)
             return presence
         if kind is Kind.STATE:
-            target = parse_state_topic(topic)
+            _instance, target = parse_state_topic(topic)
             record = StateRecord.from_json(payload)
             if target != record.target:
                 return Rejected(Reason.TOPIC_MISMATCH, f"state for {record.target}")

@@ -11,11 +11,13 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from aggregator.core.alerts import AlertBook, AlertSettings, desired_alerts, restored_alerts
+from prometheus_client import Counter, Gauge
+
+from aggregator.core.alerts import AlertBook, AlertSettings, DesiredAlerts, restored_alerts
 from aggregator.core.history import SeriesStore
 from aggregator.core.ingest import Rejected, decode
 from aggregator.core.rules import (
@@ -73,7 +75,7 @@ class PipelineSettings:
     regions: frozenset[str]
     max_clock_skew: float
     startup_grace: float
-    # Written into each state record, so a reader can tell replicas apart.
+    # Names this instance's state subtree (`state_topic`) and is written into each record.
     client_id: str
     # A result that started longer ago than this is rejected as too old to judge by.
     max_result_age: float = float("inf")
@@ -112,6 +114,7 @@ class Pipeline:
         self._readiness = readiness
         self._clock = clock
         self._on_transitions = on_transitions
+        self._desired = DesiredAlerts(alert_settings)
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
         # A hostile publisher must not turn into a log flood.
@@ -119,7 +122,9 @@ class Pipeline:
         self._errors_logged = Throttle(60.0)
         self._refusals_logged = Throttle(60.0)
         # Probe ids with a clock-skew series, per region, least recently heard first.
-        self._skew_probes: dict[str, dict[str, None]] = {}
+        # (Each with its series' child: a label lookup per result is a cost at 10,000/s.)
+        self._skew_probes: dict[str, dict[str, Gauge]] = {}
+        self._received: dict[str, Counter] = {}
 
     # -- input ----------------------------------------------------------------------------
 
@@ -140,7 +145,12 @@ class Pipeline:
         if isinstance(decoded, Rejected):
             self._reject(topic, decoded)
         elif isinstance(decoded, ProbeResult):
-            self._metrics.received.labels(decoded.region).inc()
+            received = self._received.get(decoded.region)
+            if received is None:  # regions are configured: at most a handful of children
+                received = self._received[decoded.region] = self._metrics.received.labels(
+                    decoded.region
+                )
+            received.inc()
             try:
                 applied = self._engine.apply_result(decoded, now)
                 if applied is Applied.REFUSED:
@@ -169,8 +179,8 @@ class Pipeline:
             if self._readiness.loaded:
                 self._emit(transitions, now)
         elif not self._readiness.loaded:
-            # State records matter only to rebuild verdicts at start; later, a replica's
-            # records describe the same results this process already judged.
+            # State records (only this instance's: see `aggregator_filters`) matter only to
+            # rebuild verdicts at start; later they are this process's own echo.
             self._engine.restore(decoded)
 
     def _clock_skew(self, result: ProbeResult, skew: float) -> None:
@@ -178,14 +188,16 @@ class Pipeline:
         # The least recently heard id gives way (and its series goes), so a new real probe
         # (a redeploy with new ids) always gets one.
         seen = self._skew_probes.setdefault(result.region, {})
-        seen.pop(result.probe_id, None)
-        seen[result.probe_id] = None
+        gauge = seen.pop(result.probe_id, None)
+        if gauge is None:
+            gauge = self._metrics.clock_skew.labels(result.region, result.probe_id)
+        seen[result.probe_id] = gauge
         if len(seen) > self._settings.max_probes_per_region:
             oldest = next(iter(seen))
             del seen[oldest]
             with contextlib.suppress(KeyError):
                 self._metrics.clock_skew.remove(result.region, oldest)
-        self._metrics.clock_skew.labels(result.region, result.probe_id).set(skew)
+        gauge.set(skew)
 
     def _refused(self, region: str, target: str | None) -> None:
         # Counted by the engine (vigil_targets_refused_total); said once a minute per region.
@@ -292,7 +304,7 @@ class Pipeline:
             self._target_failed(Stage.RECORD)(target, exc)
             return
         if payload is not None:
-            self._publish_state(state_topic(target), payload)
+            self._publish_state(state_topic(self._settings.client_id, target), payload)
 
     def _emit(
         self, transitions: list[Transition], now: float, *, record: bool = True, alert: bool = True
@@ -300,26 +312,43 @@ class Pipeline:
         if not transitions:
             return
         changed: set[str] = set()
+        touched: set[str] = set()
+        regions = False
         for t in transitions:
             self._metrics.transitions.labels(t.kind.value).inc()
             log.info("transition", extra=describe(t))
-            if t.target is not None and t.kind in RECORDED:
-                changed.add(t.target)
+            if t.target is not None:
+                touched.add(t.target)
+                if t.kind in RECORDED:
+                    changed.add(t.target)
+            # A probe that came or went, or a region going silent, may raise ProbeOffline;
+            # one coming back resolves it at the next tick.
+            regions = (
+                regions or t.kind is Change.PROBE or (t.kind is Change.STALE and t.new == "stale")
+            )
         if record:
             for target in changed:
                 self._record(target, now)
         self._on_transitions(transitions)
         if alert:
-            # At once, not at the next tick: detection latency is what a pager is for.
-            self._alert(now)
+            # At once, not at the next tick: detection latency is what a pager is for. Only
+            # the targets that changed: the tick re-judges the rest once a second.
+            self._alert(now, touched, regions)
 
-    def _alert(self, now: float) -> None:
+    def _alert(
+        self, now: float, changed: Collection[str] | None = None, regions: bool = False
+    ) -> None:
+        """Bring the alert book up to date: every target, or only those `changed`."""
         if not self._readiness.loaded:
             return
-        desired = desired_alerts(
-            self._engine, now, self._alert_settings, self._target_failed(Stage.ALERTS)
-        )
-        payloads = self._alert_book.update(desired, now)
+        on_error = self._target_failed(Stage.ALERTS)
+        if changed is None:
+            self._desired.refresh(self._engine, now, on_error)
+        else:
+            self._desired.refresh_targets(self._engine, changed, now, on_error)
+            if regions:
+                self._desired.refresh_regions(self._engine, now)
+        payloads = self._alert_book.update(self._desired.current(), now)
         if payloads:
             self._send_alerts(payloads)
         for name, count in self._alert_book.firing().items():

@@ -109,6 +109,11 @@ class RegionView:
     # By the aggregator's clock: when the region last turned failing, and last failed.
     failing_at: float | None = None
     last_failure_at: float | None = None
+    # By the results' clock (never later than their arrival): when the region turned failing
+    # (the start of the check that completed the streak) and when it last turned ok again.
+    # Verdicts are dated from these, so aggregators that saw the same results agree.
+    became_failing: float | None = None
+    recovered_at: float | None = None
     # Conclusive results seen since this aggregator started.
     results: int = 0
     # Whether this region has given enough evidence to judge: N failures, K successes, or a
@@ -517,6 +522,20 @@ class Engine:
         if view is None:
             # A restored record is evidence enough: the region was judged before a restart.
             view = state.regions[r.region] = RegionView(decided=restored is not None)
+        if failing and not prior:
+            # The check that completed the streak: this one, or (when earlier ones were not
+            # seen: a start, a gap) as many intervals back as the streak is longer than needed.
+            step = interval or self._interval(state, r.region)
+            extra = min(max(0, r.consecutive_failures - rule.failures) * step, MAX_LOOKBACK_S)
+            became = min(r.started_at, now) - extra
+            view.became_failing = max(became, prior_since) if prior_since is not None else became
+        elif failing and view.became_failing is None:
+            # A flag restored from a record: the streak's start is the best date known.
+            view.became_failing = prior_since
+        elif not failing:
+            view.became_failing = None
+        if prior and not failing and not r.inconclusive:
+            view.recovered_at = min(r.started_at, now)
         # Updated in place: this runs for every result, and there are targets x regions.
         view.probe_id, view.boot_id, view.seq = r.probe_id, r.boot_id, r.seq
         view.scheduled_at, view.started_at = r.scheduled_at, r.started_at
@@ -612,6 +631,10 @@ class Engine:
             view.decided = True
             if failing and view.failing_at is None:
                 view.failing_at = rr.failing_since or record.since
+            if failing and view.became_failing is None:
+                view.became_failing = rr.failing_since or record.since
+            elif not failing:
+                view.became_failing = None
             if failing and rr.failing and rr.failing_since is not None:
                 view.failing_since = min(rr.failing_since, view.failing_since or rr.failing_since)
             elif not failing:
@@ -806,10 +829,12 @@ class Engine:
             )
             state.version_skew = skew
         if ev.verdict != state.verdict:
-            emit(Change.VERDICT, None, state.verdict.value, ev.verdict.value, now)
+            since = self._verdict_since(state, ev, rule, now)
+            emit(Change.VERDICT, None, state.verdict.value, ev.verdict.value, since)
             if state.verdict is Verdict.DOWN:
+                # By this aggregator's clock, like `last_failure_at` it is compared with.
                 state.left_down_at = now
-            state.verdict, state.since = ev.verdict, now
+            state.verdict, state.since = ev.verdict, since
         elif ev.quorum_degraded != state.quorum_degraded and ev.verdict is Verdict.DOWN:
             emit(
                 Change.QUORUM,
@@ -821,6 +846,34 @@ class Engine:
         state.quorum_degraded = ev.quorum_degraded
         state.failing, state.stale, state.evaluation = ev.failing, ev.stale, ev
         return out
+
+    @staticmethod
+    def _verdict_since(state: TargetState, ev: Evaluation, rule: Rule, now: float) -> float:
+        """When the verdict `ev` began: from the results where they say it, never after `now`.
+
+        So two aggregators that saw the same results date it alike, whenever each heard them
+        (ServiceDown's startsAt is this). `down`: when the quorum was reached, the
+        `regions`-th earliest time a failing region turned failing (on a degraded quorum the
+        latest, since every fresh region had to fail). `degraded` coming from `up` or
+        `unknown`: when the first region turned failing. Leaving `down` or `degraded` because
+        regions recovered: when the last of them did. Anything else comes from staleness,
+        which is judged by this aggregator's clock, so: `now`.
+        """
+        at = now
+        turned = sorted(_became_failing(state.regions[r], now) for r in ev.failing)
+        left = [state.regions.get(r) for r in state.failing - ev.failing]
+        if ev.verdict is Verdict.DOWN and turned:
+            at = turned[-1] if ev.quorum_degraded else turned[min(rule.regions, len(turned)) - 1]
+        elif ev.verdict is Verdict.DEGRADED and state.verdict is not Verdict.DOWN and turned:
+            at = turned[0]
+        elif (
+            ev.verdict in (Verdict.UP, Verdict.DEGRADED)
+            and left
+            and all(v is not None and not v.failing and v.recovered_at for v in left)
+        ):
+            # Recovery cannot predate the verdict it ends.
+            at = max(max(v.recovered_at or 0.0 for v in left if v), state.since)
+        return min(at, now)
 
     def evaluate_all(self, now: float, on_error: OnTargetError = _raise) -> list[Transition]:
         """Evaluate every target, e.g. on a clock tick, since staleness comes with time.
@@ -845,6 +898,20 @@ class Engine:
                 self._per_region[region] -= 1
         return gone
 
+    def region_last_heard(self, region: str) -> float | None:
+        """When `region` was last heard of, by the probes' clock; None if it never was.
+
+        The end of its latest result, or a later `offline` its probe published: ProbeOffline
+        dates from this, so aggregators that heard the same messages agree on its startsAt.
+        """
+        heard = [
+            view.started_at + view.duration_ms / 1000
+            for state in self._targets.values()
+            if (view := state.regions.get(region)) is not None
+        ]
+        heard += [p.at for p in self._probes.values() if p.region == region and not p.online]
+        return max(heard, default=None)
+
     def region_stale(self, region: str, now: float) -> bool:
         """Whether a region says nothing useful: its probes offline or every view stale.
 
@@ -862,6 +929,13 @@ class Engine:
         return all(region in s.stale for s in seen if s.evaluation is not None) and any(
             s.evaluation is not None for s in seen
         )
+
+
+def _became_failing(view: RegionView, now: float) -> float:
+    """When a failing region turned failing, by the results' clock, as best known."""
+    if view.became_failing is not None:
+        return view.became_failing
+    return view.failing_since if view.failing_since is not None else now
 
 
 def _quorum(degraded: bool) -> str:

@@ -12,7 +12,7 @@ import aiomqtt
 
 from runtime.config import MqttSettings
 from runtime.mqtt import Connector, make_client
-from wire.topics import ALL_FILTERS
+from wire.topics import aggregator_filters
 
 log = logging.getLogger("vigil.aggregator.edges.mqtt")
 
@@ -76,6 +76,8 @@ class Subscriber:
         # aiomqtt's default of 10 s can expire while a backlog is flowing perfectly well.
         self._subscribe_timeout = subscribe_timeout
         self._on_connected = on_connected
+        # Its own state records only: a peer's verdicts are not this instance's to restore.
+        self._filters = aggregator_filters(client_id)
         self._connector = Connector(
             settings,
             # A persistent session: the broker queues results while the aggregator is away.
@@ -126,7 +128,7 @@ class Subscriber:
                 log.exception("message_handler_crashed", extra={"topic": str(message.topic)})
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for topic in ALL_FILTERS:
+        for topic in self._filters:
             while True:
                 try:
                     granted = await client.subscribe(topic, qos=1, timeout=self._subscribe_timeout)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build the password file from the environment at start, so no password sits in the image or
 # the repository, then run the broker. One variable per user: MQTT_PASSWORD_<USER>, with the
-# user's dashes as underscores (MQTT_PASSWORD_PROBE_US_EAST, MQTT_PASSWORD_AGGREGATOR).
+# user's dashes as underscores (MQTT_PASSWORD_PROBE_US_EAST, MQTT_PASSWORD_AGGREGATOR_B).
 # MOSQUITTO_RUN and MOSQUITTO_CONFIG move the two paths (the tests run this script on a host).
 set -eu
 run=${MOSQUITTO_RUN:-/mosquitto/run}  # a tmpfs: the config mount stays read-only
@@ -9,7 +9,7 @@ config=${MOSQUITTO_CONFIG:-/mosquitto/config/mosquitto.conf}
 passwd="$run/passwd"
 umask 077
 : > "$passwd"
-for user in probe-us-east probe-eu-west probe-ap-southeast aggregator; do
+for user in probe-us-east probe-eu-west probe-ap-southeast aggregator aggregator-b; do
   var="MQTT_PASSWORD_$(echo "$user" | tr 'a-z-' 'A-Z_')"
   eval "password=\${$var:-}"
   if [ -z "$password" ]; then

@@ -16,7 +16,10 @@ from runtime.clock import rfc3339
 from tests.rulekit import BOOT, REGIONS, T0, RegionProbe, state
 from wire.result import Presence
 from wire.state import StateRecord
-from wire.topics import presence_topic, result_topic
+from wire.topics import presence_topic, result_topic, state_topic
+
+# The default client_id names the subtree the records go to.
+STATE_API = state_topic("vigil-aggregator", "api")
 
 
 class Clock:
@@ -117,7 +120,7 @@ def test_outage_goes_down_and_is_recorded() -> None:
         get("vigil_last_result_timestamp_seconds", {"target": "api", "region": "eu-west"})
         == clock.now
     )
-    record = StateRecord.from_json(published(agg, "vigil/v1/state/api"))
+    record = StateRecord.from_json(published(agg, STATE_API))
     assert record.verdict is Verdict.DOWN
     assert all(r.failing for r in record.regions.values())
 
@@ -134,7 +137,7 @@ def test_hostile_messages_are_counted_not_fatal() -> None:
         ("vigil/v1/results/us-east/api", json.dumps({"schema": "evil/v1"}).encode()),
         ("vigil/v1/results/us-east/api/x/y", b"{}"),
         ("vigil/v1/probes/us-east/p", b"null"),
-        ("vigil/v1/state/api", b"[1,2,3]"),
+        (STATE_API, b"[1,2,3]"),
     ]
     for topic, payload in garbage * 50:
         agg.pipeline.handle(topic, payload, False)
@@ -185,7 +188,7 @@ def test_restart_during_outage_does_not_flap() -> None:
     # The broker hands a restarted aggregator the retained state and the latest results.
     clock.now += 3
     fresh, seen = make(clock)
-    fresh.pipeline.handle("vigil/v1/state/api", published(agg, "vigil/v1/state/api"), True)
+    fresh.pipeline.handle(STATE_API, published(agg, STATE_API), True)
     for p in probes:
         fresh.pipeline.handle(result_topic(p.region, "api"), p.history[-1].to_json(), True)
     assert not fresh.readiness.loaded
@@ -278,7 +281,7 @@ def test_nothing_is_judged_recorded_or_alerted_before_warm_up_ends() -> None:
     assert firing(registry, "ServiceDown") == 0
     warm_up(agg, clock)
     assert "verdict:unknown->down" in seen
-    assert StateRecord.from_json(published(agg, "vigil/v1/state/api")).verdict is Verdict.DOWN
+    assert StateRecord.from_json(published(agg, STATE_API)).verdict is Verdict.DOWN
     assert firing(registry, "ServiceDown") == 1
 
 
@@ -292,7 +295,7 @@ def test_warm_up_republishes_every_targets_record() -> None:
     assert len(agg.outbox) == 0
     warm_up(agg, clock)
     for target in ("api", "web"):
-        record = StateRecord.from_json(published(agg, f"vigil/v1/state/{target}"))
+        record = StateRecord.from_json(published(agg, state_topic("vigil-aggregator", target)))
         assert record.verdict is Verdict.UP
         assert record.aggregator == "vigil-aggregator"
         assert record.updated_at == clock.now
@@ -306,7 +309,7 @@ def test_a_region_going_stale_does_not_rewrite_the_state_record() -> None:
     probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
     for p in probes.values():
         send(agg, p, True, clock.now)
-    before = published(agg, "vigil/v1/state/api")
+    before = published(agg, STATE_API)
     for _ in range(5):  # us-east falls silent; the others keep reporting
         clock.now += 10
         for r in ("eu-west", "ap-southeast"):
@@ -314,7 +317,7 @@ def test_a_region_going_stale_does_not_rewrite_the_state_record() -> None:
         agg.pipeline.tick(subscribed=True)
     assert "stale:fresh->stale" in seen
     assert state(agg.engine).verdict is Verdict.UP
-    assert published(agg, "vigil/v1/state/api") == before
+    assert published(agg, STATE_API) == before
 
 
 def test_a_verdict_changed_by_the_clock_alone_updates_alerts_at_the_tick() -> None:
@@ -401,7 +404,7 @@ def test_an_outage_that_ended_while_the_aggregator_was_away_is_sent_resolved() -
     agg, _ = make(clock)
     warm_up(agg, clock)
     probes = outage(agg, clock)
-    record = published(agg, "vigil/v1/state/api")
+    record = published(agg, STATE_API)
 
     clock.now += 60  # the aggregator is away; the service heals meanwhile
     sent: list[dict[str, object]] = []
@@ -413,7 +416,7 @@ def test_an_outage_that_ended_while_the_aggregator_was_away_is_sent_resolved() -
         send_alerts=sent.extend,
     )
     fresh.pipeline.set_connected(True)
-    fresh.pipeline.handle("vigil/v1/state/api", record, True)
+    fresh.pipeline.handle(STATE_API, record, True)
     for p in probes:
         p.check(True, clock.now - 10)
         send(fresh, p, True, clock.now, retain=True)  # the retained latest: healed, K = 2

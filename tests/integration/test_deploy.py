@@ -32,6 +32,7 @@ PASSWORDS = {
     "probe-eu-west": "pw-eu",
     "probe-ap-southeast": "pw-ap",
     "aggregator": "pw-agg",
+    "aggregator-b": "pw-agg-b",
 }
 
 
@@ -135,7 +136,7 @@ def client(port: int, user: str | None, password: str | None = None) -> aiomqtt.
 
 
 async def test_broker_acl(deploy_broker: int) -> None:
-    """Probes write only their region, the aggregator only state; no credentials, no entry."""
+    """Probes write only their region, each aggregator only its state; no credentials, no entry."""
     port = deploy_broker
     seen: list[str] = []
 
@@ -148,19 +149,25 @@ async def test_broker_acl(deploy_broker: int) -> None:
     async with client(port, "aggregator") as aggregator:
         await aggregator.subscribe("vigil/v1/results/#", qos=1)
         await aggregator.subscribe("vigil/v1/probes/#", qos=1)
-        await aggregator.subscribe("vigil/v1/state/#", qos=1)
+        await aggregator.subscribe("vigil/v1/state/aggregator/+", qos=1)
         watching = asyncio.create_task(observe(aggregator))
         try:
             async with client(port, "probe-us-east") as probe:
                 await probe.publish("vigil/v1/results/eu-west/api", b"forged", qos=1)
                 await probe.publish("vigil/v1/probes/us-east/someone-else", b"forged", qos=1)
-                await probe.publish("vigil/v1/state/api", b"forged", qos=1)
+                await probe.publish("vigil/v1/state/aggregator/api", b"forged", qos=1)
                 await probe.publish("vigil/v1/results/us-east/api", b"allowed", qos=1)
                 await probe.publish("vigil/v1/probes/us-east/us-east-1", b"allowed", qos=1)
             await wait_until(lambda: len(seen) >= 2, what="the probe's allowed publishes")
+            # The other aggregator of the pair may not write this one's state either.
+            async with client(port, "aggregator-b") as other:
+                await other.publish("vigil/v1/state/aggregator/api", b"forged", qos=1)
+                await other.publish("vigil/v1/state/aggregator-b/api", b"its own", qos=1)
             await aggregator.publish("vigil/v1/results/us-east/api", b"forged", qos=1)
-            await aggregator.publish("vigil/v1/state/api", b"allowed", qos=1)
-            await wait_until(lambda: "vigil/v1/state/api" in seen, what="the allowed publishes")
+            await aggregator.publish("vigil/v1/state/aggregator/api", b"allowed", qos=1)
+            await wait_until(
+                lambda: "vigil/v1/state/aggregator/api" in seen, what="the allowed publishes"
+            )
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
@@ -168,7 +175,7 @@ async def test_broker_acl(deploy_broker: int) -> None:
     assert seen == [
         "vigil/v1/results/us-east/api",
         "vigil/v1/probes/us-east/us-east-1",
-        "vigil/v1/state/api",
+        "vigil/v1/state/aggregator/api",
     ]
     for user, password in ((None, None), ("probe-us-east", "wrong")):
         with pytest.raises(aiomqtt.MqttError):

@@ -16,7 +16,7 @@ from tests.rulekit import T0, RegionProbe
         ("vigil/v1/results/us-east/api", b"not json"),
         ("vigil/v1/results/us-east/api", b"{}"),
         ("vigil/v1/probes/us-east/p1", b"[1, 2]"),
-        ("vigil/v1/state/api", b'{"verdict": "exploded"}'),
+        ("vigil/v1/state/vigil-demo-aggregator/api", b'{"verdict": "exploded"}'),
     ],
 )
 def test_an_invalid_message_is_one_line_not_the_end_of_the_demo(topic: str, payload: bytes) -> None:

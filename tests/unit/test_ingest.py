@@ -38,7 +38,7 @@ def test_good_result_passes() -> None:
         (TOPIC, b"", Reason.INVALID_JSON),
         (TOPIC, doc(schema="vigil.result/v9"), Reason.SCHEMA),
         (TOPIC, b" " * (MAX_RESULT_BYTES + 1), Reason.TOO_LARGE),
-        ("vigil/v1/state/api", b" " * (MAX_RESULT_BYTES + 1), Reason.TOO_LARGE),
+        ("vigil/v1/state/agg/api", b" " * (MAX_RESULT_BYTES + 1), Reason.TOO_LARGE),
         ("vigil/v1/probes/us-east/p1", b" " * (MAX_PRESENCE_BYTES + 1), Reason.TOO_LARGE),
         # A presence record may be larger than a result (it lists every target) ...
         ("vigil/v1/probes/us-east/p1", b" " * (MAX_RESULT_BYTES + 1), Reason.INVALID_JSON),
@@ -51,6 +51,13 @@ def test_good_result_passes() -> None:
         (TOPIC, b"[]", Reason.INVALID),
         ("vigil/v1/results/us-east/api/extra", GOOD, Reason.TOPIC),
         ("vigil/v1/elsewhere/x", GOOD, Reason.TOPIC),
+        # A bad topic is named first, whatever the payload; a wildcard or an empty level
+        # never matches a valid payload's names.
+        ("vigil/v1/results/us-east/a+b", b"not json", Reason.TOPIC),
+        ("vigil/v1/results/us-east/a+b", GOOD, Reason.TOPIC),
+        ("vigil/v1/results/us-east/", GOOD, Reason.TOPIC),
+        ("vigil/v1/results//api", GOOD, Reason.TOPIC),
+        ("vigil/v1/results/us-east/api/", GOOD, Reason.TOPIC),
         ("vigil/v1/probes/us-east/p1", b"{}", Reason.INVALID),
     ],
 )
@@ -100,9 +107,10 @@ def test_presence_and_state_records_decode() -> None:
     assert isinstance(wrong, Rejected)
     assert wrong.reason is Reason.TOPIC_MISMATCH
     record = StateRecord(target="api", verdict=Verdict.DOWN, since=T0, updated_at=T0)
-    assert run("vigil/v1/state/api", record.to_json()) == record
-    misfiled = run("vigil/v1/state/other", record.to_json())
+    assert run("vigil/v1/state/agg/api", record.to_json()) == record
+    misfiled = run("vigil/v1/state/agg/other", record.to_json())
     assert isinstance(misfiled, Rejected)
+    assert misfiled.reason is Reason.TOPIC_MISMATCH
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,23 @@ from __future__ import annotations
 import pytest
 
 from wire.topics import (
+    ALL_FILTERS,
+    PRESENCE_FILTER,
+    RESULTS_FILTER,
+    STATE_FILTER,
     Kind,
     PresenceTopic,
     ResultTopic,
+    StateTopic,
     TopicError,
+    aggregator_filters,
+    instance_level,
     parse_presence_topic,
     parse_result_topic,
     parse_state_topic,
     presence_topic,
     result_topic,
+    state_filter,
     state_topic,
     topic_kind,
 )
@@ -23,7 +31,7 @@ def test_builds_the_documented_topics() -> None:
     """Topics follow the documented v1 layout."""
     assert result_topic("us-east", "api") == "vigil/v1/results/us-east/api"
     assert presence_topic("us-east", "us-east-1") == "vigil/v1/probes/us-east/us-east-1"
-    assert state_topic("api") == "vigil/v1/state/api"
+    assert state_topic("aggregator-b", "api") == "vigil/v1/state/aggregator-b/api"
 
 
 def test_parse_inverts_build() -> None:
@@ -60,12 +68,66 @@ def test_parse_refuses_foreign_topics(topic: str) -> None:
 
 
 def test_state_topic_parse_inverts_build() -> None:
-    """A state topic gives back its target, and a result topic is not a state topic."""
-    assert parse_state_topic(state_topic("api.v2")) == "api.v2"
+    """A state topic gives back its instance and target, and a result topic is not one."""
+    assert parse_state_topic(state_topic("agg-1", "api.v2")) == StateTopic("agg-1", "api.v2")
     with pytest.raises(TopicError):
-        parse_state_topic("vigil/v1/state/api/extra")
+        parse_state_topic("vigil/v1/state/agg-1/api/extra")
     with pytest.raises(TopicError):
         parse_state_topic(result_topic("eu", "api"))
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        pytest.param("vigil/v1/state/api", id="legacy-single-level"),
+        pytest.param("vigil/v1/state/agg/+", id="wildcard-target"),
+        pytest.param("vigil/v1/state/+/api", id="wildcard-instance"),
+        pytest.param("vigil/v1/state//api", id="empty-instance"),
+    ],
+)
+def test_parse_state_topic_refuses_malformed_and_legacy_topics(topic: str) -> None:
+    """Only `vigil/v1/state/{instance}/{target}` is a state topic; the pre-HA layout is not."""
+    with pytest.raises(TopicError):
+        parse_state_topic(topic)
+
+
+@pytest.mark.parametrize(
+    ("instance", "valid"),
+    [
+        ("vigil-aggregator", True),
+        ("aggregator-b", True),
+        ("agg_1.eu", True),
+        ("a" * 63, True),
+        ("a" * 64, False),
+        ("vigil/aggregator", False),
+        ("agg+", False),
+        ("#", False),
+        ("", False),
+        ("-agg", False),
+        ("agg b", False),
+    ],
+)
+def test_an_instance_must_be_one_topic_level(instance: str, valid: bool) -> None:
+    """The client id names a subtree, so separators, wildcards and spaces are refused."""
+    if valid:
+        assert instance_level(instance) == instance
+        assert state_filter(instance) == f"vigil/v1/state/{instance}/+"
+    else:
+        with pytest.raises(TopicError):
+            instance_level(instance)
+        with pytest.raises(TopicError):
+            state_topic(instance, "api")
+
+
+def test_an_aggregator_subscribes_to_its_own_state_and_everyone_else_to_all() -> None:
+    """Each aggregator reads back its own records only; a whole-system reader sees every one."""
+    assert aggregator_filters("agg-a") == (
+        "vigil/v1/state/agg-a/+",
+        RESULTS_FILTER,
+        PRESENCE_FILTER,
+    )
+    assert STATE_FILTER == "vigil/v1/state/+/+"
+    assert STATE_FILTER in ALL_FILTERS
 
 
 @pytest.mark.parametrize(
@@ -73,7 +135,7 @@ def test_state_topic_parse_inverts_build() -> None:
     [
         ("vigil/v1/results/us-east/api", Kind.RESULT),
         ("vigil/v1/probes/us-east/p1", Kind.PRESENCE),
-        ("vigil/v1/state/api", Kind.STATE),
+        ("vigil/v1/state/vigil-aggregator/api", Kind.STATE),
         ("vigil/v1/results/too/many/levels", Kind.RESULT),  # dispatch only; parse refuses it
         ("vigil/v1/stateful/api", None),
         ("vigil/v2/results/us-east/api", None),
