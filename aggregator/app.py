@@ -74,6 +74,7 @@ class Aggregator:
             tokens=self.config.api.all_tokens(),
             protect_probes=self.config.api.protect_probes,
             on_error=self.metrics.view_failed,
+            metrics_text=self.metrics.exposition,
         )
 
 
@@ -159,7 +160,15 @@ def build(
         max_targets_per_region=config.limits.max_targets_per_region,
     )
     store = SeriesStore(config.history)
-    metrics = AggregatorMetrics(registry, engine, store, clock, max_series=config.limits.max_series)
+    metrics = AggregatorMetrics(
+        registry,
+        engine,
+        store,
+        clock,
+        max_series=config.limits.max_series,
+        latency_histograms=config.metrics.latency_histograms,
+        histogram_max_pairs=config.metrics.histogram_max_pairs,
+    )
     senders = alert_senders(config, session, metrics) if session is not None else []
     if senders:
         send_alerts = fan_out(senders)

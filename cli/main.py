@@ -16,9 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser(
         "status",
-        help="show every target's verdict per region",
-        description="Exit code: 0 all up, 1 any degraded or unknown, 2 any down, "
-        "3 the aggregator cannot be reached. Token from VIGIL_TOKEN.",
+        help="show the targets with problems (or --all) per region, and a summary",
+        description="Lists down, degraded and unknown targets, problems first, then how many "
+        "have each verdict. Exit code (over every target, listed or not): 0 all up, 1 any "
+        "degraded or unknown, 2 any down, 3 the aggregator cannot be reached. Token from "
+        "VIGIL_TOKEN.",
     )
     st.add_argument(
         "--url",
@@ -27,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--target", help="only this target")
     st.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    st.add_argument(
+        "--all",
+        action="store_true",
+        dest="show_all",
+        help="list every target, not only the problems (down, degraded, unknown)",
+    )
     ck = sub.add_parser(
         "check",
         help="try a service's known health endpoints and print its probe.yaml entry",
@@ -76,7 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command == "status":
         return status.run(
-            args.url, args.target, args.json, os.environ.get("VIGIL_TOKEN"), sys.stdout
+            args.url,
+            args.target,
+            args.json,
+            os.environ.get("VIGIL_TOKEN"),
+            sys.stdout,
+            show_all=args.show_all,
         )
     parser.error(f"unknown command {args.command}")
     return 2  # pragma: no cover - parser.error exits

@@ -14,12 +14,13 @@ import logging
 import resource
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from yarl import URL
 
@@ -30,6 +31,9 @@ log = logging.getLogger("vigil.http")
 
 ShedReason = Literal["header_timeout", "evicted", "evicted_idle"]
 OnShed = Callable[[ShedReason], None]
+# `/metrics` in the text format 0.0.4, made in steps: each item is a piece of the response, or
+# "" when there is nothing to send yet; the event loop runs between items.
+MetricsText = Callable[[], Iterable[str]]
 
 # Descriptors kept free beside the connections: logs, the broker, outgoing requests.
 FD_HEADROOM = 64
@@ -55,10 +59,45 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def add_machine_routes(app: web.Application, registry: CollectorRegistry) -> None:
-    """`/healthz` and `/metrics` (prometheus_client's own aiohttp handler) on `app`."""
+def add_machine_routes(
+    app: web.Application, registry: CollectorRegistry, text: MetricsText | None = None
+) -> None:
+    """`/healthz` and `/metrics` on `app`.
+
+    `/metrics` is prometheus_client's own aiohttp handler on `registry`, or with `text`, the
+    stepped handler on that: for a registry too large to render in one turn of the loop.
+    """
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    metrics = make_aiohttp_handler(registry) if text is None else stepped_metrics_handler(text)
+    app.router.add_get("/metrics", metrics)
+
+
+def stepped_metrics_handler(text: MetricsText) -> Handler:
+    """A `/metrics` handler that lets the event loop run between the steps of `text`.
+
+    The whole text is made before the response starts, so an error is still a 500, not a
+    truncated scrape. Always the text format 0.0.4, whatever the Accept header asks (an
+    OpenMetrics request included: Prometheus takes the Content-Type it gets). Compressed
+    when the client accepts it, a piece at a time in aiohttp's executor, not on the loop.
+    """
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        body: list[bytes] = []
+        for piece in text():
+            if piece:
+                body.append(piece.encode())
+            await asyncio.sleep(0)
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+        response.content_length = sum(len(chunk) for chunk in body)
+        response.enable_compression()
+        await response.prepare(request)
+        if request.method != "HEAD":
+            for chunk in body:
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    return metrics
 
 
 class ConnectionGuard:

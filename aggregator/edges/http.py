@@ -23,9 +23,9 @@ from aggregator.core.alerts import AlertBook
 from aggregator.core.history import SeriesStore
 from aggregator.core.pipeline import Readiness
 from aggregator.core.rules import Engine, OnTargetError
-from aggregator.present import page, views
+from aggregator.present import listing, page, views
 from aggregator.present.schema import openapi_document
-from runtime.http import add_machine_routes
+from runtime.http import MetricsText, add_machine_routes
 
 TOKEN_COOKIE = "vigil_token"  # noqa: S105 - the cookie's name, not a secret
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -57,6 +57,9 @@ class Deps:
     protect_probes: bool = False
     # Told about a target whose view could not be built (the others are still shown).
     on_error: OnTargetError | None = None
+    # `/metrics` built a step at a time (AggregatorMetrics.exposition); None: prometheus_client
+    # renders `registry` in one go.
+    metrics_text: MetricsText | None = None
 
     def sources(self) -> views.Sources:
         """The views' inputs, as of now."""
@@ -183,9 +186,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Every target's verdict, since when, and each region's view as of now."""
+    """A page of targets, problems first, filtered as asked, with the counts over all."""
     deps = request.app[DEPS]
-    return _json(views.status(deps.sources(), deps.clock()))
+    try:
+        query = listing.parse_query(request.query.items(), deps.engine.regions)
+    except listing.QueryError as exc:
+        return _error(400, str(exc))
+    return _json(views.status(deps.sources(), deps.clock(), query))
 
 
 async def target(request: web.Request) -> web.Response:
@@ -224,12 +231,19 @@ async def openapi(_request: web.Request) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    """The status page: targets x regions."""
+    """The status page: counts, then a page of targets x regions, problems first."""
     deps = request.app[DEPS]
+    try:
+        query = listing.parse_query(
+            request.query.items(), deps.engine.regions, default_limit=page.ROWS
+        )
+    except listing.QueryError as exc:
+        text = page.query_error_page(str(exc))
+        return web.Response(status=400, text=text, content_type="text/html")
     src = deps.sources()
-    html = page.status_page(
-        views.status(src, deps.clock()), views.histories(src), views.alerts(src)
-    )
+    shown = views.status(src, deps.clock(), query)
+    names = [t.target for t in shown.targets]
+    html = page.status_page(shown, views.histories(src, names), views.alerts(src), query)
     return web.Response(text=html, content_type="text/html")
 
 
@@ -250,7 +264,7 @@ def make_app(deps: Deps) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth_middleware])
     app[DEPS] = deps
     app.on_response_prepare.append(add_security_headers)
-    add_machine_routes(app, deps.registry)
+    add_machine_routes(app, deps.registry, deps.metrics_text)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/api/v1/targets/{target}", target)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from aggregator.present.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, VERDICTS
 from wire.result import Phases, VersionErrorKind
 
 
@@ -71,13 +72,33 @@ class TargetStatus(_Model):
     regions: list[RegionStatus]
 
 
+class VerdictCounts(_Model):
+    """How many targets have each verdict."""
+
+    down: int
+    degraded: int
+    unknown: int
+    up: int
+    total: int
+
+
 class StatusResponse(_Model):
-    """`GET /api/v1/status`."""
+    """`GET /api/v1/status`: one page of targets, problems first, and the counts."""
 
     ready: bool
     generated_at: float
+    # The regions each target's `regions` shows: every configured one, or the `region` asked.
     regions: list[str]
+    # This page's targets: down, degraded, unknown, then up; by name within each.
     targets: list[TargetStatus]
+    # Every target by verdict, whatever the filter.
+    counts: VerdictCounts
+    # The targets the `region` and `q` filters keep, by verdict (the `verdict` filter aside).
+    matching: VerdictCounts
+    # The targets every filter keeps, over all pages.
+    matched: int
+    # Pass as `cursor` for the next page; null on the last page.
+    next_cursor: str | None
 
 
 class HistoryPoint(_Model):
@@ -87,6 +108,12 @@ class HistoryPoint(_Model):
     duration_ms: float
     status_code: int | None
     outcome: str
+
+
+# A recent result as the status page's sparklines read it, straight from the history store:
+# (started_at, duration_ms, status_code, outcome). Plain tuples: a page of 50 targets would
+# otherwise build 3,000 HistoryPoint models per render, most of its time and garbage.
+RecentPoint = tuple[float, float, int | None, str]
 
 
 class TargetDetail(TargetStatus):
@@ -169,8 +196,49 @@ class ErrorResponse(_Model):
     error: str
 
 
+def _status_parameters() -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
+
+    one = f"({'|'.join(VERDICTS)})"
+    return [
+        query(
+            "verdict",
+            {"type": "string", "pattern": f"^{one}(,{one})*$"},
+            f"comma-separated verdicts to keep ({', '.join(VERDICTS)}); default: all",
+        ),
+        query(
+            "region",
+            {"type": "string"},
+            "a configured region: only targets it has reported on, showing only its view",
+        ),
+        query(
+            "q",
+            {"type": "string", "maxLength": MAX_SEARCH},
+            "targets whose name contains this, ignoring case",
+        ),
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "targets per page",
+        ),
+        query("cursor", {"type": "string"}, "`next_cursor` of the previous page, as it is"),
+    ]
+
+
 def _op(
-    summary: str, model: str, *, target: bool = False, errors: tuple[int, ...] = (401,)
+    summary: str,
+    model: str,
+    *,
+    target: bool = False,
+    errors: tuple[int, ...] = (401,),
+    parameters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {
@@ -180,7 +248,11 @@ def _op(
     }
     for code in errors:
         responses[str(code)] = {
-            "description": {401: "missing or wrong token", 404: "unknown target"}[code],
+            "description": {
+                400: "a bad query parameter, named in the message",
+                401: "missing or wrong token",
+                404: "unknown target",
+            }[code],
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
             },
@@ -195,6 +267,8 @@ def _op(
                 "schema": {"type": "string"},
             }
         ]
+    if parameters:
+        op["parameters"] = parameters
     return {"get": op}
 
 
@@ -216,7 +290,10 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "Vigil aggregator", "version": "1"},
         "paths": {
             "/api/v1/status": _op(
-                "Every target's verdict and each region's view", "StatusResponse"
+                "A page of targets, problems first, with each region's view and the counts",
+                "StatusResponse",
+                errors=(400, 401),
+                parameters=_status_parameters(),
             ),
             "/api/v1/targets/{target}": _op(
                 "One target, with recent results per region",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -10,6 +10,7 @@ from aggregator.config import Rule
 from aggregator.core.alerts import AlertBook
 from aggregator.core.history import SeriesStore
 from aggregator.core.rules import Engine, Evaluation, OnTargetError, Verdict
+from aggregator.present.listing import StatusQuery, select
 from aggregator.present.schema import (
     AlertInfo,
     AlertsResponse,
@@ -19,12 +20,14 @@ from aggregator.present.schema import (
     LastResult,
     ProbeInfo,
     Quorum,
+    RecentPoint,
     RegionInfo,
     RegionsResponse,
     RegionStatus,
     StatusResponse,
     TargetDetail,
     TargetStatus,
+    VerdictCounts,
 )
 from wire.result import VersionErrorKind
 
@@ -95,18 +98,41 @@ def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
     )
 
 
-def status(src: Sources, now: float) -> StatusResponse:
-    """Every target's verdict and each region's view."""
+def _counts(by_verdict: dict[str, int]) -> VerdictCounts:
+    return VerdictCounts(**by_verdict, total=sum(by_verdict.values()))
+
+
+def status(src: Sources, now: float, query: StatusQuery | None = None) -> StatusResponse:
+    """One page of targets, problems first, with the counts; views are built for it alone.
+
+    With a `region` asked, each target shows that region's view only.
+    """
+    query = query or StatusQuery()
+    page = select(src.engine.snapshots(), query)
+    shown = [query.region] if query.region is not None else list(src.engine.regions)
+
+    def view(name: str) -> TargetStatus:
+        full = _target_status(src, name, now)
+        if query.region is None:
+            return full
+        return full.model_copy(update={"regions": [r for r in full.regions if r.region in shown]})
+
     return StatusResponse(
         ready=src.ready,
         generated_at=now,
-        regions=list(src.engine.regions),
-        targets=list(_each_target(src, lambda name: _target_status(src, name, now))),
+        regions=shown,
+        targets=list(_each_target(src, view, page.names)),
+        counts=_counts(page.counts),
+        matching=_counts(page.matching),
+        matched=page.matched,
+        next_cursor=page.next_cursor,
     )
 
 
-def _each_target(src: Sources, view: Callable[[str], T]) -> Iterator[T]:
-    for name in src.engine.names():
+def _each_target(
+    src: Sources, view: Callable[[str], T], names: Iterable[str] | None = None
+) -> Iterator[T]:
+    for name in src.engine.names() if names is None else names:
         try:
             yield view(name)
         except Exception as exc:  # one broken target must not take the page down
@@ -115,9 +141,15 @@ def _each_target(src: Sources, view: Callable[[str], T]) -> Iterator[T]:
             src.on_error(name, exc)
 
 
-def histories(src: Sources) -> dict[str, dict[str, list[HistoryPoint]]]:
-    """Every target's recent results per region, for the status page."""
-    return dict(_each_target(src, lambda name: (name, history(src, name))))
+def histories(
+    src: Sources, names: Iterable[str] | None = None
+) -> dict[str, dict[str, list[RecentPoint]]]:
+    """Recent results per region of every target, or of `names`, for the status page."""
+
+    def recent(name: str) -> tuple[str, dict[str, list[RecentPoint]]]:
+        return name, {region: src.store.recent(name, region) for region in src.engine.regions}
+
+    return dict(_each_target(src, recent, names))
 
 
 def history(src: Sources, name: str) -> dict[str, list[HistoryPoint]]:

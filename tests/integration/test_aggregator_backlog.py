@@ -74,8 +74,11 @@ async def test_backlog_with_a_slow_suback_loses_nothing(broker: Broker, tmp_path
                 return resp.status == 200
 
         await wait_until_async(ready, limit=30, what="readiness")
-        async with session.get(f"http://127.0.0.1:{port}/api/v1/status") as resp:
+        # The largest page holds every target: this asks for all of them at once.
+        params = {"limit": "1000"}
+        async with session.get(f"http://127.0.0.1:{port}/api/v1/status", params=params) as resp:
             status = await resp.json()
+        assert status["next_cursor"] is None
         # Every queued result applied exactly once: redelivered retained copies are ignored.
         applied = await metric(session, port, "vigil_probe_results_total{")
         assert applied == TARGETS * PER_TARGET

@@ -36,7 +36,13 @@ async def vigil_status(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_vigil_status_table_and_exit_codes(system: System) -> None:
     """0 when all up, 1 degraded, 2 down, 3 unreachable; the table names regions and errors."""
     url = f"http://127.0.0.1:{system.port}"
-    up = await vigil_status("--url", url)
+    summary = await vigil_status("--url", url)
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.splitlines() == [
+        "1 target: 0 down, 0 degraded, 0 unknown, 1 up",
+        "(1 up not listed; --all lists every target)",
+    ]
+    up = await vigil_status("--url", url, "--all")
     assert up.returncode == 0, up.stderr
     lines = up.stdout.splitlines()
     assert lines[0].split() == [

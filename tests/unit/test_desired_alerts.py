@@ -24,10 +24,10 @@ def test_refreshing_the_changed_target_agrees_with_a_full_rebuild() -> None:
     e: Engine = engine()
     probes = {(t, r): RegionProbe(r, target=t) for t in ("a", "b", "c", "d") for r in REGIONS}
     desired = DesiredAlerts(AlertSettings())
-    seen = set()
+    seen: set[str] = set()
     for step in range(400):
         now = T0 + step
-        (target, region), probe = rng.choice(sorted(probes.items()))
+        (target, _region), probe = rng.choice(sorted(probes.items()))
         # Mostly failing, so outages come and go: down, degraded and recovering states.
         e.apply_result(probe.check(rng.random() < 0.35, now), now)
         e.evaluate(target, now)
