@@ -314,7 +314,13 @@ def _target_alerts(b: _Builder, engine: Engine, state: TargetSnapshot, now: floa
         quorum = "full"
         if state.quorum_degraded:
             quorum = "degraded"
-            summary += f" (degraded quorum: {', '.join(sorted(ev.stale))} without fresh data)"
+            # Degraded by silent regions, or by regions still gathering evidence.
+            why = []
+            if ev.stale:
+                why.append(f"{', '.join(sorted(ev.stale))} without fresh data")
+            if waiting := sorted(ev.pending - ev.failing - ev.stale):
+                why.append(f"{', '.join(waiting)} not judged yet")
+            summary += f" (degraded quorum: {'; '.join(why) or 'too few regions judged'})"
         description = (
             f"Down since {_clock(state.since)}. Regions:\n{lines}\n"
             f"Versions seen: {_versions(ev.regions)}."

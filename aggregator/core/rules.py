@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -365,6 +365,10 @@ class Engine:
     def names(self) -> list[str]:
         """Every known target's name, sorted."""
         return sorted(self._targets)
+
+    def held(self) -> list[str]:
+        """Every known target's name, oldest first (no sort: for walking them all)."""
+        return list(self._targets)
 
     def snapshot(self, name: str) -> TargetSnapshot | None:
         """A target's state, read-only; None when unknown."""
@@ -875,14 +879,18 @@ class Engine:
             at = max(max(v.recovered_at or 0.0 for v in left if v), state.since)
         return min(at, now)
 
-    def evaluate_all(self, now: float, on_error: OnTargetError = _raise) -> list[Transition]:
+    def evaluate_all(
+        self, now: float, on_error: OnTargetError = _raise, names: Iterable[str] | None = None
+    ) -> list[Transition]:
         """Evaluate every target, e.g. on a clock tick, since staleness comes with time.
 
-        One target at a time: an error in one goes to `on_error` and the others are still
-        judged.
+        `names`: only these (those still held), for a tick taken a slice at a time. One
+        target at a time: an error in one goes to `on_error` and the others are still judged.
         """
         out: list[Transition] = []
-        for name in list(self._targets):
+        for name in list(self._targets) if names is None else names:
+            if name not in self._targets:  # forgotten since the slice was cut
+                continue
             try:
                 out.extend(self.evaluate(name, now))
             except Exception as exc:  # isolation: one broken target must not stop the rest
