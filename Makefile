@@ -20,7 +20,13 @@ bench:
 	./scripts/bootstrap.sh --bench
 	.venv/bin/python benchmarks/probe_bench.py
 	.venv/bin/python benchmarks/aggregator_bench.py
+	.venv/bin/python benchmarks/catchup_bench.py
+	.venv/bin/python benchmarks/scrape_bench.py
+	.venv/bin/python benchmarks/operator_bench.py
 	.venv/bin/python benchmarks/alerting_bench.py
+	.venv/bin/python benchmarks/bomb_bench.py
+	# Last: sized from the figures the runs above just wrote (docs/figures.json).
+	.venv/bin/python benchmarks/shard_sim.py
 
 # Pin every dependency, with hashes, into requirements/: test-lock.txt (what make test
 # installs) and lock.txt (what the image ships), the second taken from the first so both

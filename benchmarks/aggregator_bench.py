@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
+from report import machine, now, write_figures, write_section  # noqa: E402
 
 from aggregator.app import build  # noqa: E402
 from aggregator.config import AggregatorConfig  # noqa: E402
@@ -79,17 +79,32 @@ def results(targets: int, per_pair: int) -> list[tuple[str, bytes]]:
     return out
 
 
-async def make_sessions(port: int, ids: list[str]) -> None:
-    for client_id in ids:
-        async with aiomqtt.Client(
+PROTOCOLS = {"5": aiomqtt.ProtocolVersion.V5, "3.1.1": aiomqtt.ProtocolVersion.V311}
+
+
+def session_client(port: int, client_id: str, protocol: str) -> aiomqtt.Client:
+    """A persistent session, as the aggregator keeps one, on either protocol version."""
+    if protocol == "3.1.1":
+        return aiomqtt.Client(
             "127.0.0.1",
             port,
             identifier=client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=session_properties(),
-        ) as c:
-            await c.subscribe(RESULTS_FILTER, qos=1)
+            protocol=PROTOCOLS[protocol],
+            clean_session=False,
+        )
+    return aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=client_id,
+        protocol=PROTOCOLS[protocol],
+        clean_start=False,
+        properties=session_properties(),
+    )
+
+
+async def make_session(port: int, client_id: str, protocol: str) -> None:
+    async with session_client(port, client_id, protocol) as c:
+        await c.subscribe(RESULTS_FILTER, qos=1)
 
 
 async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
@@ -102,44 +117,57 @@ async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
 # -- contenders, each run in its own process ------------------------------------------------
 
 
-async def drain_bare(port: int, expect: int) -> dict[str, Any]:
-    count = 0
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        port,
-        identifier="bench-bare",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=False,
-        properties=session_properties(),
-    ) as c:
+class Stopwatch:
+    """Wall and CPU time from the first message to the last, so connecting is not counted."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._t0 = self._c0 = 0.0
+        self.seconds = self.cpu_s = 0.0
+
+    def tick(self, expect: int) -> bool:
+        """Count one message; True once `expect` have arrived."""
+        if self.count == 0:
+            self._t0, self._c0 = time.perf_counter(), cpu_seconds()
+        self.count += 1
+        if self.count < expect:
+            return False
+        self.seconds = time.perf_counter() - self._t0
+        self.cpu_s = cpu_seconds() - self._c0
+        return True
+
+    def figures(self) -> dict[str, Any]:
+        # n messages span n - 1 gaps: the first one starts the clock.
+        return {"messages": self.count, "seconds": self.seconds, "cpu_s": self.cpu_s}
+
+
+async def drain_bare(port: int, expect: int, protocol: str) -> dict[str, Any]:
+    watch = Stopwatch()
+    async with session_client(port, f"bench-bare-{protocol}", protocol) as c:
         await c.subscribe(RESULTS_FILTER, qos=1, timeout=600)
         async for message in c.messages:
             assert isinstance(message.payload, bytes)
             json.loads(message.payload)
-            count += 1
-            if count >= expect:
+            if watch.tick(expect):
                 break
-    return {"messages": count, "seconds": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0}
+    return watch.figures()
 
 
-async def drain_aggregator(port: int, expect: int) -> dict[str, Any]:
+async def drain_aggregator(port: int, expect: int, protocol: str) -> dict[str, Any]:
     config = AggregatorConfig(
         regions=list(REGIONS),
-        mqtt=MqttSettings(url=f"mqtt://127.0.0.1:{port}"),
-        client_id="bench-agg",
+        mqtt=MqttSettings.model_validate({"url": f"mqtt://127.0.0.1:{port}", "protocol": protocol}),
+        client_id=f"bench-agg-{protocol.replace('.', '')}",
         startup_grace=1,
     )
     registry = CollectorRegistry()
     agg = build(config, registry, None)
     done = asyncio.Event()
-    count = 0
+    watch = Stopwatch()
 
     def handle(topic: str, payload: bytes, retain: bool) -> None:
-        nonlocal count
         agg.pipeline.handle(topic, payload, retain)
-        count += 1
-        if count >= expect:
+        if watch.tick(expect):
             done.set()
 
     sub = Subscriber(
@@ -153,10 +181,8 @@ async def drain_aggregator(port: int, expect: int) -> dict[str, Any]:
     # As an aggregator that is past its warm-up and reconnects to a backlog: every applied
     # result is judged at once, and state records go out through the subscriber.
     agg.readiness.loaded = True
-    t0, c0 = time.perf_counter(), cpu_seconds()
     task = asyncio.create_task(sub.run())
     await asyncio.wait_for(done.wait(), 600)
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -176,9 +202,7 @@ async def drain_aggregator(port: int, expect: int) -> dict[str, Any]:
         if s.name.endswith("_total")
     )
     return {
-        "messages": count,
-        "seconds": seconds,
-        "cpu_s": cpu,
+        **watch.figures(),
         "received": applied,
         "ignored": ignored,
         "rejected": rejected,
@@ -221,13 +245,19 @@ def memory(targets: int, trace: bool) -> dict[str, Any]:
 # -- orchestration ------------------------------------------------------------------------
 
 
-def contender(mode: str, port: int, expect: int) -> dict[str, Any]:
+# (contender, MQTT version) pairs, drained in this order.
+DRAINERS = (("bare", "3.1.1"), ("bare", "5"), ("aggregator", "3.1.1"), ("aggregator", "5"))
+
+
+def contender(mode: str, protocol: str, port: int, expect: int) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
             __file__,
             "--contender",
             mode,
+            "--protocol",
+            protocol,
             "--port",
             str(port),
             "--expect",
@@ -257,15 +287,18 @@ def bench(args: argparse.Namespace) -> str:
         per_pair = max(1, args.messages // (args.drain_targets * len(REGIONS)))
         messages = results(args.drain_targets, per_pair)
         n = len(messages)
-        rows = []
-        for mode in ("bare", "aggregator"):
-            asyncio.run(make_sessions(port, [f"bench-{'bare' if mode == 'bare' else 'agg'}"]))
-            print(f"queueing {n} results for {mode} ...", flush=True)
+        rows = {}
+        for mode, protocol in DRAINERS:
+            client_id = f"bench-{'bare' if mode == 'bare' else 'agg'}-{protocol}"
+            if mode == "aggregator":
+                client_id = client_id.replace(".", "")
+            asyncio.run(make_session(port, client_id, protocol))
+            print(f"queueing {n} results for {mode} on MQTT {protocol} ...", flush=True)
             asyncio.run(publish(port, messages))
-            print(f"draining with {mode} ...", flush=True)
-            figures = contender(mode, port, n)
+            print(f"draining with {mode} on MQTT {protocol} ...", flush=True)
+            figures = contender(mode, protocol, port, n)
             print(json.dumps(figures), flush=True)
-            rows.append((mode, figures))
+            rows[(mode, protocol)] = figures
     finally:
         broker.send_signal(signal.SIGTERM)
         broker.wait(timeout=20)
@@ -281,30 +314,52 @@ def bench(args: argparse.Namespace) -> str:
         )
         mem.update(json.loads(out.stdout.strip().splitlines()[-1]))
     print(json.dumps(mem), flush=True)
-    return report(args, n, dict(rows), mem)
+    write_figures(
+        "aggregator",
+        {
+            f"us_per_result_{mode}_{proto}": r["cpu_s"] / r["messages"] * 1e6
+            for (mode, proto), r in rows.items()
+        }
+        | {"kib_per_pair": mem["per_pair"] / 1024},
+    )
+    return report(args, n, rows, mem)
 
 
 def report(
-    args: argparse.Namespace, n: int, rows: dict[str, dict[str, Any]], mem: dict[str, Any]
+    args: argparse.Namespace,
+    n: int,
+    rows: dict[tuple[str, str], dict[str, Any]],
+    mem: dict[str, Any],
 ) -> str:
-    bare, agg = rows["bare"], rows["aggregator"]
     rate = {k: v["messages"] / v["seconds"] for k, v in rows.items()}
-    ratio = rate["aggregator"] / rate["bare"]
-    lost = n - int(agg["received"])
+    fastest = rate[("bare", "3.1.1")]
     per_pair_kib = mem["per_pair"] / 1024
     command = "python benchmarks/aggregator_bench.py " + " ".join(
         f"--{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()
-        if k not in ("output", "contender", "port", "expect")
+        if k not in ("output", "contender", "port", "expect", "protocol")
     )
+    names = {
+        "bare": "bare aiomqtt subscriber (json.loads only)",
+        "aggregator": "aggregator (validate, dedup, rule, history, metrics, alerts)",
+    }
 
-    def row(name: str, r: dict[str, Any]) -> str:
+    def row(key: tuple[str, str]) -> str:
+        r = rows[key]
         return (
-            f"| {name} | {r['messages']} | {r['seconds']:.2f} s "
-            f"| **{r['messages'] / r['seconds']:,.0f}/s** "
+            f"| {names[key[0]]} | {key[1]} | {r['messages']:,} | {r['seconds']:.2f} s "
+            f"| **{rate[key]:,.0f}/s** | {rate[key] / fastest:.0%} "
             f"| {r['cpu_s'] / r['messages'] * 1e6:.1f} us |"
         )
 
+    table = "\n".join(row(key) for key in DRAINERS)
+    outcome = "\n".join(
+        f"- aggregator on MQTT {proto}: received {int(r['received']):,} of {n:,} "
+        f"(lost: {n - int(r['received'])}); rejected: {int(r['rejected'])}; ignored as "
+        f"duplicate or older: {int(r['ignored'])}."
+        for (mode, proto), r in rows.items()
+        if mode == "aggregator"
+    )
     return f"""## Aggregator
 
 - Date: {now()}
@@ -312,19 +367,19 @@ def report(
 - Command: `{command}`
 - Broker: Debian's mosquitto on 127.0.0.1 with `max_queued_messages 0` (no drops); the
   results were queued with QoS 1 for each contender's persistent session, then drained by
-  one process per contender, one after the other, both on asyncio's own loop (the
-  aggregator's since it left uvloop: see aggregator/cli.py).
+  one process per contender, one after the other, all on asyncio's own loop (the
+  aggregator's since it left uvloop: see aggregator/cli.py). Each is timed from its first
+  message to its last, so connecting and subscribing are not counted.
 
 ### Draining a backlog of {n:,} results ({args.drain_targets} targets x 3 regions)
 
-| contender | messages | time | rate | CPU per message |
-|---|---|---|---|---|
-{row("bare aiomqtt subscriber (json.loads only)", bare)}
-{row("aggregator (validate, dedup, rule, metrics)", agg)}
+Against the fastest plain baseline: a bare subscriber on MQTT 3.1.1.
 
-The aggregator drained at **{ratio:.0%}** of the bare subscriber's rate (goal: at least 70%).
-Results received by the aggregator: {int(agg["received"]):,} of {n:,} (lost: {lost});
-rejected: {int(agg["rejected"])}; ignored as duplicate or older: {int(agg["ignored"])}.
+| contender | MQTT | messages | time | rate | of the bare 3.1.1 rate | CPU per message |
+|---|---|---|---|---|---|---|
+{table}
+
+{outcome}
 
 ### Memory at {args.targets:,} targets x 3 regions
 
@@ -345,14 +400,15 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--contender", choices=["bare", "aggregator", "memory", "heap"])
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="5")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--expect", type=int, default=0)
     args = parser.parse_args()
     # No uvloop: the aggregator runs on asyncio's loop, and both contenders share the loop.
     if args.contender == "bare":
-        print(json.dumps(asyncio.run(drain_bare(args.port, args.expect))))
+        print(json.dumps(asyncio.run(drain_bare(args.port, args.expect, args.protocol))))
     elif args.contender == "aggregator":
-        print(json.dumps(asyncio.run(drain_aggregator(args.port, args.expect))))
+        print(json.dumps(asyncio.run(drain_aggregator(args.port, args.expect, args.protocol))))
     elif args.contender == "memory":
         print(json.dumps(memory(args.expect, trace=False)))
     elif args.contender == "heap":

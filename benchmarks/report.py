@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -53,3 +54,19 @@ def write_section(path: Path, key: str, markdown: str) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures.json"
+
+
+def write_figures(key: str, figures: dict[str, float], path: Path = FIGURES) -> None:
+    """Keep one benchmark's headline numbers where another (shard_sim.py) can read them."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = {"date": now(), **figures}
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_figures(key: str, path: Path = FIGURES) -> dict[str, float]:
+    """A benchmark's headline numbers as last written; empty when it never ran."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    return dict(data.get(key, {}))

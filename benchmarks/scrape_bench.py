@@ -1,10 +1,11 @@
 """`/metrics` at scale, and what a scrape costs everything else; figures go to docs/performance.md.
 
-One aggregator, built in-process by `aggregator.app.build` on uvloop, holds N targets x 3
-regions (results fed to its pipeline as the MQTT subscriber would) and serves its real HTTP
-app on 127.0.0.1. A second process plays the outside world: it scrapes `/metrics` every 5 s
-as Prometheus does (OpenMetrics-first Accept header, gzip) and is the stand-in Alertmanager
-(an aiohttp server on 127.0.0.1 recording when each alert POST arrives).
+One aggregator, built in-process by `aggregator.app.build` on asyncio's own loop (as the
+aggregator runs), holds N targets x 3 regions (results fed to its pipeline as the MQTT
+subscriber would) and serves its real HTTP app on 127.0.0.1. A second process plays the
+outside world: it scrapes `/metrics` every 5 s as Prometheus does (OpenMetrics-first
+Accept header, gzip) and is the stand-in Alertmanager (an aiohttp server on 127.0.0.1
+recording when each alert POST arrives).
 
 Measured in the aggregator's loop while the scrapes run:
 - scrape time (request sent -> body received, in the scraper) and size;
@@ -41,7 +42,7 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from report import machine, now, write_section  # noqa: E402 - benchmarks/ is on sys.path
+from report import machine, now, write_figures, write_section  # noqa: E402
 
 from aggregator.app import Aggregator, build  # noqa: E402
 from aggregator.config import AggregatorConfig, AlertmanagerConfig, Limits, Rule  # noqa: E402
@@ -252,7 +253,9 @@ async def run(
             while True:
                 await asyncio.sleep(1.0)
                 started = time.monotonic()
-                agg.pipeline.tick(subscribed=True)
+                # As aggregator/app.py runs it: a slice at a time, the loop free between.
+                for _ in agg.pipeline.tick_slices(subscribed=True):
+                    await asyncio.sleep(0)
                 ticks.append((started, time.monotonic()))
 
         tasks.append(asyncio.create_task(ticking()))
@@ -419,24 +422,25 @@ def report(args: argparse.Namespace, summary: dict[str, Any]) -> str:
 - Date: {now()}
 - Machine: {machine()}
 - Command: `{command}`
-- The aggregator in-process (`aggregator.app.build`, uvloop, its real HTTP app on
-  127.0.0.1); a second process scrapes every {INTERVAL:g} s like Prometheus (OpenMetrics-first
-  Accept, gzip) and stands in for Alertmanager (an aiohttp server on 127.0.0.1, not the real
-  one). Loop stall: a 10 ms sleep in the aggregator's loop, how late it wakes, during each
-  scrape (and 0.1 s after); "tick excluded" leaves out the sleeps that overlapped the
-  aggregator's 1 s tick. Deciding result -> Alertmanager: from when the result is due (just
-  after a scrape starts) to the alert POST's arrival.
+- The aggregator in-process (`aggregator.app.build`, asyncio's own loop as the aggregator
+  runs, its real HTTP app on 127.0.0.1); a second process scrapes every {INTERVAL:g} s like
+  Prometheus (OpenMetrics-first Accept, gzip) and stands in for Alertmanager (an aiohttp
+  server on 127.0.0.1, not the real one). Loop stall: a 10 ms sleep in the aggregator's
+  loop, how late it wakes, during each scrape (and 0.1 s after); "tick excluded" leaves
+  out the sleeps that overlapped the aggregator's 1 s tick (judged in slices of 500
+  targets, the loop free between). Deciding result -> Alertmanager: from when the result
+  is due (just after a scrape starts) to the alert POST's arrival.
 
 {TABLE_HEAD}
 {chr(10).join(rows)}
 
 Without scrapes the same loop lags {triple(summary["baseline_lag_ms"])} (p50 / p99 / max):
-the 1 s tick (`Pipeline.tick`, which judges every target) takes {triple(summary["tick_ms"])},
-a stall of its own that scrapes neither cause nor cure. Outside the ticks, the most CPU the
-loop's thread used within one 10 ms sleep during the new scrapes was
-{new.get("loop_cpu_ms_no_tick", {}).get("max", 0):.1f} ms: lateness beyond that is the thread
-waiting for a CPU (or the GIL), which a shared machine shows. Goals at the default config:
-{goals}.
+the 1 s tick (`Pipeline.tick_slices`, which judges every target a slice at a time) spans
+{triple(summary["tick_ms"])} from start to end, the loop running between its slices.
+Outside the ticks, the most CPU the loop's thread used within one 10 ms sleep during the
+new scrapes was {new.get("loop_cpu_ms_no_tick", {}).get("max", 0):.1f} ms: lateness beyond
+that is the thread waiting for a CPU (or the GIL), which a shared machine shows. Goals at the
+default config: {goals}.
 """
 
 
@@ -450,8 +454,8 @@ def main() -> None:
     parser.add_argument("--outside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--am-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    use_uvloop()
     if args.outside:
+        use_uvloop()  # the scraper and stand-in Alertmanager, not the aggregator
         print(json.dumps(asyncio.run(outside(args))), flush=True)
         return
     # The old handler compresses its whole body on the loop, and aiohttp warns each time.
@@ -471,6 +475,12 @@ def main() -> None:
             child.kill()
     print(json.dumps(summary), flush=True)
     write_section(args.output, "scrape", report(args, summary))
+    if summary.get("new"):
+        times = summary["new"]["scrape_s"]
+        write_figures(
+            "scrape",
+            {"pairs": args.targets * len(REGIONS), "scrape_s_p50": percentile(times, 50)},
+        )
     print(f"wrote {args.output}")
 
 

@@ -41,6 +41,15 @@ def test_aggregator_example_is_valid() -> None:
     assert config.rule.failures == 3
 
 
+def test_the_deploy_aggregator_speaks_311_only_to_a_broker_that_bounds_what_5_would() -> None:
+    """MQTT 3.1.1 drains faster; the deploy broker gives it the size cap and session expiry."""
+    config = load_aggregator(DEPLOY / "aggregator.yaml", {"VIGIL_MQTT_USERNAME": "aggregator"})
+    assert config.mqtt.protocol == "3.1.1"
+    broker = (DEPLOY.parent / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    assert "max_packet_size 1048576" in broker
+    assert any(line.startswith("persistent_client_expiration ") for line in broker)
+
+
 ROOT = DEPLOY.parent
 AGGREGATORS = ("aggregator", "aggregator-b")
 
