@@ -183,11 +183,34 @@ async def test_broker_acl(deploy_broker: int) -> None:
                 pass
 
 
-def test_deploy_broker_starts_with_its_own_start_script(tmp_path: Path) -> None:
+def _make_secrets(directory: Path) -> dict[str, str]:
+    """deploy/make-secrets.sh's files in `directory`, and the passwords it chose."""
+    made = run("sh", str(DEPLOY / "make-secrets.sh"), str(directory))
+    assert made.returncode == 0, made.stderr
+    assert directory.stat().st_mode & 0o777 == 0o700
+    passwords = {}
+    for user in PASSWORDS:
+        secret = directory / f"mqtt-password-{user}"
+        # Readable by the container's non-root user: compose bind-mounts it as it is.
+        assert secret.stat().st_mode & 0o777 == 0o644
+        passwords[user] = secret.read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{64}", passwords[user])
+    assert len(set(passwords.values())) == len(passwords)
+    again = run("sh", str(DEPLOY / "make-secrets.sh"), str(directory))
+    assert again.returncode == 0, again.stderr
+    kept = {u: (directory / f"mqtt-password-{u}").read_text().strip() for u in PASSWORDS}
+    assert kept == passwords, "running it again never changes a password"
+    return passwords
+
+
+@pytest.mark.parametrize("source", ["secret files", "environment"])
+def test_deploy_broker_starts_with_its_own_start_script(source: str, tmp_path: Path) -> None:
     """start.sh as the container runs it (as root, mosquitto dropping to its own user) works.
 
-    Before, the password file was root's with mode 0700 and mosquitto 2, which reads it after
-    dropping privileges, exited with "Unable to open pwfile" in a restart loop.
+    The passwords come from the file secrets compose mounts (made by make-secrets.sh), or,
+    without them, from MQTT_PASSWORD_<USER>. Before, the password file was root's with mode
+    0700 and mosquitto 2, which reads it after dropping privileges, exited with "Unable to
+    open pwfile" in a restart loop.
     """
     if os.geteuid() != 0:
         pytest.fail("run as root, as `make test` and the broker's container do")
@@ -216,11 +239,15 @@ def test_deploy_broker_starts_with_its_own_start_script(tmp_path: Path) -> None:
             **os.environ,
             "MOSQUITTO_RUN": str(run_dir),
             "MOSQUITTO_CONFIG": str(conf),
+            "MOSQUITTO_SECRETS": str(root / "secrets"),
             **{
                 f"MQTT_PASSWORD_{user.upper().replace('-', '_')}": password
                 for user, password in PASSWORDS.items()
             },
         }
+        passwords = PASSWORDS
+        if source == "secret files":
+            passwords = _make_secrets(root / "secrets")
         env["PATH"] = f"{env.get('PATH', '')}:/usr/sbin:/sbin"
         log = (tmp_path / "broker.log").open("wb")
         proc = subprocess.Popen(
@@ -235,12 +262,16 @@ def test_deploy_broker_starts_with_its_own_start_script(tmp_path: Path) -> None:
             assert (info.st_uid, info.st_mode & 0o777) == (mosquitto.pw_uid, 0o600)
 
             async def publish() -> None:
-                async with client(port, "probe-us-east") as probe:
+                password = passwords["probe-us-east"]
+                async with client(port, "probe-us-east", password) as probe:
                     await probe.publish("vigil/v1/results/us-east/api", b"hello", qos=1)
 
             asyncio.run(publish())
             with pytest.raises(aiomqtt.MqttError):
                 asyncio.run(_connect(port, "probe-us-east", "wrong"))
+            if source == "secret files":  # where both are there, the file wins
+                with pytest.raises(aiomqtt.MqttError):
+                    asyncio.run(_connect(port, "probe-us-east", PASSWORDS["probe-us-east"]))
         finally:
             proc.terminate()
             proc.wait(timeout=10)

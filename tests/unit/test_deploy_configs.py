@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from aggregator.app import SHUTDOWN_TIMEOUT as AGGREGATOR_SHUTDOWN_TIMEOUT
 from aggregator.config import load_config as load_aggregator
 from probe.config import load_config as load_probe
+from runtime.config import parse_duration
 from wire.topics import state_filter, state_topic
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "config"
@@ -60,22 +63,25 @@ def _compose() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", AGGREGATORS)
-def test_compose_runs_an_ha_pair_each_with_its_own_identity(name: str) -> None:
+def test_compose_runs_an_ha_pair_each_with_its_own_identity(name: str, tmp_path: Path) -> None:
     """Both aggregators share image and config; each has its own login, client id and port."""
     services = _compose()["services"]
     service = services[name]
     env = service["environment"]
     assert env["VIGIL_CLIENT_ID"] == env["VIGIL_MQTT_USERNAME"] == name
-    password = "MQTT_PASSWORD_" + name.upper().replace("-", "_")
-    assert env["VIGIL_MQTT_PASSWORD"] == "${" + password + "}"
-    assert password in services["mosquitto"]["environment"]
-    assert f"{password}=" in (ROOT / ".env.example").read_text()
+    assert env["VIGIL_MQTT_PASSWORD_FILE"] == f"/run/secrets/mqtt-password-{name}"
+    assert f"mqtt-password-{name}" in services["mosquitto"]["secrets"]
     assert service["volumes"] == ["./config/aggregator.yaml:/config/vigil.yaml:ro"]
     assert service["entrypoint"] == ["vigil-aggregator"]
     [port] = service["ports"]
     assert port.startswith("127.0.0.1:"), "the operator API is not published beyond the host"
-    config = load_aggregator(DEPLOY / "aggregator.yaml", env)
+    secret = tmp_path / "password"
+    secret.write_text("pw\n")
+    config = load_aggregator(
+        DEPLOY / "aggregator.yaml", {**env, "VIGIL_MQTT_PASSWORD_FILE": str(secret)}
+    )
     assert config.client_id == name
+    assert config.mqtt.resolved_password() == "pw"
     assert state_topic(config.client_id, "api") == f"vigil/v1/state/{name}/api"
 
 
@@ -122,3 +128,179 @@ def test_no_probe_login_may_write_state() -> None:
     for user, rules in _acl().items():
         if user not in AGGREGATORS:
             assert not any("vigil/v1/state" in rule for rule in rules), user
+
+
+# The compose file's secrets: every one a file, each container given only its own.
+BROKER_LOGINS = ("probe-us-east", "probe-eu-west", "probe-ap-southeast", *AGGREGATORS)
+SECRETS_OF = {
+    "mosquitto": [f"mqtt-password-{login}" for login in BROKER_LOGINS],
+    "probe-us-east": ["mqtt-password-probe-us-east"],
+    "probe-eu-west": ["mqtt-password-probe-eu-west"],
+    "probe-ap-southeast": ["mqtt-password-probe-ap-southeast"],
+    "aggregator": ["mqtt-password-aggregator"],
+    "aggregator-b": ["mqtt-password-aggregator-b"],
+    "alertmanager": ["pagerduty-routing-key"],
+    "demo-target": [],
+    "prometheus": [],
+}
+
+
+def test_every_compose_secret_is_a_file_under_deploy_secrets() -> None:
+    """podman-compose refuses `environment:` secrets; file secrets run under both tools."""
+    secrets = _compose()["secrets"]
+    assert secrets == {name: {"file": f"./secrets/{name}"} for name in secrets}
+    assert set(secrets) == {name for names in SECRETS_OF.values() for name in names}
+
+
+def test_the_compose_services_are_the_ones_whose_secrets_are_listed() -> None:
+    """A new service gets an entry in SECRETS_OF, so what it mounts is decided, not inherited."""
+    assert set(_compose()["services"]) == set(SECRETS_OF)
+
+
+@pytest.mark.parametrize(("name", "secrets"), SECRETS_OF.items())
+def test_each_service_mounts_only_its_own_secrets(name: str, secrets: list[str]) -> None:
+    """The short syntax, at /run/secrets/<name>; no password in any environment."""
+    service = _compose()["services"][name]
+    assert service.get("secrets", []) == secrets
+    env = service.get("environment", {})
+    assert not [key for key in env if "PASSWORD" in key and not key.endswith("_FILE")]
+    if "VIGIL_MQTT_USERNAME" in env:
+        login = env["VIGIL_MQTT_USERNAME"]
+        assert secrets == [f"mqtt-password-{login}"]
+        assert env["VIGIL_MQTT_PASSWORD_FILE"] == f"/run/secrets/mqtt-password-{login}"
+
+
+def test_env_example_holds_no_password_and_nothing_compose_does_not_use() -> None:
+    """Passwords moved to file secrets; what .env.example still sets, compose substitutes."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    names = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+    assert names == ["OMNIROUTE_API_KEY"]
+    for name in names:
+        assert "${" + name in compose, f"{name} is not used by docker-compose.yml"
+
+
+def test_the_broker_and_make_secrets_know_every_login_the_compose_file_mounts() -> None:
+    """start.sh reads /run/secrets/mqtt-password-<login> for the same logins make-secrets makes."""
+    for script in ("mosquitto/start.sh", "make-secrets.sh"):
+        text = (ROOT / script).read_text()
+        [users] = re.findall(r"^for user in (.*); do$", text, re.M)
+        assert tuple(users.split()) == BROKER_LOGINS, script
+    start = (ROOT / "mosquitto/start.sh").read_text()
+    assert "secrets=${MOSQUITTO_SECRETS:-/run/secrets}" in start
+    assert 'file="$secrets/mqtt-password-$user"' in start
+
+
+def test_alertmanager_reads_the_routing_key_from_its_mounted_secret() -> None:
+    """routing_key_file names the file compose mounts; no key inline."""
+    config = yaml.safe_load((ROOT / "alertmanager/alertmanager.yml").read_text())
+    [receiver] = [r for r in config["receivers"] if r["name"] == "pagerduty"]
+    [pagerduty] = receiver["pagerduty_configs"]
+    assert pagerduty["routing_key_file"] == "/run/secrets/pagerduty-routing-key"
+    assert "routing_key" not in pagerduty
+
+
+def test_secret_files_are_never_committed_and_never_in_the_build_context() -> None:
+    """deploy/secrets/ is ignored but for its README; the image build never sees deploy/."""
+    ignored = (ROOT.parent / ".gitignore").read_text().splitlines()
+    assert "deploy/secrets/*" in ignored
+    assert "!deploy/secrets/README" in ignored
+    assert (ROOT / "secrets/README").is_file()
+    context = (ROOT.parent / ".dockerignore").read_text().splitlines()
+    for excluded in (".git", ".venv", "mutants", "test-output", "tests", "deploy", "**/.env"):
+        assert excluded in context, excluded
+
+
+def _ports(service: dict[str, Any]) -> list[str]:
+    ports: list[str] = service.get("ports", [])
+    return ports
+
+
+@pytest.mark.parametrize("name", SECRETS_OF)
+def test_every_published_port_binds_to_loopback(name: str) -> None:
+    """Nothing the stack publishes is reachable beyond the host."""
+    for port in _ports(_compose()["services"][name]):
+        assert isinstance(port, str), "short syntax, so the host address is checked here"
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def _seconds(service: dict[str, Any]) -> float:
+    return parse_duration(service.get("stop_grace_period", "10s"))  # compose's default
+
+
+def test_stop_grace_periods_outlast_each_services_shutdown(tmp_path: Path) -> None:
+    """SIGKILL comes only after a probe's shutdown_timeout and the aggregator's 5 s."""
+    services = _compose()["services"]
+    secret = tmp_path / "password"
+    secret.write_text("pw\n")
+    for name in ("probe-us-east", "probe-eu-west", "probe-ap-southeast"):
+        env = {
+            **services[name]["environment"],
+            "VIGIL_MQTT_PASSWORD_FILE": str(secret),
+            "OMNIROUTE_API_KEY": "k",
+        }
+        probe = load_probe(DEPLOY / "probe.yaml", env)
+        assert _seconds(services[name]) > probe.shutdown_timeout, name
+    for name in AGGREGATORS:
+        assert _seconds(services[name]) > AGGREGATOR_SHUTDOWN_TIMEOUT, name
+
+
+# The Dockerfile, read as instructions (continuation lines joined, comments dropped).
+def _stages() -> list[list[tuple[str, str]]]:
+    text = (ROOT.parent / "Dockerfile").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    stages: list[list[tuple[str, str]]] = [[]]  # the first: ARGs before any FROM
+    for line in joined.splitlines():
+        if not line.strip():
+            continue
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((keyword.upper(), rest.strip()))
+    return stages
+
+
+def _args(instructions: list[tuple[str, str]], keyword: str) -> list[str]:
+    return [rest for kw, rest in instructions if kw == keyword]
+
+
+def test_dockerfile_builds_in_one_stage_and_ships_only_the_venv_from_another() -> None:
+    """Multi-stage on a substitutable base; the final stage installs nothing and copies the venv."""
+    preamble, build, final = _stages()
+    assert _args(preamble, "ARG") == ["BASE_IMAGE=python:3.11-slim"]
+    assert _args(build, "FROM") == ["${BASE_IMAGE} AS build"]
+    assert _args(final, "FROM") == ["${BASE_IMAGE}"]
+    installs = " ".join(_args(build, "RUN"))
+    assert "--require-hashes" in installs
+    assert "-r requirements/lock.txt" in installs
+    assert "--only-binary=:all:" in installs, "no sdist: nothing to compile"
+    assert _args(final, "COPY") == ["--from=build /opt/vigil /opt/vigil"]
+    for run in _args(final, "RUN"):
+        assert not re.search(r"\b(pip|apt-get|apt|gcc|make)\b", run), run
+
+
+def test_dockerfile_runs_as_a_non_root_user_and_stops_on_sigterm() -> None:
+    """USER is numeric and not root, STOPSIGNAL is SIGTERM, the HEALTHCHECK stays."""
+    final = _stages()[-1]
+    [user] = _args(final, "USER")
+    uid = user.split(":")[0]
+    assert uid.isdigit(), "numeric, so runAsNonRoot can be checked"
+    assert int(uid) != 0
+    assert _args(final, "STOPSIGNAL") == ["SIGTERM"]
+    [healthcheck] = _args(final, "HEALTHCHECK")
+    assert "VIGIL_HEALTH_URL" in healthcheck
+    [path] = [e for e in _args(final, "ENV") if "PATH=" in e]
+    assert "PATH=/opt/vigil/bin:$PATH" in path, "the venv's python and entry points first"
+
+
+def test_dockerfile_labels_the_image_the_oci_way() -> None:
+    """title, description, source, licenses, and the version from pyproject.toml by default."""
+    final = _stages()[-1]
+    labels = " ".join(_args(final, "LABEL"))
+    found = dict(re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', labels))
+    assert {"title", "description", "source", "licenses", "version"} <= found.keys()
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    assert found["licenses"] == project["license"]
+    assert found["version"] == "${VERSION}"
+    assert f"VERSION={project['version']}" in _args(final, "ARG")
