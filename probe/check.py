@@ -688,9 +688,6 @@ class Checker:
         except Exception as exc:
             return None, version_error_kind(classify_exception(exc)), None
 
-    async def _no_version(self) -> tuple[str | None, VersionErrorKind | None]:
-        return None, None
-
     async def _bounded_version(
         self, target: TargetConfig, cache: VersionCache
     ) -> tuple[str | None, VersionErrorKind | None]:
@@ -710,10 +707,16 @@ class Checker:
         # the config gave the version endpoint credentials on purpose.
         carried = endpoints[min(state.endpoint, len(endpoints) - 1)].version_field is not None
         ask = not carried or target.has_version_credentials
-        outcome, (version, version_error) = await asyncio.gather(
-            self.detect_health(target, state),
-            self._bounded_version(target, state.version) if ask else self._no_version(),
-        )
+        version: str | None = None
+        version_error: VersionErrorKind | None = None
+        if ask and target.version_url is not None:
+            outcome, (version, version_error) = await asyncio.gather(
+                self.detect_health(target, state), self._bounded_version(target, state.version)
+            )
+        else:
+            # No second request: awaited in this task, as gather would cost two more tasks
+            # and a turn of the event loop before the health request starts.
+            outcome = await self.detect_health(target, state)
         field_name = outcome.endpoint.version_field
         if field_name is not None and version is None:
             if outcome.status_code is None and outcome.failure is not None:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from probe.app import run_agent, run_once
+from probe.app import run_agent, run_once, tune_gc
 from probe.config import ProbeConfig, load_config
 from runtime.service import run_until_signalled, service_arguments, service_main, use_uvloop
 
@@ -35,6 +35,7 @@ def _run(args: argparse.Namespace, config: ProbeConfig) -> int:
     if args.once:
         use_uvloop()
         return asyncio.run(run_once(config, sys.stdout))
+    tune_gc()
     return run_until_signalled(lambda stop: run_agent(config, stop))
 
 

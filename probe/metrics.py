@@ -5,9 +5,11 @@ Per-target gauges use blackbox_exporter's names so existing dashboards and alert
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from wire.result import ProbeResult
+from wire.result import Phases, ProbeResult
 
 
 class ProbeMetrics:
@@ -70,7 +72,8 @@ class ProbeMetrics:
         self.skipped = Counter(
             "vigil_probe_checks_skipped",
             "Checks not run: `overrun` (the previous one still running), `confirming` (its slot"
-            " taken by a re-check confirming a failure) or `late`.",
+            " taken by a re-check confirming a failure), `late`, or `overload` (checks have been"
+            " starting late on average: more than the probe can run).",
             ["target", "reason"],
             registry=registry,
         )
@@ -81,15 +84,52 @@ class ProbeMetrics:
             registry=registry,
         )
 
+        # Each target's children, looked up once: `labels()` takes a lock and builds a key
+        # every call, eight calls a check. Made at the first result, as `labels()` would.
+        self._children: dict[str, _TargetChildren] = {}
+
+    def _of(self, target: str) -> _TargetChildren:
+        children = self._children.get(target)
+        if children is None:
+            children = self._children[target] = _TargetChildren(
+                success=self.success.labels(target),
+                duration=self.duration.labels(target),
+                status_code=self.status_code.labels(target),
+                ok=self.results.labels(target, "ok"),
+            )
+        return children
+
     def observe(self, result: ProbeResult) -> None:
         """Record one check's result."""
         t = result.target
-        self.success.labels(t).set(1 if result.ok else 0)
-        self.duration.labels(t).set(result.duration_ms / 1000.0)
-        self.status_code.labels(t).set(result.status_code or 0)
-        for phase, ms in result.phases.model_dump().items():
+        children = self._of(t)
+        children.success.set(1 if result.ok else 0)
+        children.duration.set(result.duration_ms / 1000.0)
+        children.status_code.set(result.status_code or 0)
+        phases = result.phases
+        for phase in PHASES:
+            ms = getattr(phases, phase)
             if ms is not None:
-                self.phase.labels(t, phase).set(ms / 1000.0)
+                child = children.phases.get(phase)
+                if child is None:
+                    child = children.phases[phase] = self.phase.labels(t, phase)
+                child.set(ms / 1000.0)
         if result.tls_not_after is not None:
             self.cert_expiry.labels(t).set(result.tls_not_after)
-        self.results.labels(t, "ok" if result.ok else str(result.error_kind)).inc()
+        if result.ok:
+            children.ok.inc()
+        else:
+            self.results.labels(t, str(result.error_kind)).inc()
+
+
+# Phases in the order of the wire model's fields, as `model_dump()` gave them.
+PHASES = tuple(Phases.model_fields)
+
+
+@dataclass
+class _TargetChildren:
+    success: Gauge
+    duration: Gauge
+    status_code: Gauge
+    ok: Counter
+    phases: dict[str, Gauge] = field(default_factory=dict)

@@ -18,9 +18,15 @@ from wire.topics import presence_topic, result_topic
 
 log = logging.getLogger("vigil.probe.mqtt")
 
-# Results published concurrently before waiting for their acknowledgements. aiomqtt hands
-# each publish to paho synchronously and in call order, so order on the wire is kept.
+# Results in flight at the broker at once (paho's max_inflight). aiomqtt hands each publish
+# to paho synchronously and in call order, so order on the wire is kept.
 PUBLISH_WINDOW = 100
+# Results taken from the buffer per round. A round takes a few turns of the event loop, and
+# a loop busy with checks makes each turn long: at 100 a round the publisher fell behind
+# whatever the probe could check and results stopped reaching the broker (at 2,000 checks/s
+# offered, about 100 a second arrived). Beyond the window paho queues them, in order, and
+# sends each as an acknowledgement frees a slot, without waiting for another turn.
+PUBLISH_BATCH = 1000
 
 
 class Publisher:
@@ -106,7 +112,7 @@ class Publisher:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             await self._buffer.wait_not_empty()
-            batch = self._buffer.peek(PUBLISH_WINDOW)
+            batch = self._buffer.peek(PUBLISH_BATCH)
             # Queue every publish before awaiting any, so paho pipelines them in order.
             # A replay is not retained: a connection lost mid-replay must not leave an old
             # result as a target's retained value (the newest stays, or comes next).

@@ -58,3 +58,21 @@ async def test_healthz_and_metrics() -> None:
     assert get("probe_ssl_earliest_cert_expiry", {"target": "api"}) == 1_900_000_000.0
     assert get("vigil_probe_results_total", {"target": "api", "outcome": "ok"}) == 1
     assert get("vigil_probe_results_total", {"target": "api", "outcome": "timeout"}) == 1
+
+
+def test_metrics_keep_targets_apart_and_add_phases_as_they_appear() -> None:
+    """Each target's gauges follow its own latest result; a phase first seen later appears."""
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics(registry)
+    metrics.observe(result(True, status_code=200, phases=Phases(connect=1.0)))
+    metrics.observe(result(True, target="web", status_code=204, duration_ms=5.0))
+    metrics.observe(result(True, status_code=200, phases=Phases(connect=2.0, ttfb=4.0)))
+    get = registry.get_sample_value
+    assert get("probe_http_status_code", {"target": "api"}) == 200
+    assert get("probe_http_status_code", {"target": "web"}) == 204
+    assert get("probe_duration_seconds", {"target": "web"}) == 0.005
+    assert get("probe_http_duration_seconds", {"target": "api", "phase": "connect"}) == 0.002
+    assert get("probe_http_duration_seconds", {"target": "api", "phase": "ttfb"}) == 0.004
+    assert get("probe_http_duration_seconds", {"target": "web", "phase": "connect"}) is None
+    assert get("vigil_probe_results_total", {"target": "api", "outcome": "ok"}) == 2
+    assert get("vigil_probe_results_total", {"target": "web", "outcome": "ok"}) == 1

@@ -146,3 +146,27 @@ async def test_stop_waits_for_checks_in_flight() -> None:
     await wait_for(lambda: started, what="a check")
     await s.stop(grace=2)
     assert finished == ["t0"]
+
+
+async def test_starts_are_shed_while_checks_run_late_on_average() -> None:
+    """More checks than the cap lets run: starts are shed as `overload`; when it ends, none."""
+    slow = 0.2
+    ran = 0
+
+    async def check(_t: TargetConfig, _at: float) -> None:
+        nonlocal ran
+        ran += 1
+        await asyncio.sleep(slow)
+
+    skips = Skips()
+    # 200 checks a second offered, 50 a second possible: starts wait for a slot, later and later.
+    s = Scheduler(targets(200, 1.0), check, max_in_flight=10, on_skip=skips)
+    s.start()
+    await wait_for(lambda: skips.by_reason["overload"] >= 50, what="overload skips")
+    assert ran > 0
+    slow = 0.0
+    await asyncio.sleep(1.0)  # what waited has run or been shed; starts are on time again
+    shed, ran_before = skips.by_reason["overload"], ran
+    await wait_for(lambda: ran - ran_before >= 200, limit=30, what="checks running again")
+    await s.stop(grace=1)
+    assert skips.by_reason["overload"] - shed < 20

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from probe.buffer import ResultBuffer
-from wire.result import ProbeResult
+from wire.result import ErrorKind, Phases, ProbeResult
 
 BOOT = "0123456789abcdef0123456789abcdef"
 
@@ -123,3 +123,29 @@ def test_rewind_is_bounded_and_off_by_default() -> None:
     plain.ack_through(plain.peek(1)[-1][0])
     assert plain.rewind() == 0
     assert len(plain) == 0
+
+
+def test_a_replayed_result_is_the_result_that_was_sent() -> None:
+    """Kept encoded after its acknowledgement, a result comes back from rewind field for field."""
+    full = result(7).model_copy(
+        update={
+            "ok": False,
+            "consecutive_failures": 2,
+            "consecutive_successes": 0,
+            "error_kind": ErrorKind.HTTP_STATUS,
+            "error": "HTTP 503, expected 200",
+            "status_code": 503,
+            "phases": Phases(connect=0.3, ttfb=3.6),
+            "version": "3.7.9",
+            "tls_not_after": 1_900_000_000.0,
+            "interval": 10.0,
+            "health_path": "/api/health/ping",
+        }
+    )
+    buf = ResultBuffer(10, replay_window=30.0, clock=Clock())
+    buf.put(full)
+    buf.put(result(8))
+    buf.ack_through(buf.peek(2)[-1][0])
+    assert buf.rewind() == 2
+    assert [r for _, r in buf.peek(10)] == [full, result(8)]
+    assert [r.to_json() for _, r in buf.peek(10)] == [full.to_json(), result(8).to_json()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe.schedule import due_at, first_due, next_index
+from probe.schedule import OVERLOAD_LATENESS, due_at, first_due, next_index, smoothed
 
 
 def test_first_due_spreads_within_one_interval() -> None:
@@ -36,3 +36,23 @@ def test_next_index_skips_only_slots_more_than_an_interval_late(
 ) -> None:
     """Only slots that could start more than one interval late are skipped."""
     assert next_index(0.0, 10.0, done, now) == expected
+
+
+@pytest.mark.parametrize(
+    ("samples", "above"),
+    [
+        ([0.001] * 1000, False),  # on time
+        ([0.001] * 500 + [0.3] * 3 + [0.001] * 50, False),  # one stall of the loop
+        ([0.001] * 500 + [0.2] * 100, True),  # a sustained backlog
+        ([0.2] * 300 + [0.001] * 500, False),  # over, and recovered
+    ],
+    ids=["on-time", "one-stall", "backlog", "recovered"],
+)
+def test_smoothed_lateness_trips_on_a_backlog_not_on_a_stall(
+    samples: list[float], above: bool
+) -> None:
+    """The average that sheds load rises over a sustained backlog, not over one pause."""
+    average = 0.0
+    for sample in samples:
+        average = smoothed(average, sample)
+    assert (average > OVERLOAD_LATENESS) is above
