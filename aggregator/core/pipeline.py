@@ -168,7 +168,9 @@ class Pipeline:
                     self._clock_skew(decoded, now - decoded.ended_at)
                 self._store.observe(decoded)
                 transitions = (
-                    self._engine.evaluate(decoded.target, now) if self._readiness.loaded else []
+                    self._engine.evaluate(decoded.target, now)
+                    if self._readiness.loaded and self._engine.needs_evaluation(decoded.target)
+                    else []
                 )
             except Exception as exc:  # isolation: this target's bug, not the pipeline's
                 self._target_failed(Stage.EVALUATE)(decoded.target, exc)

@@ -210,6 +210,9 @@ class TargetState:
     # When the verdict last left `down`: regions still recovering from that outage raise
     # no regional alert of their own.
     left_down_at: float | None = None
+    # Whether a result changed what the rule reads (a failing flag, a region's freshness,
+    # evidence, version or probe) since the last evaluation; see `needs_evaluation`.
+    changed: bool = True
 
 
 class RegionSnapshot(Protocol):
@@ -471,6 +474,18 @@ class Engine:
         interval: float | None = None
         restored: tuple[bool, float | None] | None = None
         same_run = view is not None and (view.probe_id, view.boot_id) == (r.probe_id, r.boot_id)
+        # A routine result: same probe run, a region judged, fresh and conclusive before and
+        # after. Unless it turns the flag, the version or the evidence, judging the target
+        # again would find nothing new (the clock tick re-judges what time changes).
+        routine = (
+            view is not None
+            and same_run
+            and view.decided
+            and not r.inconclusive
+            and self._clock_for_silence(now) - view.received_at
+            <= self._stale_after(state, rule, r.region)
+        )
+        old_version = view.version if view is not None else None
         if view is not None:
             if same_run:
                 if r.seq == view.seq:
@@ -575,8 +590,19 @@ class Engine:
             # rather than pending forever.
             or view.results >= rule.failures + rule.recoveries
         )
+        if not (routine and failing == prior and view.version == old_version):
+            state.changed = True
         state.last_seen = now
         return Applied.APPLIED
+
+    def needs_evaluation(self, name: str) -> bool:
+        """Whether a result since the last `evaluate` of `name` could change its verdict.
+
+        False for the routine result (a region that stays as judged): the per-message path
+        skips `evaluate` for it, and the clock tick judges every target regardless.
+        """
+        state = self._targets.get(name)
+        return state is None or state.changed
 
     def apply_presence(self, p: Presence, now: float) -> list[Transition]:
         """Record a probe's presence; returns a `probe` transition when it came or went."""
@@ -790,6 +816,7 @@ class Engine:
         evidence; evidence is built only for the transitions that carry it.
         """
         state = self._targets[name]
+        state.changed = False
         rule = self._rule_for(name)
         fresh, failing, stale, versions, _pending, unproven = self._classify(state, rule, now)
         verdict, quorum_degraded = self._verdict(fresh, failing, stale, rule, unproven)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aggregator.config import Rule
-from aggregator.core.rules import Engine, Verdict
+from aggregator.core.rules import Engine, Transition, Verdict
 from tests.rulekit import REGIONS, T0, RegionProbe, engine, state
 from wire.result import ProbeResult
 
@@ -129,3 +129,53 @@ def test_duplicates_and_late_redeliveries_change_nothing(
         if seen_before:
             noisy.insert(position, seen_before[which % len(seen_before)])
     assert replayed(rule, clean, now) == replayed(rule, noisy, now)
+
+
+def changes(transitions: list[Transition]) -> list[tuple[str, str | None, str, str, float]]:
+    return [(t.kind.value, t.region, t.old, t.new, t.since) for t in transitions]
+
+
+# One step of a live stream: which region reports, whether its check passed, the seconds
+# since the previous step, and whether its version changes.
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(REGIONS),
+        st.booleans(),
+        st.sampled_from([0.5, 3.0, 10.0, 35.0]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(rule=rules, walk=steps)
+@settings(max_examples=300, deadline=None)
+def test_a_result_that_needs_no_evaluation_adds_nothing_to_one(
+    rule: Rule, walk: list[tuple[str, bool, float, bool]]
+) -> None:
+    """Skipping `evaluate` for a routine result loses no transition it would have caused.
+
+    When `needs_evaluation` says no, judging the target with the result gives exactly what
+    judging it without the result gives at the same moment: whatever changed came from the
+    clock (which the tick judges), not from the result.
+    """
+    import copy
+
+    e = engine(rule)
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    now = T0
+    versions = dict.fromkeys(REGIONS, "1.0")
+    for region, ok, gap, bump in walk:
+        now += gap
+        if bump:
+            versions[region] = "2.0" if versions[region] == "1.0" else "1.0"
+        before = copy.deepcopy(e)
+        e.apply_result(probes[region].check(ok, now, version=versions[region]), now)
+        if not e.needs_evaluation("api"):
+            # The same changes (the evidence attached says more: this result's streak).
+            assert changes(e.evaluate("api", now)) == changes(before.evaluate("api", now))
+            assert final(e)[:3] == final(before)[:3]
+            assert state(e).skew_since == state(before).skew_since
+        else:
+            e.evaluate("api", now)
