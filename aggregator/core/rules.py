@@ -474,17 +474,13 @@ class Engine:
         interval: float | None = None
         restored: tuple[bool, float | None] | None = None
         same_run = view is not None and (view.probe_id, view.boot_id) == (r.probe_id, r.boot_id)
-        # A routine result: same probe run, a region judged, fresh and conclusive before and
-        # after. Unless it turns the flag, the version or the evidence, judging the target
-        # again would find nothing new (the clock tick re-judges what time changes).
-        routine = (
-            view is not None
-            and same_run
-            and view.decided
-            and not r.inconclusive
-            and self._clock_for_silence(now) - view.received_at
-            <= self._stale_after(state, rule, r.region)
-        )
+        # A routine result: same probe run, a region judged, conclusive, and as fresh (or as
+        # stale: a backlog's old results) after it as before. Unless it turns the flag or the
+        # version, judging the target again would find nothing new (the clock tick re-judges
+        # what time changes).
+        quiet_now = self._clock_for_silence(now)
+        routine = view is not None and same_run and view.decided and not r.inconclusive
+        was_stale = routine and self._silent(state, rule, r.region, quiet_now)
         old_version = view.version if view is not None else None
         if view is not None:
             if same_run:
@@ -590,10 +586,20 @@ class Engine:
             # rather than pending forever.
             or view.results >= rule.failures + rule.recoveries
         )
-        if not (routine and failing == prior and view.version == old_version):
+        if not (
+            routine
+            and failing == prior
+            and view.version == old_version
+            and self._silent(state, rule, r.region, quiet_now) == was_stale
+        ):
             state.changed = True
         state.last_seen = now
         return Applied.APPLIED
+
+    def _silent(self, state: TargetState, rule: Rule, region: str, quiet_now: float) -> bool:
+        """Whether a region's latest result is too old to count (as `_classify` judges it)."""
+        view = state.regions[region]
+        return quiet_now - view.received_at > self._stale_after(state, rule, region)
 
     def needs_evaluation(self, name: str) -> bool:
         """Whether a result since the last `evaluate` of `name` could change its verdict.
