@@ -72,8 +72,8 @@ class ProbeMetrics:
         self.skipped = Counter(
             "vigil_probe_checks_skipped",
             "Checks not run: `overrun` (the previous one still running), `confirming` (its slot"
-            " taken by a re-check confirming a failure), `late`, or `overload` (checks have been"
-            " starting late on average: more than the probe can run).",
+            " taken by a re-check confirming a failure), `late`, or `overload` (the event loop has"
+            " been waking checks late on average: more than the probe's CPU can run).",
             ["target", "reason"],
             registry=registry,
         )

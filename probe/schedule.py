@@ -39,19 +39,25 @@ def next_index(first: float, interval: float, done: int, now: float) -> int:
     return max(done + 1, oldest_allowed)
 
 
-# Overload: while checks start this late on average, the event loop has more checks than it
-# can run, and every further one slows all those in flight until they time out and report
-# their targets down (measured at 2,000 checks/s offered: nearly every check timed out).
-# New starts are shed, skipped as `overload`, until the average falls again.
+# Overload: while the event loop wakes checks this late on average, it has more work than
+# it can run, and every further check slows all those in flight until they time out and
+# report their targets down (measured at 2,000 checks/s offered: nearly every check timed
+# out). New starts are shed, skipped as `overload`, until the average falls again. The
+# lateness is the timer's (how late the loop woke the target), not the wait for a free slot:
+# checks hanging on a dead target hold slots without loading the loop, and shedding then
+# would turn an outage into silence.
 OVERLOAD_LATENESS = 0.05
-# The weight of each start in that average: it follows about the last hundred starts, so
-# one garbage-collector pause cannot trip it while a sustained backlog does within a second.
-LATENESS_SMOOTHING = 0.01
+# The average forgets with time, not per start: a second after the loop is on time again it
+# has mostly recovered, however few targets there are to start.
+LATENESS_TAU = 1.0
+# One sample counts at most this much: a stall of a minute is one bad second, not a minute.
+LATENESS_CAP = 1.0
 
 
-def smoothed(average: float, sample: float, weight: float = LATENESS_SMOOTHING) -> float:
-    """An exponentially weighted moving average after one more sample."""
-    return average + (sample - average) * weight
+def smoothed(average: float, sample: float, elapsed: float, tau: float = LATENESS_TAU) -> float:
+    """An exponentially weighted moving average in time, after one more (capped) sample."""
+    weight = 1.0 - math.exp(-max(0.0, elapsed) / tau)
+    return average + (min(max(0.0, sample), LATENESS_CAP) - average) * weight
 
 
 # Runs one check; returns whether it failed (so the scheduler may confirm it quickly).
@@ -90,8 +96,11 @@ class Scheduler:
         # Targets being re-checked to confirm a failure, and whether stop() was called.
         self._confirming: set[str] = set()
         self._stopping = False
-        # Smoothed lateness of recent starts, in seconds (see OVERLOAD_LATENESS).
+        # Smoothed lateness of the loop's wake-ups, in seconds (see OVERLOAD_LATENESS), as of
+        # `_lateness_at`; and when each target's last check started.
         self._lateness = 0.0
+        self._lateness_at: float | None = None
+        self._started: dict[str, float] = {}
 
     def start(self) -> None:
         """Start one timing loop per target."""
@@ -116,11 +125,14 @@ class Scheduler:
             # Loop: uvloop's timers have millisecond granularity and may fire a little early.
             while (delay := due - now()) > 0:  # noqa: ASYNC110 - a timer, not a condition
                 await asyncio.sleep(delay)
+            woke = now()
             if running is not None and not running.done():
                 # Never two checks of one target at once; the overrun is recorded, not stacked.
                 # A slot taken by a confirming re-check is not an overrun: it is replaced.
                 confirming = target.name in self._confirming
                 self._on_skip(target.name, "confirming" if confirming else "overrun")
+            elif self._overloaded(target, woke, woke - due):
+                self._on_skip(target.name, "overload")
             else:
                 running = loop.create_task(self._one(target, due, wall_offset))
                 self._checks.add(running)
@@ -130,6 +142,21 @@ class Scheduler:
                 self._on_skip(target.name, "late")
             index = following
 
+    def _overloaded(self, target: TargetConfig, now: float, woke_late: float) -> bool:
+        """Whether to shed this start: the loop wakes targets late on average.
+
+        Never a target whose last check started more than an interval and a half ago: under
+        any load each target still gets a check at least every two intervals, inside the
+        aggregator's staleness (three), so shedding can thin results but never silence one.
+        """
+        elapsed = now - self._lateness_at if self._lateness_at is not None else 0.0
+        self._lateness = smoothed(self._lateness, woke_late, elapsed)
+        self._lateness_at = now
+        if self._lateness <= OVERLOAD_LATENESS:
+            return False
+        last = self._started.get(target.name)
+        return last is not None and now - last < 1.5 * target.interval
+
     async def _one(self, target: TargetConfig, due: float, wall_offset: float) -> None:
         async with self._slots:
             lateness = self._clock() - due
@@ -137,10 +164,7 @@ class Scheduler:
                 # Waited for a free slot longer than an interval: the result would be stale.
                 self._on_skip(target.name, "late")
                 return
-            self._lateness = smoothed(self._lateness, max(0.0, lateness))
-            if self._lateness > OVERLOAD_LATENESS:
-                self._on_skip(target.name, "overload")
-                return
+            self._started[target.name] = self._clock()
             self._on_lateness(target.name, max(0.0, lateness))
             failed = await self._run_check(target, due + wall_offset)
         await self._confirm(target, due, wall_offset, bool(failed))

@@ -35,8 +35,12 @@ class Failure(NamedTuple):
 
 
 def short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """Clip text to the wire's bound, on one line."""
-    text = " ".join(text.split())
+    """Clip text to the wire's bound, on one line, in UTF-8.
+
+    A lone surrogate (a JSON body's escaped U+D800) is replaced: the wire model refuses it, and
+    a result that cannot be built is a failure nobody hears of.
+    """
+    text = " ".join(text.split()).encode("utf-8", "replace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -225,6 +229,14 @@ def judge_health(
     return None
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_version(
     status: int, body: bytes, field: str
 ) -> tuple[str | None, VersionErrorKind | None]:
@@ -248,7 +260,9 @@ def parse_version(
             continue
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             text = str(value).strip()
-            if text and len(text) <= MAX_VERSION_CHARS:
+            # A lone surrogate (JSON "\ud800") decodes to a str that is not UTF-8: it would
+            # make the result unpublishable, and so silence the health check with it.
+            if text and len(text) <= MAX_VERSION_CHARS and _utf8(text):
                 return text, None
         return None, VersionErrorKind.INVALID_BODY
     return None, VersionErrorKind.INVALID_BODY

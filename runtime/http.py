@@ -89,7 +89,10 @@ def stepped_metrics_handler(text: MetricsText) -> Handler:
             await asyncio.sleep(0)
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
         response.content_length = sum(len(chunk) for chunk in body)
-        response.enable_compression()
+        if request.method != "HEAD":
+            # A HEAD answer has no body: a compressor would still write its header and
+            # trailer, which a keep-alive client then reads as the start of the next response.
+            response.enable_compression()
         await response.prepare(request)
         if request.method != "HEAD":
             for chunk in body:

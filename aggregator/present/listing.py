@@ -124,16 +124,23 @@ def encode_cursor(key: Key) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 512
+
+
 def decode_cursor(cursor: str) -> Key:
     """The sort key a cursor encodes.
 
     Raises:
         QueryError: not a cursor this listing made.
     """
+    # A cursor this listing made holds a rank and a name: about 100 characters. Anything much
+    # longer is not one, and is not decoded (a deeply nested one would exhaust the parser).
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise QueryError("bad cursor: pass next_cursor from the previous page as it is")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         rank, name = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         raise QueryError("bad cursor: pass next_cursor from the previous page as it is") from None
     if type(rank) is not int or not 0 <= rank < len(VERDICTS) or not isinstance(name, str):
         raise QueryError("bad cursor: pass next_cursor from the previous page as it is")

@@ -127,3 +127,23 @@ async def test_the_scrape_is_valid_text_whatever_the_client_asks(histograms: str
     )
     out, _ = await asyncio.wait_for(check.communicate(plain_body), 60)
     assert check.returncode == 0, out.decode()
+
+
+async def test_a_head_asking_for_gzip_leaves_nothing_on_the_connection() -> None:
+    """Two HEADs pipelined on one connection get two bare responses, no stray body bytes."""
+    agg = loaded(5, MetricsConfig())
+    server = TestServer(make_app(agg.http_deps()), host="127.0.0.1")
+    await server.start_server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+        writer.write(head * 2)
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+    finally:
+        await server.close()
+    assert first.startswith(b"HTTP/1.1 200")
+    # A compressor's header or trailer written after the first head would come first here.
+    assert second.startswith(b"HTTP/1.1 200"), second[:40]

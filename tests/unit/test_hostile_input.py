@@ -233,3 +233,36 @@ def test_max_body_is_bounded(value: int, accepted: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="max_body"):
             TargetConfig.model_validate(fields)
+
+
+def test_a_lone_surrogate_in_a_body_never_makes_a_result_unpublishable() -> None:
+    """A lone surrogate from a JSON body never makes a result that cannot be built.
+
+    No UTF-8 result can carry one: the version is refused as unusable and an error text has
+    it replaced (a result that cannot be built is a failure nobody hears of).
+    """
+    from probe.verdict import error_detail, parse_version
+    from wire.result import ProbeResult
+
+    assert parse_version(200, b'{"current":"1.0\\ud800"}', "current") == (
+        None,
+        VersionErrorKind.INVALID_BODY,
+    )
+    text = error_detail(b'{"error":"db \\ud800 down"}')
+    assert text == "db ? down"
+    ProbeResult(
+        probe_id="p",
+        region="r",
+        target="t",
+        boot_id="b" * 32,
+        seq=1,
+        scheduled_at=1.0,
+        started_at=1.0,
+        duration_ms=1.0,
+        ok=False,
+        status_code=503,
+        error_kind=ErrorKind.HTTP_STATUS,
+        error=text,
+        consecutive_failures=1,
+        consecutive_successes=0,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -196,3 +197,11 @@ def test_a_long_bad_value_is_cut_short_in_the_message() -> None:
     with pytest.raises(QueryError) as caught:
         parse_query([("verdict", "x" * 5000)], REGIONS)
     assert len(str(caught.value)) < 200
+
+
+def test_a_deeply_nested_or_huge_cursor_is_a_clear_400_not_a_crash() -> None:
+    """A cursor made to exhaust the JSON parser is refused like any forged one."""
+    for raw in (b"[" * 5000, b"[" + b"1," * 10_000 + b"1]"):
+        cursor = base64.urlsafe_b64encode(raw).decode()
+        with pytest.raises(QueryError, match="bad cursor"):
+            decode_cursor(cursor)

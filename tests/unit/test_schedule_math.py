@@ -41,18 +41,24 @@ def test_next_index_skips_only_slots_more_than_an_interval_late(
 @pytest.mark.parametrize(
     ("samples", "above"),
     [
-        ([0.001] * 1000, False),  # on time
-        ([0.001] * 500 + [0.3] * 3 + [0.001] * 50, False),  # one stall of the loop
-        ([0.001] * 500 + [0.2] * 100, True),  # a sustained backlog
-        ([0.2] * 300 + [0.001] * 500, False),  # over, and recovered
+        # (sample, seconds since the previous one)
+        ([(0.001, 0.001)] * 1000, False),  # on time, 1,000 starts a second
+        ([(0.001, 0.001)] * 500 + [(0.3, 0.001)] * 3 + [(0.001, 0.001)] * 50, False),  # a GC
+        ([(0.001, 0.001)] * 500 + [(0.2, 0.001)] * 1000, True),  # a second of backlog
+        ([(0.2, 0.001)] * 3000 + [(0.001, 0.001)] * 3000, False),  # over, and recovered
+        ([(0.001, 10.0)] * 5 + [(60.0, 60.0)], True),  # a minute's stall: one bad sample
+        ([(60.0, 60.0)] + [(0.001, 1.0)] * 4, False),  # ... gone in seconds, few targets
     ],
-    ids=["on-time", "one-stall", "backlog", "recovered"],
+    ids=["on-time", "one-pause", "backlog", "recovered", "stall", "stall-recovered"],
 )
-def test_smoothed_lateness_trips_on_a_backlog_not_on_a_stall(
-    samples: list[float], above: bool
+def test_smoothed_lateness_trips_on_a_backlog_not_on_a_pause(
+    samples: list[tuple[float, float]], above: bool
 ) -> None:
-    """The average that sheds load rises over a sustained backlog, not over one pause."""
+    """The average that sheds load follows time, not the number of starts.
+
+    A sustained backlog trips it, a pause does not, and it recovers within seconds.
+    """
     average = 0.0
-    for sample in samples:
-        average = smoothed(average, sample)
+    for sample, elapsed in samples:
+        average = smoothed(average, sample, elapsed)
     assert (average > OVERLOAD_LATENESS) is above
