@@ -97,10 +97,9 @@ class Scheduler:
         self._confirming: set[str] = set()
         self._stopping = False
         # Smoothed lateness of the loop's wake-ups, in seconds (see OVERLOAD_LATENESS), as of
-        # `_lateness_at`; and when each target's last check started.
+        # `_lateness_at`.
         self._lateness = 0.0
         self._lateness_at: float | None = None
-        self._started: dict[str, float] = {}
 
     def start(self) -> None:
         """Start one timing loop per target."""
@@ -131,7 +130,7 @@ class Scheduler:
                 # A slot taken by a confirming re-check is not an overrun: it is replaced.
                 confirming = target.name in self._confirming
                 self._on_skip(target.name, "confirming" if confirming else "overrun")
-            elif self._overloaded(target, woke, woke - due):
+            elif self._overloaded(woke, woke - due):
                 self._on_skip(target.name, "overload")
             else:
                 running = loop.create_task(self._one(target, due, wall_offset))
@@ -142,20 +141,18 @@ class Scheduler:
                 self._on_skip(target.name, "late")
             index = following
 
-    def _overloaded(self, target: TargetConfig, now: float, woke_late: float) -> bool:
-        """Whether to shed this start: the loop wakes targets late on average.
+    def _overloaded(self, now: float, woke_late: float) -> bool:
+        """Whether to shed this start: the loop has been waking targets late on average.
 
-        Never a target whose last check started more than an interval and a half ago: under
-        any load each target still gets a check at least every two intervals, inside the
-        aggregator's staleness (three), so shedding can thin results but never silence one.
+        Whatever the target: exempting overdue ones (tried) forced more starts than an
+        overloaded probe can run, and brought back the collapse, checks starved of CPU timing
+        out and reporting their targets down. Stale results say "this probe is overloaded";
+        the average forgets within seconds once the loop is on time again.
         """
         elapsed = now - self._lateness_at if self._lateness_at is not None else 0.0
         self._lateness = smoothed(self._lateness, woke_late, elapsed)
         self._lateness_at = now
-        if self._lateness <= OVERLOAD_LATENESS:
-            return False
-        last = self._started.get(target.name)
-        return last is not None and now - last < 1.5 * target.interval
+        return self._lateness > OVERLOAD_LATENESS
 
     async def _one(self, target: TargetConfig, due: float, wall_offset: float) -> None:
         async with self._slots:
@@ -164,7 +161,6 @@ class Scheduler:
                 # Waited for a free slot longer than an interval: the result would be stale.
                 self._on_skip(target.name, "late")
                 return
-            self._started[target.name] = self._clock()
             self._on_lateness(target.name, max(0.0, lateness))
             failed = await self._run_check(target, due + wall_offset)
         await self._confirm(target, due, wall_offset, bool(failed))
