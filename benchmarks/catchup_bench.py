@@ -29,19 +29,14 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aggregator_bench import PROTOCOLS, Stopwatch, make_session  # noqa: E402
+from aggregator_bench import PROTOCOLS, drain_aggregator, make_session  # noqa: E402
 from report import machine, now, write_figures, write_section  # noqa: E402
 
-from aggregator.app import build  # noqa: E402
-from aggregator.config import AggregatorConfig  # noqa: E402
-from aggregator.edges.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
-from runtime.config import MqttSettings  # noqa: E402
 from tests.rulekit import REGIONS  # noqa: E402
 from wire.result import ProbeResult  # noqa: E402
 from wire.topics import result_topic  # noqa: E402
@@ -91,43 +86,6 @@ def publish_backlog(port: int, messages: Iterator[tuple[str, bytes]]) -> int:
         client.loop(timeout=0.1)
     client.disconnect()
     return sent
-
-
-async def drain(port: int, protocol: str, expect: int) -> dict[str, Any]:
-    """The aggregator's subscriber and pipeline, past warm-up, until `expect` have arrived."""
-    config = AggregatorConfig(
-        regions=list(REGIONS),
-        mqtt=MqttSettings.model_validate({"url": f"mqtt://127.0.0.1:{port}", "protocol": protocol}),
-        client_id=CLIENT_ID,
-        startup_grace=1,
-    )
-    registry = CollectorRegistry()
-    agg = build(config, registry, None, send_alerts=lambda _payloads: None)
-    done = asyncio.Event()
-    watch = Stopwatch()
-
-    def handle(topic: str, payload: bytes, retain: bool) -> None:
-        agg.pipeline.handle(topic, payload, retain)
-        if watch.tick(expect):
-            done.set()
-
-    sub = Subscriber(
-        config.mqtt,
-        handle,
-        agg.outbox,
-        client_id=CLIENT_ID,
-        session_expiry=3600,
-        subscribe_timeout=600,
-    )
-    agg.readiness.loaded = True  # past warm-up, as an aggregator that reconnects
-    task = asyncio.create_task(sub.run())
-    await asyncio.wait_for(done.wait(), 3600)
-    task.cancel()
-    received = sum(
-        registry.get_sample_value("vigil_results_received_total", {"region": r}) or 0
-        for r in REGIONS
-    )
-    return {**watch.figures(), "received": received, "targets": len(agg.engine)}
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,7 +173,8 @@ def main() -> None:
     parser.add_argument("--expect", type=int, default=0)
     args = parser.parse_args()
     if args.role == "drain":
-        print(json.dumps(asyncio.run(drain(args.port, args.protocol, args.expect))))
+        drained = drain_aggregator(args.port, args.expect, args.protocol, CLIENT_ID)
+        print(json.dumps(asyncio.run(drained)))
         return
     figures = bench(args)
     print(json.dumps(figures), flush=True)
