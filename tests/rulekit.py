@@ -101,3 +101,13 @@ def state(e: Engine, target: str = "api") -> TargetState:
 def names(transitions: Iterable[Transition]) -> list[str]:
     """Short `kind:old->new` labels."""
     return [f"{t.kind}:{t.old}->{t.new}" for t in transitions]
+
+
+class Clock:
+    """A settable clock for the code under test, starting at T0."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now

@@ -17,19 +17,11 @@ from aggregator.config import AggregatorConfig
 from aggregator.edges.http import make_app
 from aggregator.present.schema import openapi_document
 from cli import status as cli_status
-from tests.rulekit import REGIONS, T0, RegionProbe, online
+from tests.rulekit import REGIONS, Clock, RegionProbe, online
 from wire.result import VersionErrorKind
 from wire.topics import presence_topic, result_topic
 
 TOKEN = "tok-3f9a"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def fed(

@@ -18,7 +18,7 @@ from aggregator.config import AggregatorConfig
 from aggregator.edges.http import API_CSP, make_app
 from aggregator.present.schema import openapi_document
 from cli import status as cli_status
-from tests.rulekit import REGIONS, T0, RegionProbe, online
+from tests.rulekit import REGIONS, Clock, RegionProbe, online
 from wire.topics import presence_topic, result_topic
 
 # name -> verdict it ends with; "unknown": only us-east reports it (fewer than min_regions).
@@ -31,14 +31,6 @@ FLEET = {
     "lonely": "unknown",
 }
 TOKEN = "tok-77c1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def reporters(verdict: str) -> tuple[str, ...]:
