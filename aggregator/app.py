@@ -25,8 +25,10 @@ from aggregator.core.pipeline import (
 from aggregator.core.rules import Engine, Transition
 from aggregator.edges.alertmanager import ConsoleSink, Outcome, PeerSender, auth_headers
 from aggregator.edges.http import Deps, make_app
+from aggregator.edges.http_history import HistoryRoutes, MakeSilences
 from aggregator.edges.mqtt import StateOutbox, Subscriber
 from aggregator.metrics import AggregatorMetrics
+from aggregator.recorder import History, HistoryCounters
 from runtime.config import parse_listen
 from runtime.http import ConnectionLimits, serve
 from runtime.service import finish_within, until_stopped_or_crashed
@@ -56,6 +58,10 @@ class Aggregator:
     pipeline: Pipeline
     senders: list[PeerSender]
     clock: Callable[[], float]
+    # None when `storage.path` is not set.
+    history: History | None = None
+    # Silences a target in every Alertmanager peer; None without peers.
+    make_silences: MakeSilences | None = None
 
     def http_deps(self) -> Deps:
         """What the HTTP handlers read, with the API tokens loaded.
@@ -75,7 +81,20 @@ class Aggregator:
             protect_probes=self.config.api.protect_probes,
             on_error=self.metrics.view_failed,
             metrics_text=self.metrics.exposition,
+            history=HistoryRoutes(
+                self.history,
+                slo=self.config.slo,
+                clock=self.clock,
+                verdict_of=self._verdict_of,
+                make_silences=self.make_silences,
+            ),
+            public_badges=self.config.api.public_badges,
+            public_page=self.config.api.public_page,
         )
+
+    def _verdict_of(self, target: str) -> str | None:
+        snap = self.engine.snapshot(target)
+        return None if snap is None else snap.verdict.value
 
 
 def alert_settings(config: AggregatorConfig) -> AlertSettings:
@@ -133,6 +152,26 @@ def fan_out(senders: list[PeerSender]) -> SendAlerts:
     return send
 
 
+def open_history(
+    config: AggregatorConfig, metrics: AggregatorMetrics, clock: Callable[[], float]
+) -> History | None:
+    """The history database named by `storage.path`, opened; None when it is not set.
+
+    Raises:
+        StorageError: the file cannot be created, read or written (a config error).
+    """
+    if config.storage.path is None:
+        return None
+    counters = HistoryCounters(
+        on_write_error=lambda what: metrics.history_write_errors.labels(what).inc(),
+        on_dropped=metrics.history_dropped.inc,
+    )
+    history = History.open(config.storage, clock=clock, counters=counters)
+    metrics.history_pending.set_function(lambda: history.db.pending)
+    log.info("history_opened", extra={"path": str(config.storage.path)})
+    return history
+
+
 def build(
     config: AggregatorConfig,
     registry: CollectorRegistry,
@@ -169,6 +208,7 @@ def build(
         latency_histograms=config.metrics.latency_histograms,
         histogram_max_pairs=config.metrics.histogram_max_pairs,
     )
+    history = open_history(config, metrics, clock)
     senders = alert_senders(config, session, metrics) if session is not None else []
     if senders:
         send_alerts = fan_out(senders)
@@ -201,6 +241,7 @@ def build(
         readiness=readiness,
         clock=clock,
         on_transitions=on_transitions,
+        history=history,
     )
     return Aggregator(
         config=config,
@@ -214,6 +255,7 @@ def build(
         pipeline=pipeline,
         senders=senders,
         clock=clock,
+        history=history,
     )
 
 
@@ -279,5 +321,8 @@ async def run_aggregator(
                 await finish_within(deadline - time.monotonic(), task, task.get_name())
         # Requests in flight get what is left; a slow client must not hold the exit.
         await finish_within(deadline - time.monotonic(), runner.cleanup(), "http_cleanup")
+        if agg.history is not None:
+            # Queued writes finish (bounded) off the loop; nothing else runs now.
+            await asyncio.to_thread(agg.history.close)
     log.info("aggregator_stopped")
     return code

@@ -164,6 +164,11 @@ class ApiConfig(StrictModel):
     tokens_file: SecretFile | None = None
     # Also require a token for /healthz, /readyz and /metrics.
     protect_probes: bool = False
+    # Serve /badge/* without a token (for a README); only verdicts and uptime, no internals.
+    public_badges: bool = False
+    # Serve /public: a read-only page (verdicts, uptime, incidents, banner) without a token
+    # and without internals (no error texts, no versions), for customers.
+    public_page: bool = False
 
     def all_tokens(self) -> frozenset[str]:
         """Every accepted token, from `tokens` and `tokens_file` (read with the config)."""
@@ -226,6 +231,38 @@ class MetricsConfig(StrictModel):
     histogram_max_pairs: Annotated[int, Field(ge=0, le=100_000_000)] = 3_000
 
 
+class RetentionConfig(StrictModel):
+    """How long each rollup tier is kept."""
+
+    minute: Duration = 48 * 3600.0
+    hour: Duration = 90 * 86400.0
+    day: Duration = 2 * 365 * 86400.0
+    # Incidents, deploy markers, maintenance windows and banners.
+    events: Duration = 2 * 365 * 86400.0
+
+
+class StorageConfig(StrictModel):
+    """The history database (SQLite). No path: no history (uptime, incidents, badges off)."""
+
+    path: Path | None = None
+    retention: RetentionConfig = RetentionConfig()
+    # Writes queued beyond this many rows are dropped and counted, never awaited.
+    max_pending: Annotated[int, Field(ge=1000, le=10_000_000)] = 500_000
+
+
+class SloConfig(StrictModel):
+    """The availability objective uptime, error budget and burn rates are measured against."""
+
+    target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
+    window: Duration = 30 * 86400.0
+    # Down time inside a maintenance window counts against the objective only when set.
+    count_maintenance: bool = False
+    # The latency budget lines of the charts, in ms.
+    latency_budgets_ms: Annotated[
+        list[Annotated[float, Field(gt=0, le=600_000)]], Field(max_length=8)
+    ] = [5.0, 20.0, 50.0]
+
+
 class AggregatorConfig(StrictModel):
     """The whole aggregator config file."""
 
@@ -264,6 +301,8 @@ class AggregatorConfig(StrictModel):
     history: Annotated[int, Field(ge=0, le=500)] = 20
     limits: Limits = Limits()
     metrics: MetricsConfig = MetricsConfig()
+    storage: StorageConfig = StorageConfig()
+    slo: SloConfig = SloConfig()
 
     @field_validator("regions")
     @classmethod

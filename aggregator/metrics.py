@@ -563,7 +563,8 @@ class AggregatorMetrics:
         )
         self.evaluation_errors = Counter(
             "vigil_evaluation_errors",
-            "Errors handling one target, by stage (evaluate, record, alerts, metrics, views); "
+            "Errors handling one target, by stage (evaluate, record, alerts, metrics, views, "
+            "history); "
             "the other targets went on.",
             ["stage"],
             registry=own,
@@ -578,6 +579,24 @@ class AggregatorMetrics:
         )
         for reason in ("header_timeout", "evicted", "evicted_idle"):
             self.http_shed.labels(reason)
+        self.history_write_errors = Counter(
+            "vigil_history_write_errors",
+            "Writes to the history database that failed, by what (rollups, incidents, deploys, "
+            "maintenance, announcement, prune); verdicts and alerts never depend on them.",
+            ["what"],
+            registry=own,
+        )
+        self.history_dropped = Counter(
+            "vigil_history_dropped_rows",
+            "Rows not written to the history database because its write queue was full "
+            "(storage.max_pending): the disk is slower than the results.",
+            registry=own,
+        )
+        self.history_pending = Gauge(
+            "vigil_history_pending_rows",
+            "Rows queued for the history database's writer.",
+            registry=own,
+        )
         self.ready = Gauge(
             "vigil_aggregator_ready",
             "1 once retained state is loaded and verdicts are live.",

@@ -106,8 +106,8 @@ def names(transitions: Iterable[Transition]) -> list[str]:
 class Clock:
     """A settable clock for the code under test, starting at T0."""
 
-    def __init__(self) -> None:
-        self.now = T0
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now

@@ -29,6 +29,7 @@ from aggregator.core.rules import (
     Transition,
 )
 from aggregator.metrics import AggregatorMetrics
+from aggregator.recorder import NoHistory, Recorder
 from runtime.logs import Throttle
 from wire.result import Presence, ProbeResult
 from wire.topics import state_topic
@@ -53,6 +54,7 @@ class Stage(enum.StrEnum):
     ALERTS = "alerts"
     METRICS = "metrics"
     VIEWS = "views"
+    HISTORY = "history"
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Pipeline:
         readiness: Readiness,
         clock: Callable[[], float] = time.time,
         on_transitions: Callable[[list[Transition]], None] = lambda _t: None,
+        history: Recorder | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
@@ -117,6 +120,7 @@ class Pipeline:
         self._readiness = readiness
         self._clock = clock
         self._on_transitions = on_transitions
+        self._history: Recorder = history if history is not None else NoHistory()
         self._desired = DesiredAlerts(alert_settings)
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
@@ -176,6 +180,11 @@ class Pipeline:
                 self._target_failed(Stage.EVALUATE)(decoded.target, exc)
                 return
             self._emit(transitions, now)
+            # After the verdict and its alerts: history never delays or breaks a page.
+            try:
+                self._history.observe(decoded, now)
+            except Exception as exc:
+                self._target_failed(Stage.HISTORY)(decoded.target, exc)
         elif isinstance(decoded, Presence):
             refused = self._engine.refused[decoded.region]
             transitions = self._engine.apply_presence(decoded, now)
@@ -286,9 +295,14 @@ class Pipeline:
             self._emit(transitions, now, alert=False)
         for name in self._engine.forget(now):
             self._store.forget(name)
+            self._history.forget(name)
             log.info("target_forgotten", extra={"target": name})
         # Once per tick, changed or not: resends fall due with time.
         self._alert(now)
+        try:
+            self._history.tick(now)
+        except Exception as exc:
+            self._target_failed(Stage.HISTORY)("*", exc)
 
     def _warm_up(self, subscribed: bool, now: float) -> None:
         if not subscribed:
@@ -308,6 +322,10 @@ class Pipeline:
         # What the last process had firing, so what ended meanwhile is sent resolved.
         self._alert_book.seed(restored_alerts(self._engine, self._alert_settings), now)
         transitions = self._engine.evaluate_all(now, self._target_failed(Stage.EVALUATE))
+        try:
+            self._history.loaded(self._engine.snapshots(), now)
+        except Exception as exc:
+            self._target_failed(Stage.HISTORY)("*", exc)
         log.info("state_loaded", extra={"targets": len(self._engine), "after_s": round(waited, 2)})
         # Re-record every target, so the retained records reflect this process's view.
         for name in self._engine.names():
@@ -355,6 +373,10 @@ class Pipeline:
             # At once, not at the next tick: detection latency is what a pager is for. Only
             # the targets that changed: the tick re-judges the rest once a second.
             self._alert(now, touched, regions)
+        try:
+            self._history.transitions(transitions, now)
+        except Exception as exc:
+            self._target_failed(Stage.HISTORY)("*", exc)
 
     def _alert(
         self, now: float, changed: Collection[str] | None = None, regions: bool = False

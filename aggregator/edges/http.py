@@ -23,6 +23,7 @@ from aggregator.core.alerts import AlertBook
 from aggregator.core.history import SeriesStore
 from aggregator.core.pipeline import Readiness
 from aggregator.core.rules import Engine, OnTargetError
+from aggregator.edges.http_history import BADGE_MAX_AGE, HistoryRoutes
 from aggregator.present import listing, page, views
 from aggregator.present.schema import openapi_document
 from runtime.http import MetricsText, add_machine_routes
@@ -60,6 +61,17 @@ class Deps:
     # `/metrics` built a step at a time (AggregatorMetrics.exposition); None: prometheus_client
     # renders `registry` in one go.
     metrics_text: MetricsText | None = None
+    # The history routes (incidents, uptime, badges, ...); None: not registered.
+    history: HistoryRoutes | None = None
+    # Served without a token even when tokens are set.
+    public_badges: bool = False
+    public_page: bool = False
+
+    def is_public(self, path: str) -> bool:
+        """Whether `path` is served without a token by configuration."""
+        return (self.public_badges and path.startswith("/badge/")) or (
+            self.public_page and path == "/public"
+        )
 
     def sources(self) -> views.Sources:
         """The views' inputs, as of now."""
@@ -147,7 +159,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Require a token where configured: a bearer header, or on pages the sign-in cookie."""
     deps = request.app[DEPS]
-    protected = bool(deps.tokens) and (request.path not in OPEN_PATHS or deps.protect_probes)
+    protected = bool(deps.tokens) and (
+        (request.path not in OPEN_PATHS or deps.protect_probes) and not deps.is_public(request.path)
+    )
     if not protected:
         return await handler(request)
     # Only an existing page signs in: an unrouted path could make the redirect leave the site.
@@ -162,6 +176,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """On every response, errors included: no framing, sniffing, caching or referrer."""
     response.headers.update(SECURITY_HEADERS)
+    if request.path.startswith("/badge/") and response.status == 200:
+        # Badges are meant to be embedded and cached (a README's image proxy).
+        deps = request.app[DEPS]
+        scope = "public" if deps.public_badges or not deps.tokens else "private"
+        response.headers["Cache-Control"] = f"{scope}, max-age={BADGE_MAX_AGE}"
     html = response.content_type == "text/html"
     response.headers["Content-Security-Policy"] = page.CONTENT_SECURITY_POLICY if html else API_CSP
 
@@ -274,4 +293,6 @@ def make_app(deps: Deps) -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/", index)
     app.router.add_get("/targets/{target}", target_page)
+    if deps.history is not None:
+        deps.history.add_to(app)
     return app

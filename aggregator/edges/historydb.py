@@ -1,0 +1,630 @@
+"""The history database: SQLite, one file, WAL; rollups, incidents, deploys, notes, banners.
+
+Writes go through one writer thread fed by a queue: the event loop only queues (a bounded
+queue: past `max_pending` writes, new ones are dropped and counted, never awaited). Reads run
+on one reader thread with its own connection (WAL lets them proceed during a write). Verdicts
+never come from here: losing the file loses history, not pages.
+
+The schema is versioned in `MIGRATIONS`; `open_history` applies the missing ones at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aggregator.core.incidents import Incident, RegionInvolvement
+from aggregator.core.rollup import (
+    RegionBucket,
+    RegionRow,
+    Sketch,
+    TargetBucket,
+    TargetRow,
+    Tier,
+)
+from runtime.errors import ConfigError
+from wire.state import Verdict
+
+log = logging.getLogger("vigil.aggregator.history")
+
+T = TypeVar("T")
+
+# Latencies are stored in hundredths of a millisecond: small integers, compact in SQLite.
+_LATENCY_SCALE = 100
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE pairs(
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        region TEXT NOT NULL,   -- '' for the target's own (verdict) rows
+        UNIQUE(target, region)
+    );
+    CREATE TABLE region_rollups(
+        pair INTEGER NOT NULL, tier INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        checks INTEGER NOT NULL, failures INTEGER NOT NULL, inconclusive INTEGER NOT NULL,
+        p50 INTEGER, p95 INTEGER, max INTEGER,
+        sketch BLOB,            -- only while the bucket is open
+        PRIMARY KEY(pair, tier, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE target_rollups(
+        pair INTEGER NOT NULL, tier INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        up_ms INTEGER NOT NULL, degraded_ms INTEGER NOT NULL, down_ms INTEGER NOT NULL,
+        maint_ms INTEGER NOT NULL, unknown_ms INTEGER NOT NULL,
+        open INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY(pair, tier, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE incidents(
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        peak TEXT NOT NULL,
+        regions TEXT NOT NULL,
+        versions_start TEXT NOT NULL,
+        versions_end TEXT NOT NULL,
+        maintenance INTEGER NOT NULL,
+        note TEXT
+    );
+    CREATE INDEX incidents_by_target ON incidents(target, started_at);
+    CREATE INDEX incidents_by_start ON incidents(started_at);
+    CREATE INDEX incidents_open ON incidents(ended_at) WHERE ended_at IS NULL;
+    CREATE TABLE deploys(
+        pair INTEGER NOT NULL, at REAL NOT NULL, version TEXT NOT NULL,
+        PRIMARY KEY(pair, at)
+    ) WITHOUT ROWID;
+    CREATE TABLE announcements(
+        id INTEGER PRIMARY KEY, text TEXT NOT NULL, at REAL NOT NULL, cleared_at REAL
+    );
+    CREATE TABLE maintenance(
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        starts_at REAL NOT NULL,
+        ends_at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        silences TEXT NOT NULL,
+        errors TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX maintenance_by_end ON maintenance(ends_at);
+    """,
+)
+
+
+class StorageError(ConfigError):
+    """The history database cannot be opened or used; says which file and why.
+
+    A config error: at start it ends the aggregator with exit code 2, naming the file.
+    """
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long each tier's rows are kept, in seconds."""
+
+    minute: float = 48 * 3600.0
+    hour: float = 90 * 86400.0
+    day: float = 2 * 365 * 86400.0
+    # Closed incidents, deploy markers, maintenance windows and banners.
+    events: float = 2 * 365 * 86400.0
+
+    def of(self, tier: Tier) -> float:
+        """The retention of one tier."""
+        return {Tier.MINUTE: self.minute, Tier.HOUR: self.hour, Tier.DAY: self.day}[tier]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums of a target's verdict time, in ms."""
+
+    up_ms: int = 0
+    degraded_ms: int = 0
+    down_ms: int = 0
+    maint_ms: int = 0
+    unknown_ms: int = 0
+
+
+@dataclass(frozen=True)
+class RegionTotals:
+    """Sums of one (target, region)'s checks."""
+
+    checks: int = 0
+    failures: int = 0
+    inconclusive: int = 0
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One bucket of one region's latency, in ms (None: no successful check)."""
+
+    region: str
+    bucket: int
+    p50: float | None
+    p95: float | None
+    max: float | None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """The page's banner."""
+
+    text: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """A maintenance window and the silences made for it."""
+
+    id: int
+    target: str
+    starts_at: float
+    ends_at: float
+    reason: str
+    silences: dict[str, str | None]
+    errors: dict[str, str]
+    created_at: float
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise StorageError(
+            f"schema version {version} is newer than this Vigil knows ({len(MIGRATIONS)})"
+        )
+    for number in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in MIGRATIONS[number].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={number + 1}")
+        conn.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+def _incident(row: Sequence[Any]) -> Incident:
+    regions = {
+        name: RegionInvolvement(float(r["first_failure_at"]), r.get("first_error"))
+        for name, r in json.loads(row[5]).items()
+    }
+    return Incident(
+        id=int(row[0]),
+        target=str(row[1]),
+        started_at=float(row[2]),
+        ended_at=None if row[3] is None else float(row[3]),
+        peak=Verdict(row[4]),
+        regions=regions,
+        versions_start=json.loads(row[6]),
+        versions_end=json.loads(row[7]),
+        maintenance=bool(row[8]),
+        note=row[9],
+    )
+
+
+_INCIDENT_COLUMNS = (
+    "id, target, started_at, ended_at, peak, regions, versions_start, versions_end, "
+    "maintenance, note"
+)
+
+
+def _ms(value: float | None) -> int | None:
+    return None if value is None else round(value * _LATENCY_SCALE)
+
+
+def _from_ms(value: int | None) -> float | None:
+    return None if value is None else value / _LATENCY_SCALE
+
+
+class HistoryDB:
+    """One SQLite file: a writer thread for changes, a reader thread for queries."""
+
+    def __init__(
+        self,
+        path: Path,
+        retention: Retention = Retention(),
+        *,
+        max_pending: int = 200_000,
+        on_write_error: Callable[[str], None] = lambda _what: None,
+        on_dropped: Callable[[int], None] = lambda _n: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self._retention = retention
+        self._max_pending = max_pending
+        self._on_write_error = on_write_error
+        self._on_dropped = on_dropped
+        self._clock = clock
+        self._writes: queue.SimpleQueue[tuple[str, Callable[[sqlite3.Connection], None]] | None]
+        self._writes = queue.SimpleQueue()
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._writer: threading.Thread | None = None
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-db-read")
+        self._read_conn: sqlite3.Connection | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._pair_ids: dict[tuple[str, str], int] = {}
+        self._last_prune = 0.0
+        self.write_errors = 0
+        self.dropped = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (creating or migrating) the file and start the writer.
+
+        Raises:
+            StorageError: the file cannot be created, is not a database, is corrupt, is
+                read-only, or has a schema newer than this code.
+        """
+        try:
+            if self.path.parent and not self.path.parent.exists():
+                raise StorageError(
+                    f"storage.path: {self.path}: directory {self.path.parent} does not exist"
+                )
+            conn = _connect(self.path)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                log.warning("history_not_wal", extra={"path": str(self.path), "mode": mode})
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn)
+            check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if check != "ok":
+                raise StorageError(f"storage.path: {self.path}: the database is corrupt ({check})")
+            # A write now, so a read-only file or directory is an error at start.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("CREATE TABLE IF NOT EXISTS probe_write(x)")
+            conn.execute("DROP TABLE probe_write")
+            conn.execute("COMMIT")
+            for pid, target, region in conn.execute("SELECT id, target, region FROM pairs"):
+                self._pair_ids[(target, region)] = pid
+        except StorageError:
+            raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage.path: {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StorageError(f"storage.path: {self.path}: {exc.strerror or exc}") from None
+        self._write_conn = conn
+        self._read_conn = _connect(self.path)
+        self._read_conn.execute("PRAGMA query_only=1")
+        self._writer = threading.Thread(target=self._write_loop, name="vigil-db-write", daemon=True)
+        self._writer.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the queued writes (waiting at most `timeout`) and close the file."""
+        if self._writer is not None:
+            self._writes.put(None)
+            self._writer.join(timeout)
+            self._writer = None
+        self._reader.shutdown(wait=True)
+        for conn in (self._read_conn, self._write_conn):
+            if conn is not None:
+                conn.close()
+        self._read_conn = self._write_conn = None
+
+    @property
+    def pending(self) -> int:
+        """Rows queued for the writer."""
+        return self._pending
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued write is done (for tests and a clean stop)."""
+        return self._idle.wait(timeout)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _submit(self, what: str, op: Callable[[sqlite3.Connection], None], size: int = 1) -> None:
+        with self._pending_lock:
+            if self._pending + size > self._max_pending:
+                self.dropped += size
+                self._on_dropped(size)
+                return
+            self._pending += size
+            self._idle.clear()
+
+        def counted(conn: sqlite3.Connection) -> None:
+            try:
+                op(conn)
+            finally:
+                with self._pending_lock:
+                    self._pending -= size
+
+        self._writes.put((what, counted))
+
+    def _write_loop(self) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        while True:
+            item = self._writes.get()
+            batch = [item]
+            while True:  # everything queued so far, in one transaction
+                try:
+                    batch.append(self._writes.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            ops = [b for b in batch if b is not None]
+            self._run(conn, ops)
+            self._maybe_prune(conn)
+            with self._pending_lock:
+                if self._pending == 0:
+                    self._idle.set()
+            if stop:
+                return
+
+    def _run(
+        self, conn: sqlite3.Connection, ops: list[tuple[str, Callable[[sqlite3.Connection], None]]]
+    ) -> None:
+        try:
+            conn.execute("BEGIN")
+            for _what, op in ops:
+                op(conn)
+            conn.execute("COMMIT")
+            return
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        # One op at a time: one bad write must not take the batch with it.
+        for what, op in ops:
+            try:
+                conn.execute("BEGIN")
+                op(conn)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                self.write_errors += 1
+                self._on_write_error(what)
+                log.error("history_write_failed", extra={"what": what, "error": repr(exc)})
+
+    def _pair(self, conn: sqlite3.Connection, target: str, region: str) -> int:
+        key = (target, region)
+        pid = self._pair_ids.get(key)
+        if pid is None:
+            conn.execute("INSERT OR IGNORE INTO pairs(target, region) VALUES(?, ?)", key)
+            pid = int(
+                conn.execute(
+                    "SELECT id FROM pairs WHERE target = ? AND region = ?", key
+                ).fetchone()[0]
+            )
+            self._pair_ids[key] = pid
+        return pid
+
+    def write_rollups(self, regions: Sequence[RegionRow], targets: Sequence[TargetRow]) -> None:
+        """Queue rollup rows (replacing what a bucket held)."""
+        regions, targets = list(regions), list(targets)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO region_rollups VALUES(?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        self._pair(conn, r.target, r.region),
+                        int(r.tier),
+                        r.bucket,
+                        r.data.checks,
+                        r.data.failures,
+                        r.data.inconclusive,
+                        _ms(r.data.sketch.quantile(0.5)),
+                        _ms(r.data.sketch.quantile(0.95)),
+                        _ms(r.data.max_ms) if r.data.sketch.n else None,
+                        None if r.final else r.data.sketch.encode(),
+                    )
+                    for r in regions
+                ],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO target_rollups VALUES(?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        self._pair(conn, t.target, ""),
+                        int(t.tier),
+                        t.bucket,
+                        t.data.up_ms,
+                        t.data.degraded_ms,
+                        t.data.down_ms,
+                        t.data.maint_ms,
+                        t.data.unknown_ms,
+                        0 if t.final else 1,
+                    )
+                    for t in targets
+                ],
+            )
+
+        self._submit("rollups", op, max(1, len(regions) + len(targets)))
+
+    def write_incidents(self, incidents: Iterable[Incident]) -> None:
+        """Queue incidents to insert or replace (they carry their ids)."""
+        rows = [
+            (
+                i.id,
+                i.target,
+                i.started_at,
+                i.ended_at,
+                i.peak.value,
+                json.dumps({k: v.to_doc() for k, v in i.regions.items()}),
+                json.dumps(i.versions_start),
+                json.dumps(i.versions_end),
+                int(i.maintenance),
+                i.note,
+            )
+            for i in incidents
+        ]
+        if not rows:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO incidents({_INCIDENT_COLUMNS}) "
+                "VALUES(?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+
+        self._submit("incidents", op, len(rows))
+
+    def write_deploys(self, markers: Sequence[tuple[str, str, float, str]]) -> None:
+        """Queue version changes: (target, region, at, version)."""
+        if not markers:
+            return
+        markers = list(markers)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR REPLACE INTO deploys VALUES(?,?,?)",
+                [(self._pair(conn, t, r), at, v) for t, r, at, v in markers],
+            )
+
+        self._submit("deploys", op, len(markers))
+
+    def write_window(self, window: Window) -> None:
+        """Queue a maintenance window."""
+        row = (
+            window.id,
+            window.target,
+            window.starts_at,
+            window.ends_at,
+            window.reason,
+            json.dumps(window.silences),
+            json.dumps(window.errors),
+            window.created_at,
+        )
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO maintenance VALUES(?,?,?,?,?,?,?,?)", row)
+
+        self._submit("maintenance", op)
+
+    def write_announcement(self, announcement_id: int, announcement: Announcement) -> None:
+        """Queue a new banner (the previous ones are cleared at its time)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE announcements SET cleared_at = ? WHERE cleared_at IS NULL",
+                (announcement.at,),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO announcements VALUES(?,?,?,NULL)",
+                (announcement_id, announcement.text, announcement.at),
+            )
+
+        self._submit("announcement", op)
+
+    def clear_announcements(self, at: float) -> None:
+        """Queue taking every banner down."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE announcements SET cleared_at = ? WHERE cleared_at IS NULL", (at,))
+
+        self._submit("announcement", op)
+
+    def _maybe_prune(self, conn: sqlite3.Connection) -> None:
+        now = self._clock()
+        if now - self._last_prune < 3600.0:
+            return
+        self._last_prune = now
+        try:
+            conn.execute("BEGIN")
+            for tier in Tier:
+                cutoff = now - self._retention.of(tier)
+                conn.execute(
+                    "DELETE FROM region_rollups WHERE tier = ? AND bucket < ?", (int(tier), cutoff)
+                )
+                conn.execute(
+                    "DELETE FROM target_rollups WHERE tier = ? AND bucket < ?", (int(tier), cutoff)
+                )
+            events = now - self._retention.events
+            conn.execute("DELETE FROM incidents WHERE ended_at < ?", (events,))
+            conn.execute("DELETE FROM deploys WHERE at < ?", (events,))
+            conn.execute("DELETE FROM maintenance WHERE ends_at < ?", (events,))
+            conn.execute("DELETE FROM announcements WHERE cleared_at < ?", (events,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.write_errors += 1
+            self._on_write_error("prune")
+            log.error("history_prune_failed", extra={"error": repr(exc)})
+
+    # -- start-up reads (synchronous: before the loop serves anything) ---------------------
+
+    def load_open_rollups(self, now: float) -> list[RegionRow | TargetRow]:
+        """The hour and day buckets still open at `now`, to resume counting into."""
+        conn = self._conn()
+        out: list[RegionRow | TargetRow] = []
+        for tier in (Tier.HOUR, Tier.DAY):
+            start = int(now // tier.value) * tier.value
+            for target, region, bucket, checks, failures, inconclusive, mx, blob in conn.execute(
+                "SELECT p.target, p.region, r.bucket, r.checks, r.failures, r.inconclusive, "
+                "r.max, r.sketch FROM region_rollups r JOIN pairs p ON p.id = r.pair "
+                "WHERE r.tier = ? AND r.bucket = ? AND r.sketch IS NOT NULL",
+                (int(tier), start),
+            ):
+                try:
+                    sketch = Sketch.decode(blob)
+                except ValueError:
+                    continue
+                data = RegionBucket(checks, failures, inconclusive, _from_ms(mx) or 0.0, sketch)
+                out.append(RegionRow(tier, target, region, bucket, data, False))
+            for row in conn.execute(
+                "SELECT p.target, t.bucket, t.up_ms, t.degraded_ms, t.down_ms, t.maint_ms, "
+                "t.unknown_ms FROM target_rollups t JOIN pairs p ON p.id = t.pair "
+                "WHERE t.tier = ? AND t.bucket = ? AND t.open = 1",
+                (int(tier), start),
+            ):
+                out.append(TargetRow(tier, row[0], row[1], TargetBucket(*row[2:]), False))
+        return out
+
+    def load_open_incidents(self) -> tuple[int, list[Incident]]:
+        """The next incident id, and the incidents not closed yet."""
+        conn = self._conn()
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM incidents").fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE ended_at IS NULL"  # noqa: S608
+        ).fetchall()
+        return int(top) + 1, [_incident(r) for r in rows]
+
+    def load_versions(self) -> dict[tuple[str, str], str]:
+        """The latest version recorded per (target, region)."""
+        conn = self._conn()
+        return {
+            (t, r): v
+            for t, r, v in conn.execute(
+                "SELECT p.target, p.region, d.version FROM deploys d JOIN pairs p ON p.id = d.pair "
+                "WHERE d.at = (SELECT MAX(at) FROM deploys WHERE pair = d.pair)"
+            )
+        }
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._read_conn is None:
+            raise StorageError(f"storage.path: {self.path}: not open")
+        return self._read_conn
+
+    # -- queries (on the reader thread) ---------------------------------------------------
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a query on the reader thread."""
+        conn = self._conn()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage.path: {self.path}: {exc}") from None

@@ -1,0 +1,331 @@
+"""HTTP handlers of the history features.
+
+Incidents, uptime, latency, badges, banner, notes and maintenance windows. Thin: parse, ask
+`present/historyviews.py` or `History`, answer.
+
+With no `storage.path` the history routes answer 404 saying so; the status badge still works
+(it reads the live verdict).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from aggregator.config import SloConfig
+from aggregator.core.incidents import Incident
+from aggregator.edges.historydb import StorageError
+from aggregator.edges.historyread import incident as read_incident
+from aggregator.present import charts
+from aggregator.present import historyviews as hv
+from aggregator.recorder import (
+    MAX_ANNOUNCEMENT_CHARS,
+    MAX_NOTE_CHARS,
+    MAX_REASON_CHARS,
+    History,
+)
+from wire.result import Name
+
+M = TypeVar("M", bound=BaseModel)
+
+# Longest maintenance window one request may make.
+MAX_WINDOW_S = 7 * 86400.0
+BADGE_MAX_AGE = 60
+
+# (target, starts_at, ends_at, reason) -> (peer url -> silence id or None, peer url -> error)
+MakeSilences = Callable[
+    [str, float, float, str], Awaitable[tuple[dict[str, str | None], dict[str, str]]]
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextIn(_In):
+    """A banner's text."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ANNOUNCEMENT_CHARS)]
+
+
+class NoteIn(_In):
+    """An incident's note."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NOTE_CHARS)]
+
+
+class MaintenanceIn(_In):
+    """A maintenance window to open now."""
+
+    target: Name
+    duration_s: Annotated[float, Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REASON_CHARS)]
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _off() -> web.Response:
+    return _error(404, "history is off: set storage.path in the aggregator's config")
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds, or an RFC 3339 / ISO 8601 time (UTC when no offset is given).
+
+    Raises:
+        ValueError: neither.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        value = moment.timestamp()
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("not a time")
+    return value
+
+
+async def _body(request: web.Request, model: type[M]) -> M | web.Response:
+    try:
+        raw = await request.read()
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        return _error(400, f"{where}: {first['msg']}")
+
+
+class HistoryRoutes:
+    """The handlers, over one `History` (or none) and what they need besides."""
+
+    def __init__(
+        self,
+        history: History | None,
+        *,
+        slo: SloConfig,
+        clock: Callable[[], float],
+        verdict_of: Callable[[str], str | None],
+        make_silences: MakeSilences | None = None,
+    ) -> None:
+        self._history = history
+        self._slo = slo
+        self._clock = clock
+        self._verdict_of = verdict_of
+        self._make_silences = make_silences
+
+    def add_to(self, app: web.Application) -> None:
+        """Register every route."""
+        r = app.router
+        r.add_get("/api/v1/incidents", self.incidents)
+        r.add_get("/api/v1/incidents/{id}", self.incident)
+        r.add_post("/api/v1/incidents/{id}/note", self.note)
+        r.add_get("/api/v1/targets/{target}/incidents", self.incidents)
+        r.add_get("/api/v1/targets/{target}/uptime", self.uptime)
+        r.add_get("/api/v1/targets/{target}/latency", self.latency)
+        r.add_get("/api/v1/uptime", self.uptime_list)
+        r.add_get("/api/v1/announcements", self.announcement)
+        r.add_post("/api/v1/announcements", self.announce)
+        r.add_delete("/api/v1/announcements", self.clear)
+        r.add_get("/api/v1/maintenance", self.windows)
+        r.add_post("/api/v1/maintenance", self.maintenance)
+        r.add_get("/badge/{target}/status.svg", self.status_badge)
+        r.add_get("/badge/{target}/uptime.svg", self.uptime_badge)
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        """Incidents newest first: `?target=&since=&before=&limit=`."""
+        if self._history is None:
+            return _off()
+        query = request.query
+        try:
+            since = parse_time(query["since"]) if "since" in query else None
+            before = int(query["before"]) if "before" in query else None
+            limit = int(query.get("limit", "100"))
+            if not 1 <= limit <= 500:
+                raise ValueError("limit must be 1..500")
+        except (ValueError, OverflowError) as exc:
+            return _error(400, f"bad query: {exc}")
+        target = request.match_info.get("target") or query.get("target")
+        try:
+            view = await hv.incidents_view(
+                self._history.db,
+                self._clock(),
+                target=target,
+                since=since,
+                before=before,
+                limit=limit,
+            )
+        except StorageError as exc:
+            return _error(503, str(exc))
+        return _json(view)
+
+    async def _incident_or_error(self, request: web.Request) -> Incident | web.Response:
+        if self._history is None:
+            return _off()
+        try:
+            incident_id = int(request.match_info["id"])
+        except ValueError:
+            return _error(400, "an incident id is a number")
+        try:
+            found = await self._history.db.read(lambda c: read_incident(c, incident_id))
+        except StorageError as exc:
+            return _error(503, str(exc))
+        if found is None:
+            return _error(404, f"no incident {incident_id}")
+        held = self._history.incidents.open_for(found.target)
+        return held if held is not None and held.id == found.id else found
+
+    async def incident(self, request: web.Request) -> web.Response:
+        """One incident."""
+        found = await self._incident_or_error(request)
+        if isinstance(found, web.Response):
+            return found
+        return _json(hv.incident_doc(found, self._clock()))
+
+    async def note(self, request: web.Request) -> web.Response:
+        """Attach a note to an incident: `{"text": ...}`."""
+        found = await self._incident_or_error(request)
+        if isinstance(found, web.Response):
+            return found
+        body = await _body(request, NoteIn)
+        if isinstance(body, web.Response):
+            return body
+        assert self._history is not None
+        return _json(hv.incident_doc(self._history.note(found, body.text), self._clock()))
+
+    async def uptime(self, request: web.Request) -> web.Response:
+        """A target's availability per window, budget and burn rates."""
+        if self._history is None:
+            return _off()
+        try:
+            view = await hv.uptime_view(
+                self._history.db, request.match_info["target"], self._clock(), self._slo
+            )
+        except StorageError as exc:
+            return _error(503, str(exc))
+        return _json(view)
+
+    async def uptime_list(self, _request: web.Request) -> web.Response:
+        """Every target's 24 h and 30 d availability."""
+        if self._history is None:
+            return _off()
+        try:
+            view = await hv.uptime_list_view(self._history.db, self._clock(), self._slo)
+        except StorageError as exc:
+            return _error(503, str(exc))
+        return _json(view)
+
+    async def latency(self, request: web.Request) -> web.Response:
+        """A target's p50/p95 per region: `?hours=` (default 24, at most 48)."""
+        if self._history is None:
+            return _off()
+        try:
+            hours = float(request.query.get("hours", "24"))
+            if not 0 < hours <= 48:
+                raise ValueError("hours must be in (0, 48]")
+        except ValueError as exc:
+            return _error(400, f"bad query: {exc}")
+        try:
+            view = await hv.latency_view(
+                self._history.db,
+                request.match_info["target"],
+                self._clock(),
+                hours,
+                list(self._slo.latency_budgets_ms),
+            )
+        except StorageError as exc:
+            return _error(503, str(exc))
+        return _json(view)
+
+    async def announcement(self, _request: web.Request) -> web.Response:
+        """The banner in force."""
+        if self._history is None:
+            return _off()
+        held = self._history.announcement
+        doc = None if held is None else hv.AnnouncementDoc(text=held.text, at=held.at)
+        return _json(hv.AnnouncementResponse(announcement=doc))
+
+    async def announce(self, request: web.Request) -> web.Response:
+        """Set the banner: `{"text": ...}`."""
+        if self._history is None:
+            return _off()
+        body = await _body(request, TextIn)
+        if isinstance(body, web.Response):
+            return body
+        held = self._history.announce(body.text)
+        return _json(hv.AnnouncementDoc(text=held.text, at=held.at))
+
+    async def clear(self, _request: web.Request) -> web.Response:
+        """Take the banner down."""
+        if self._history is None:
+            return _off()
+        self._history.clear_announcement()
+        return web.json_response({"cleared": True})
+
+    async def windows(self, _request: web.Request) -> web.Response:
+        """Maintenance windows not over yet."""
+        if self._history is None:
+            return _off()
+        now = self._clock()
+        docs = [hv.window_doc(w, now) for w in self._history.windows(now)]
+        return _json(hv.WindowsResponse(windows=docs))
+
+    async def maintenance(self, request: web.Request) -> web.Response:
+        """Open a maintenance window now and silence the target in every Alertmanager peer."""
+        if self._history is None:
+            return _off()
+        body = await _body(request, MaintenanceIn)
+        if isinstance(body, web.Response):
+            return body
+        now = self._clock()
+        ends = now + body.duration_s
+        silences: dict[str, str | None] = {}
+        errors: dict[str, str] = {}
+        if self._make_silences is not None:
+            silences, errors = await self._make_silences(body.target, now, ends, body.reason)
+        window = self._history.add_window(body.target, now, ends, body.reason, silences, errors)
+        return _json(hv.window_doc(window, now), status=201)
+
+    async def status_badge(self, request: web.Request) -> web.Response:
+        """A shields-style badge of the live verdict."""
+        name = request.match_info["target"]
+        verdict = self._verdict_of(name)
+        if verdict is None:
+            return _error(404, f"unknown target {name!r}")
+        return _svg(charts.status_badge(name, verdict))
+
+    async def uptime_badge(self, request: web.Request) -> web.Response:
+        """A shields-style badge of the availability: `?window=24h|7d|30d|90d` (30d)."""
+        if self._history is None:
+            return _off()
+        window = request.query.get("window", "30d")
+        if window not in hv.WINDOWS:
+            return _error(400, f"window must be one of {', '.join(hv.WINDOWS)}")
+        name = request.match_info["target"]
+        try:
+            view = await hv.uptime_view(self._history.db, name, self._clock(), self._slo)
+        except StorageError as exc:
+            return _error(503, str(exc))
+        found = next(w for w in view.windows if w.window == window)
+        return _svg(charts.uptime_badge(name, found.availability, window))
+
+
+def _svg(text: str) -> web.Response:
+    return web.Response(
+        text=text,
+        content_type="image/svg+xml",
+        headers={"Cache-Control": f"max-age={BADGE_MAX_AGE}"},
+    )

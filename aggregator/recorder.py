@@ -1,0 +1,270 @@
+"""History recording: what the pipeline tells it goes into rollups, incidents and the database.
+
+The pipeline calls a `Recorder`; with no `storage.path` it is `NoHistory` and costs nothing.
+`History` owns the pure parts (`Rollups`, `IncidentBook`, the maintenance windows) and the
+database edge; every call here only updates memory and queues writes, so ingest never waits
+on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from aggregator.config import StorageConfig
+from aggregator.core.incidents import Incident, IncidentBook
+from aggregator.core.rollup import Flushed, Rollups
+from aggregator.core.rules import Change, TargetSnapshot, Transition
+from aggregator.edges.historydb import (
+    Announcement,
+    HistoryDB,
+    Retention,
+    StorageError,
+    Window,
+)
+from aggregator.edges.historyread import announcement, windows
+from wire.result import ProbeResult
+from wire.state import Verdict
+
+log = logging.getLogger("vigil.aggregator.history")
+
+MAX_ANNOUNCEMENT_CHARS = 500
+MAX_NOTE_CHARS = 2000
+MAX_REASON_CHARS = 500
+
+
+class Recorder(Protocol):
+    """What the pipeline tells the history."""
+
+    def observe(self, result: ProbeResult, now: float) -> None:
+        """One applied result."""
+
+    def transitions(self, transitions: list[Transition], now: float) -> None:
+        """Transitions the engine emitted."""
+
+    def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
+        """State is loaded: every target's verdict as it stands."""
+
+    def tick(self, now: float) -> None:
+        """Once a second."""
+
+    def forget(self, target: str) -> None:
+        """The engine forgot a target."""
+
+
+class NoHistory:
+    """The recorder when history is off."""
+
+    def observe(self, result: ProbeResult, now: float) -> None:
+        """Nothing to do."""
+
+    def transitions(self, transitions: list[Transition], now: float) -> None:
+        """Nothing to do."""
+
+    def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
+        """Nothing to do."""
+
+    def tick(self, now: float) -> None:
+        """Nothing to do."""
+
+    def forget(self, target: str) -> None:
+        """Nothing to do."""
+
+
+@dataclass
+class HistoryCounters:
+    """Told about write trouble (the metrics wire these to counters)."""
+
+    on_write_error: Callable[[str], None] = lambda _what: None
+    on_dropped: Callable[[int], None] = lambda _n: None
+
+
+class History:
+    """Rollups, incidents, maintenance windows and the banner, over one database."""
+
+    def __init__(
+        self,
+        db: HistoryDB,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self._clock = clock
+        self._windows: list[Window] = []
+        self._next_window = 1
+        self.rollups = Rollups(self.in_maintenance)
+        self.incidents = IncidentBook(in_maintenance=self.in_maintenance)
+        self._announcement: Announcement | None = None
+        self._next_announcement = 1
+
+    @classmethod
+    def open(
+        cls,
+        config: StorageConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        counters: HistoryCounters | None = None,
+    ) -> History:
+        """Open the database named in `config` and take back what was open in it.
+
+        Raises:
+            StorageError: naming the file and what is wrong with it.
+        """
+        if config.path is None:
+            raise StorageError("storage.path is not set")
+        counters = counters or HistoryCounters()
+        r = config.retention
+        db = HistoryDB(
+            config.path,
+            Retention(r.minute, r.hour, r.day, r.events),
+            max_pending=config.max_pending,
+            on_write_error=counters.on_write_error,
+            on_dropped=counters.on_dropped,
+            clock=clock,
+        )
+        db.open()
+        history = cls(db, clock=clock)
+        try:
+            history._load(clock())
+        except Exception as exc:  # a file readable as SQLite but not as ours
+            db.close()
+            raise StorageError(f"{config.path}: cannot read its history: {exc!r}") from None
+        return history
+
+    def _load(self, now: float) -> None:
+        conn = self.db._conn()
+        self.rollups.resume(self.db.load_open_rollups(now), self.db.load_versions())
+        next_id, open_incidents = self.db.load_open_incidents()
+        self.incidents = IncidentBook(next_id, open_incidents, self.in_maintenance)
+        self._windows = windows(conn, now)
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM maintenance").fetchone()[0]
+        self._next_window = int(top) + 1
+        self._announcement = announcement(conn)
+        top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM announcements").fetchone()[0]
+        self._next_announcement = int(top) + 1
+
+    def close(self) -> None:
+        """Write what is open (so a restart resumes it) and close the file."""
+        self.db.close()
+
+    # -- the pipeline's calls -------------------------------------------------------------
+
+    def observe(self, result: ProbeResult, now: float) -> None:
+        """Count one applied result."""
+        flushed = self.rollups.observe(result, now)
+        if flushed:
+            self._write(flushed)
+
+    def transitions(self, transitions: list[Transition], now: float) -> None:
+        """Follow verdicts (time per verdict) and incidents."""
+        for t in transitions:
+            if t.kind is Change.VERDICT and t.target is not None:
+                self.rollups.verdict(t.target, Verdict(t.new), t.at)
+        changed = self.incidents.apply(transitions)
+        if changed:
+            self.db.write_incidents(changed)
+
+    def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
+        """Start counting every target's verdict time; square incidents with the verdicts."""
+        targets = list(targets)
+        verdicts: dict[str, tuple[Verdict, float]] = {}
+        opened: list[Incident] = []
+        for t in targets:
+            verdicts[t.name] = (t.verdict, t.since)
+            self.rollups.verdict(t.name, t.verdict, now)
+        changed = self.incidents.reconcile(verdicts, now)
+        for t in targets:
+            incident = self.incidents.ensure(t.name, t.verdict, t.since, t.evaluation)
+            if incident is not None:
+                opened.append(incident)
+        self.db.write_incidents([*changed, *opened])
+
+    def tick(self, now: float) -> None:
+        """Close a minute when one has ended."""
+        if self.rollups.due(now):
+            self._write(self.rollups.flush(now))
+
+    def forget(self, target: str) -> None:
+        """Stop counting a forgotten target (its history stays until retention)."""
+        self.rollups.forget(target)
+        ended = self.incidents.forgotten(target, self._clock())
+        if ended is not None:
+            self.db.write_incidents([ended])
+
+    def _write(self, flushed: Flushed) -> None:
+        if flushed.regions or flushed.targets:
+            self.db.write_rollups(flushed.regions, flushed.targets)
+        self.db.write_deploys(flushed.deploys)
+
+    # -- maintenance windows --------------------------------------------------------------
+
+    def in_maintenance(self, target: str, at: float) -> bool:
+        """Whether a maintenance window covers `target` at `at`."""
+        return any(w.target == target and w.starts_at <= at < w.ends_at for w in self._windows)
+
+    def windows(self, now: float) -> list[Window]:
+        """Windows not yet over."""
+        self._windows = [w for w in self._windows if w.ends_at > now - 3600.0]
+        return [w for w in self._windows if w.ends_at > now]
+
+    def add_window(
+        self,
+        target: str,
+        starts_at: float,
+        ends_at: float,
+        reason: str,
+        silences: dict[str, str | None],
+        errors: dict[str, str],
+    ) -> Window:
+        """Record a maintenance window (its silences already made)."""
+        window = Window(
+            id=self._next_window,
+            target=target,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            reason=reason[:MAX_REASON_CHARS],
+            silences=silences,
+            errors=errors,
+            created_at=self._clock(),
+        )
+        self._next_window += 1
+        self._windows.append(window)
+        incident = self.incidents.open_for(target)
+        if incident is not None and not incident.maintenance and starts_at <= self._clock():
+            incident.maintenance = True
+            self.db.write_incidents([incident])
+        self.db.write_window(window)
+        return window
+
+    # -- banner and notes -----------------------------------------------------------------
+
+    @property
+    def announcement(self) -> Announcement | None:
+        """The banner in force."""
+        return self._announcement
+
+    def announce(self, text: str) -> Announcement:
+        """Set the banner."""
+        self._announcement = Announcement(text[:MAX_ANNOUNCEMENT_CHARS], self._clock())
+        self.db.write_announcement(self._next_announcement, self._announcement)
+        self._next_announcement += 1
+        return self._announcement
+
+    def clear_announcement(self) -> None:
+        """Take the banner down."""
+        self._announcement = None
+        self.db.clear_announcements(self._clock())
+
+    def note(self, incident: Incident, text: str) -> Incident:
+        """Attach a note to an incident (the open one in memory too, so it is kept)."""
+        held = self.incidents.open_for(incident.target)
+        if held is not None and held.id == incident.id:
+            held.note = text[:MAX_NOTE_CHARS]
+            incident = held
+        else:
+            incident = replace(incident, note=text[:MAX_NOTE_CHARS])
+        self.db.write_incidents([incident])
+        return incident
