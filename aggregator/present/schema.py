@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
+from aggregator.present import historyviews as hv
 from aggregator.present.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, VERDICTS
 from wire.result import Phases, VersionErrorKind
 
@@ -249,9 +250,10 @@ def _op(
     for code in errors:
         responses[str(code)] = {
             "description": {
-                400: "a bad query parameter, named in the message",
+                400: "a bad query parameter or body, named in the message",
                 401: "missing or wrong token",
-                404: "unknown target",
+                404: "unknown target or incident, or history off (no storage.path)",
+                503: "the history database could not answer",
             }[code],
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
@@ -272,6 +274,98 @@ def _op(
     return {"get": op}
 
 
+def _history_paths() -> dict[str, Any]:
+    def q(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
+
+    def path(name: str, kind: str = "string") -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+
+    def body(model: str, summary: str) -> dict[str, Any]:
+        op: dict[str, Any] = _op(summary, model, errors=(400, 401, 404))["get"]
+        fields = {
+            "AnnouncementDoc": {"text": {"type": "string"}},
+            "IncidentDoc": {"text": {"type": "string"}},
+            "WindowDoc": {
+                "target": {"type": "string"},
+                "duration_s": {"type": "number"},
+                "reason": {"type": "string"},
+            },
+        }[model]
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "properties": fields, "required": list(fields)}
+                }
+            },
+        }
+        return op
+
+    listing = [
+        q("target", {"type": "string"}, "only this target's incidents"),
+        q("since", {"type": "string"}, "epoch seconds or RFC 3339: incidents not over by then"),
+        q("before", {"type": "integer"}, "`next_before` of the previous page"),
+        q("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "per page"),
+    ]
+    incident = _op("One incident", "IncidentDoc", errors=(400, 401, 404))
+    incident["get"]["parameters"] = [path("id", "integer")]
+    note = {"post": body("IncidentDoc", "Attach a note to an incident")}
+    note["post"]["parameters"] = [path("id", "integer")]
+    latency = _op("p50/p95 per region", "LatencyResponse", target=True, errors=(400, 401, 404))
+    latency["get"]["parameters"].append(
+        q(
+            "hours",
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 48, "default": 24},
+            "how far back: minute buckets up to 6 h, hourly beyond",
+        )
+    )
+    announcements = _op("The banner in force", "AnnouncementResponse", errors=(401, 404))
+    announcements["post"] = body("AnnouncementDoc", "Set the banner")
+    announcements["delete"] = {
+        "summary": "Take the banner down",
+        "responses": {"200": {"description": "cleared"}},
+    }
+    maintenance = _op("Maintenance windows not over yet", "WindowsResponse", errors=(401, 404))
+    maintenance["post"] = body(
+        "WindowDoc", "Open a maintenance window now; silences the target in every Alertmanager"
+    )
+    return {
+        "/api/v1/incidents": _op(
+            "Incidents, newest first",
+            "IncidentsResponse",
+            errors=(400, 401, 404),
+            parameters=listing,
+        ),
+        "/api/v1/incidents/{id}": incident,
+        "/api/v1/incidents/{id}/note": note,
+        "/api/v1/targets/{target}/incidents": _op(
+            "One target's incidents, newest first",
+            "IncidentsResponse",
+            target=True,
+            errors=(400, 401, 404),
+        ),
+        "/api/v1/targets/{target}/uptime": _op(
+            "Availability per window, error budget, burn rates, 90-day bar",
+            "UptimeResponse",
+            target=True,
+            errors=(401, 404, 503),
+        ),
+        "/api/v1/targets/{target}/latency": latency,
+        "/api/v1/uptime": _op(
+            "Every target's 24 h and 30 d availability", "UptimeListResponse", errors=(401, 404)
+        ),
+        "/api/v1/announcements": announcements,
+        "/api/v1/maintenance": maintenance,
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of `/api/v1`."""
     models: list[type[BaseModel]] = [
@@ -281,6 +375,15 @@ def openapi_document() -> dict[str, Any]:
         AlertsResponse,
         ExplainResponse,
         ErrorResponse,
+        hv.IncidentsResponse,
+        hv.IncidentDoc,
+        hv.UptimeResponse,
+        hv.UptimeListResponse,
+        hv.LatencyResponse,
+        hv.AnnouncementResponse,
+        hv.AnnouncementDoc,
+        hv.WindowsResponse,
+        hv.WindowDoc,
     ]
     _, defs = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
@@ -309,6 +412,7 @@ def openapi_document() -> dict[str, Any]:
             ),
             "/api/v1/regions": _op("Each region's probes and presence", "RegionsResponse"),
             "/api/v1/alerts": _op("Alerts firing and recently resolved", "AlertsResponse"),
+            **_history_paths(),
         },
         "components": {
             "schemas": defs["$defs"],

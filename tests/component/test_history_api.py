@@ -136,6 +136,7 @@ async def test_restart_keeps_incidents_uptime_and_an_open_incident(db: Path) -> 
     run(agg, clock, probes, 60, dict.fromkeys(REGIONS, False))
     assert agg.history is not None
     open_id = agg.history.incidents.open_for("api").id  # type: ignore[union-attr]
+    agg.history.db.flush(10)
     before = await get(agg, "/api/v1/targets/api/uptime")
     close(agg)
 
