@@ -16,14 +16,13 @@ from typing import Protocol
 
 from aggregator.config import StorageConfig
 from aggregator.core.incidents import Incident, IncidentBook
+from aggregator.core.notices import Announcement, Window
 from aggregator.core.rollup import Flushed, Rollups
 from aggregator.core.rules import Change, TargetSnapshot, Transition
 from aggregator.edges.historydb import (
-    Announcement,
     HistoryDB,
     Retention,
     StorageError,
-    Window,
 )
 from aggregator.edges.historyread import announcement, windows
 from wire.result import ProbeResult

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregator.core.incidents import Incident, RegionInvolvement
+from aggregator.core.notices import Announcement, Window
 from aggregator.core.rollup import (
     RegionBucket,
     RegionRow,
@@ -154,28 +155,6 @@ class LatencyRow:
     p50: float | None
     p95: float | None
     max: float | None
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """The page's banner."""
-
-    text: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Window:
-    """A maintenance window and the silences made for it."""
-
-    id: int
-    target: str
-    starts_at: float
-    ends_at: float
-    reason: str
-    silences: dict[str, str | None]
-    errors: dict[str, str]
-    created_at: float
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -12,14 +12,13 @@ import sqlite3
 from collections.abc import Sequence
 
 from aggregator.core.incidents import Incident
+from aggregator.core.notices import Announcement, Window
 from aggregator.core.rollup import Tier
 from aggregator.core.uptime import CheckCounts, TimeSplit
 from aggregator.edges.historydb import (
     _INCIDENT_COLUMNS,
     _LATENCY_SCALE,
-    Announcement,
     LatencyRow,
-    Window,
     _incident,
 )
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from aggregator.config import SloConfig
 from aggregator.core.incidents import Incident
+from aggregator.edges import historyapi as api
 from aggregator.edges.historydb import StorageError
 from aggregator.edges.historyread import incident as read_incident
 from aggregator.present import charts
@@ -160,7 +161,7 @@ class HistoryRoutes:
             return _error(400, f"bad query: {exc}")
         target = request.match_info.get("target") or query.get("target")
         try:
-            view = await hv.incidents_view(
+            view = await api.incidents_view(
                 self._history.db,
                 self._clock(),
                 target=target,
@@ -211,7 +212,7 @@ class HistoryRoutes:
         if self._history is None:
             return _off()
         try:
-            view = await hv.uptime_view(
+            view = await api.uptime_view(
                 self._history.db, request.match_info["target"], self._clock(), self._slo
             )
         except StorageError as exc:
@@ -223,7 +224,7 @@ class HistoryRoutes:
         if self._history is None:
             return _off()
         try:
-            view = await hv.uptime_list_view(self._history.db, self._clock(), self._slo)
+            view = await api.uptime_list_view(self._history.db, self._clock(), self._slo)
         except StorageError as exc:
             return _error(503, str(exc))
         return _json(view)
@@ -239,7 +240,7 @@ class HistoryRoutes:
         except ValueError as exc:
             return _error(400, f"bad query: {exc}")
         try:
-            view = await hv.latency_view(
+            view = await api.latency_view(
                 self._history.db,
                 request.match_info["target"],
                 self._clock(),
@@ -316,7 +317,7 @@ class HistoryRoutes:
             return _error(400, f"window must be one of {', '.join(hv.WINDOWS)}")
         name = request.match_info["target"]
         try:
-            view = await hv.uptime_view(self._history.db, name, self._clock(), self._slo)
+            view = await api.uptime_view(self._history.db, name, self._clock(), self._slo)
         except StorageError as exc:
             return _error(503, str(exc))
         found = next(w for w in view.windows if w.window == window)
