@@ -36,7 +36,10 @@ LABEL org.opencontainers.image.title="vigil" \
       org.opencontainers.image.revision="${REVISION}"
 RUN groupadd --system --gid 10001 vigil \
     && useradd --system --uid 10001 --gid vigil --home-dir /nonexistent \
-       --shell /usr/sbin/nologin vigil
+       --shell /usr/sbin/nologin vigil \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/vigil
+# The aggregator's history database (storage.path) lives here: mount a volume on it.
+VOLUME /var/lib/vigil
 # Only the venv leaves the build stage: no wheels, sources or pip caches. Owned by root, so
 # the service cannot change its own code.
 COPY --from=build /opt/vigil /opt/vigil

@@ -39,8 +39,8 @@ __all__ = ["ConfigError"]  # re-exported: config errors are raised from here
 
 log = logging.getLogger("vigil.config")
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -61,7 +61,7 @@ def check_url(value: str, schemes: tuple[str, ...], hint: str) -> str:
 
 
 def parse_duration(value: object) -> float:
-    """Turn `10`, `2.5`, `"500ms"`, `"10s"`, `"1m30s"` or `"1h"` into seconds.
+    """Turn `10`, `2.5`, `"500ms"`, `"10s"`, `"1m30s"`, `"1h"` or `"30d"` into seconds.
 
     Raises:
         ValueError: the value is not a positive, finite duration.
@@ -83,7 +83,7 @@ def parse_duration(value: object) -> float:
                 pos = match.end()
             if pos != len(text) or not text:
                 raise ValueError(
-                    f"invalid duration {value!r}: use seconds or units ms, s, m, h (e.g. '10s')"
+                    f"invalid duration {value!r}: use seconds or units ms, s, m, h, d (e.g. '10s')"
                 ) from None
     else:
         raise ValueError("a duration is a number of seconds or a string like '500ms' or '10s'")

@@ -71,7 +71,11 @@ def test_compose_runs_an_ha_pair_each_with_its_own_identity(name: str, tmp_path:
     assert env["VIGIL_CLIENT_ID"] == env["VIGIL_MQTT_USERNAME"] == name
     assert env["VIGIL_MQTT_PASSWORD_FILE"] == f"/run/secrets/mqtt-password-{name}"
     assert f"mqtt-password-{name}" in services["mosquitto"]["secrets"]
-    assert service["volumes"] == ["./config/aggregator.yaml:/config/vigil.yaml:ro"]
+    # The config, and a volume of its own for the history file (never shared by the pair).
+    assert service["volumes"] == [
+        "./config/aggregator.yaml:/config/vigil.yaml:ro",
+        f"{name}-data:/var/lib/vigil",
+    ]
     assert service["entrypoint"] == ["vigil-aggregator"]
     [port] = service["ports"]
     assert port.startswith("127.0.0.1:"), "the operator API is not published beyond the host"
