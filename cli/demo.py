@@ -437,6 +437,8 @@ def run(
             "regions": list(REGIONS),
             "client_id": "vigil-demo-aggregator",
             "startup_grace": "2s",
+            # Uptime, incidents and charts for the demo's life (the work dir goes with it).
+            "storage": {"path": str(work / "history.sqlite")},
         }
         if am is not None:
             agg_config["alertmanager"] = {"urls": [am], "resend_interval": "30s"}
