@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -47,8 +47,8 @@ class Recorder(Protocol):
     def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
         """State is loaded: every target's verdict as it stands."""
 
-    def tick(self, now: float) -> None:
-        """Once a second."""
+    def tick_slices(self, now: float) -> Iterator[None]:
+        """Once a second; yields between slices of work so the event loop can run."""
 
     def forget(self, target: str) -> None:
         """The engine forgot a target."""
@@ -66,8 +66,9 @@ class NoHistory:
     def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
         """Nothing to do."""
 
-    def tick(self, now: float) -> None:
+    def tick_slices(self, now: float) -> Iterator[None]:
         """Nothing to do."""
+        return iter(())
 
     def forget(self, target: str) -> None:
         """Nothing to do."""
@@ -153,9 +154,9 @@ class History:
 
     def observe(self, result: ProbeResult, now: float) -> None:
         """Count one applied result."""
-        flushed = self.rollups.observe(result, now)
-        if flushed:
-            self._write(flushed)
+        marker = self.rollups.observe(result)
+        if marker is not None:
+            self.db.write_deploys([marker])
 
     def transitions(self, transitions: list[Transition], now: float) -> None:
         """Follow verdicts (time per verdict) and incidents."""
@@ -181,10 +182,11 @@ class History:
                 opened.append(incident)
         self.db.write_incidents([*changed, *opened])
 
-    def tick(self, now: float) -> None:
-        """Close a minute when one has ended."""
-        if self.rollups.due(now):
-            self._write(self.rollups.flush(now))
+    def tick_slices(self, now: float) -> Iterator[None]:
+        """Close a minute when one has ended, a slice at a time."""
+        for part in self.rollups.flush_slices(now):
+            self._write(part)
+            yield
 
     def forget(self, target: str) -> None:
         """Stop counting a forgotten target (its history stays until retention)."""

@@ -299,10 +299,16 @@ class Pipeline:
             log.info("target_forgotten", extra={"target": name})
         # Once per tick, changed or not: resends fall due with time.
         self._alert(now)
-        try:
-            self._history.tick(now)
-        except Exception as exc:
-            self._target_failed(Stage.HISTORY)("*", exc)
+        history = self._history.tick_slices(now)
+        while True:
+            try:
+                next(history)
+            except StopIteration:
+                break
+            except Exception as exc:  # history never stops the clock
+                self._target_failed(Stage.HISTORY)("*", exc)
+                break
+            yield
 
     def _warm_up(self, subscribed: bool, now: float) -> None:
         if not subscribed:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 import math
 import struct
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from wire.result import ProbeResult
 from wire.state import Verdict
@@ -115,6 +115,12 @@ class RegionBucket:
     max_ms: float = 0.0
     sketch: Sketch = field(default_factory=Sketch)
 
+    def copy(self) -> RegionBucket:
+        """An independent copy (the writer thread reads it while this one changes)."""
+        sketch = Sketch()
+        sketch.counts, sketch.n = dict(self.sketch.counts), self.sketch.n
+        return RegionBucket(self.checks, self.failures, self.inconclusive, self.max_ms, sketch)
+
     def merge(self, other: RegionBucket) -> None:
         """Fold a finer bucket into this one."""
         self.checks += other.checks
@@ -195,6 +201,14 @@ class Flushed:
 
 
 _COARSE = (Tier.HOUR, Tier.DAY)
+# Targets or pairs handled per slice of a flush: a few milliseconds of the event loop.
+SLICE = 500
+# The open hour and day buckets are written every minute while there are at most
+# `SMALL_FLEET` of them, beyond that every `CHECKPOINT_MINUTES` (closed ones always at once):
+# a restart resumes them at most that far behind, and the API's current hour and day lag by
+# as much. Every minute at 10,000 x 3 would double the objects a flush makes (GC pauses).
+SMALL_FLEET = 6_000
+CHECKPOINT_MINUTES = 5
 
 # In maintenance at this time? (target, epoch seconds)
 InMaintenance = Callable[[str, float], bool]
@@ -220,9 +234,13 @@ class Rollups:
 
     # -- input ----------------------------------------------------------------------------
 
-    def observe(self, result: ProbeResult, now: float) -> Flushed:
-        """Count one result in the open minute of its arrival; rows if a minute closed."""
-        flushed = self.flush(now) if self._minute_due(now) else Flushed()
+    def observe(self, result: ProbeResult) -> tuple[str, str, float, str] | None:
+        """Count one result in the open minute; a deploy marker if its version is new.
+
+        The minute is the one open when the result arrives (closed by the next flush: a
+        result may land in the minute before its arrival's by up to a tick).
+        """
+        marker = None
         key = (result.target, result.region)
         b = self._minute.get(key)
         if b is None:
@@ -230,7 +248,7 @@ class Rollups:
         version = result.version
         if version is not None and self._versions.get(key) != version:
             self._versions[key] = version
-            flushed.deploys.append((result.target, result.region, result.started_at, version))
+            marker = (result.target, result.region, result.started_at, version)
         b.checks += 1
         if result.inconclusive:
             b.inconclusive += 1
@@ -241,7 +259,7 @@ class Rollups:
             b.sketch.add(ms)
             if ms > b.max_ms:
                 b.max_ms = ms
-        return flushed
+        return marker
 
     def verdict(self, target: str, verdict: Verdict, at: float) -> None:
         """The target's verdict is `verdict` from `at` on (time before counts as the old one)."""
@@ -254,6 +272,10 @@ class Rollups:
     def forget(self, target: str) -> None:
         """Stop counting a target's verdict time (it was forgotten by the engine)."""
         self._verdicts.pop(target, None)
+        for tier in Tier:
+            held = self._target_open.pop((tier, target), None)
+            if held is not None:
+                self._closed_targets.append(TargetRow(tier, target, *held, True))
         for key in [k for k in self._versions if k[0] == target]:
             del self._versions[key]
 
@@ -272,68 +294,99 @@ class Rollups:
 
     # -- output ---------------------------------------------------------------------------
 
-    def _minute_due(self, now: float) -> bool:
-        return self._minute_start is not None and bucket_of(now, Tier.MINUTE) != (
-            self._minute_start
-        )
-
     def due(self, now: float) -> bool:
         """Whether a minute has closed since the last flush."""
-        return self._minute_start is None or self._minute_due(now)
+        return self._minute_start is None or bucket_of(now, Tier.MINUTE) != self._minute_start
 
     def flush(self, now: float) -> Flushed:
-        """Close the open minute (if it has ended) and say what to write.
-
-        Returns the closed minute's rows, every hour or day bucket that closed, and the open
-        hour and day buckets that changed (with their sketch), so a restart can resume them.
-        """
+        """`flush_slices` all at once."""
         out = Flushed()
+        for part in self.flush_slices(now):
+            out.regions += part.regions
+            out.targets += part.targets
+            out.deploys += part.deploys
+        return out
+
+    def flush_slices(self, now: float) -> Iterator[Flushed]:
+        """Close the open minute (if it has ended) and say what to write, `SLICE` at a time.
+
+        Yields the closed minute's rows, every hour or day bucket that closed, and a copy of
+        each open hour and day bucket (with its sketch) so a restart can resume them. The
+        caller may let the event loop run between slices: results that arrive meanwhile go
+        into the new minute, verdict changes are counted up to their time.
+        """
         current = bucket_of(now, Tier.MINUTE)
         if self._minute_start is None:
             self._minute_start = current
+            return
         if current == self._minute_start:
-            return out
+            return
         start = self._minute_start
-        # Verdict time up to the minute's end, then the minute's rows.
-        for target, (verdict, since) in list(self._verdicts.items()):
-            self._accrue(target, verdict, since, now)
-            self._verdicts[target] = (verdict, max(since, now))
-        touched: set[tuple[Tier, str, str]] = set()
-        for (target, region), b in self._minute.items():
-            out.regions.append(RegionRow(Tier.MINUTE, target, region, start, b, True))
-            for tier in _COARSE:
-                key = (tier, target, region)
-                self._close_coarse(key, bucket_of(start, tier), out)
-                held = self._coarse.get(key)
-                if held is None:
-                    held = self._coarse[key] = (bucket_of(start, tier), RegionBucket())
-                held[1].merge(b)
-                touched.add(key)
-        self._minute = {}
+        minute, self._minute = self._minute, {}
         self._minute_start = current
-        # Hours and days that ended with no result in their last minute close here.
-        for key in list(self._coarse):
-            self._close_coarse(key, bucket_of(start, key[0]), out)
-        for key in touched:
-            if key in self._coarse:
-                bucket, data = self._coarse[key]
-                out.regions.append(RegionRow(key[0], key[1], key[2], bucket, data, False))
-        # Target buckets: closed ones were emitted by `_accrue`; the open ones now.
-        for (tier, target), (bucket, tdata) in list(self._target_open.items()):
-            if bucket + tier.value <= now:
-                del self._target_open[(tier, target)]
-                out.targets.append(TargetRow(tier, target, bucket, tdata, True))
-            elif tier is not Tier.MINUTE:
-                out.targets.append(TargetRow(tier, target, bucket, tdata, False))
-        out.targets.extend(self._closed_targets)
-        self._closed_targets = []
-        return out
-
-    def _close_coarse(self, key: tuple[Tier, str, str], bucket: int, out: Flushed) -> None:
-        held = self._coarse.get(key)
-        if held is not None and held[0] != bucket:
-            del self._coarse[key]
-            out.regions.append(RegionRow(key[0], key[1], key[2], held[0], held[1], True))
+        checkpoint = (
+            len(self._coarse) <= SMALL_FLEET or (current // 60) % CHECKPOINT_MINUTES == 0
+        )
+        names = list(self._verdicts)
+        for i in range(0, len(names), SLICE):
+            out = Flushed()
+            for target in names[i : i + SLICE]:
+                held = self._verdicts.get(target)
+                if held is None:
+                    continue
+                verdict, since = held
+                if since < now:
+                    self._accrue(target, verdict, since, now)
+                    self._verdicts[target] = (verdict, now)
+                for tier in _COARSE if checkpoint else ():
+                    open_row = self._target_open.get((tier, target))
+                    if open_row is not None:
+                        out.targets.append(
+                            TargetRow(tier, target, open_row[0], replace(open_row[1]), False)
+                        )
+            out.targets += self._closed_targets
+            self._closed_targets = []
+            yield out
+        if self._closed_targets:  # e.g. of targets forgotten, when none is left
+            yield Flushed(targets=self._closed_targets)
+            self._closed_targets = []
+        items = list(minute.items())
+        for i in range(0, len(items), SLICE):
+            out = Flushed()
+            for (target, region), b in items[i : i + SLICE]:
+                out.regions.append(RegionRow(Tier.MINUTE, target, region, start, b, True))
+                for tier in _COARSE:
+                    key = (tier, target, region)
+                    bucket = bucket_of(start, tier)
+                    coarse = self._coarse.get(key)
+                    if coarse is not None and coarse[0] != bucket:
+                        del self._coarse[key]
+                        out.regions.append(RegionRow(tier, target, region, *coarse, True))
+                        coarse = None
+                    if coarse is None:
+                        coarse = self._coarse[key] = (bucket, RegionBucket())
+                    coarse[1].merge(b)
+            yield out
+        if checkpoint:
+            keys = list(self._coarse)
+            for i in range(0, len(keys), SLICE):
+                out = Flushed()
+                for key in keys[i : i + SLICE]:
+                    coarse = self._coarse.get(key)
+                    if coarse is not None and coarse[0] + key[0].value > current:
+                        out.regions.append(RegionRow(*key, coarse[0], coarse[1].copy(), False))
+                yield out
+        if bucket_of(start, Tier.HOUR) != bucket_of(current, Tier.HOUR):
+            # Hours (and days) that ended with no result in their last minute close here.
+            keys = list(self._coarse)
+            for i in range(0, len(keys), SLICE):
+                out = Flushed()
+                for key in keys[i : i + SLICE]:
+                    coarse = self._coarse.get(key)
+                    if coarse is not None and coarse[0] + key[0].value <= current:
+                        del self._coarse[key]
+                        out.regions.append(RegionRow(*key, *coarse, True))
+                yield out
 
     def _accrue(self, target: str, verdict: Verdict, start: float, end: float) -> None:
         """Count [start, end) of `verdict`, split at every tier's bucket edges."""
