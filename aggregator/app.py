@@ -27,6 +27,7 @@ from aggregator.edges.alertmanager import ConsoleSink, Outcome, PeerSender, auth
 from aggregator.edges.http import Deps, make_app
 from aggregator.edges.http_history import HistoryRoutes, MakeSilences
 from aggregator.edges.mqtt import StateOutbox, Subscriber
+from aggregator.edges.silences import create_silences
 from aggregator.metrics import AggregatorMetrics
 from aggregator.recorder import History, HistoryCounters
 from runtime.config import parse_listen
@@ -86,11 +87,18 @@ class Aggregator:
                 slo=self.config.slo,
                 clock=self.clock,
                 verdict_of=self._verdict_of,
+                verdicts=self._verdicts,
                 make_silences=self.make_silences,
             ),
             public_badges=self.config.api.public_badges,
             public_page=self.config.api.public_page,
         )
+
+    def _verdicts(self) -> list[tuple[str, str]]:
+        # Problems first, then by name: what a customer looks for.
+        order = {"down": 0, "degraded": 1, "unknown": 2, "up": 3}
+        pairs = [(s.name, s.verdict.value) for s in self.engine.snapshots()]
+        return sorted(pairs, key=lambda p: (order.get(p[1], 9), p[0]))
 
     def _verdict_of(self, target: str) -> str | None:
         snap = self.engine.snapshot(target)
@@ -140,6 +148,30 @@ def alert_senders(
     for sender in senders:
         metrics.am_queue.labels(sender.url).set_function(sender.__len__)
     return senders
+
+
+def silencer(config: AggregatorConfig, session: aiohttp.ClientSession) -> MakeSilences:
+    """Silence one target in every Alertmanager peer, for a maintenance window."""
+
+    async def make(
+        target: str, starts_at: float, ends_at: float, reason: str
+    ) -> tuple[dict[str, str | None], dict[str, str]]:
+        outcomes = await create_silences(
+            session,
+            config.alertmanager,
+            matchers={"target": target},
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=f"vigil ({config.client_id})",
+            comment=f"Vigil maintenance: {reason}",
+        )
+        made = {o.url: o.silence_id for o in outcomes}
+        errors = {o.url: o.error for o in outcomes if o.error}
+        if errors:
+            log.warning("silence_failed", extra={"target": target, "errors": errors})
+        return made, errors
+
+    return make
 
 
 def fan_out(senders: list[PeerSender]) -> SendAlerts:
@@ -256,6 +288,9 @@ def build(
         senders=senders,
         clock=clock,
         history=history,
+        make_silences=(
+            silencer(config, session) if session is not None and config.alertmanager.urls else None
+        ),
     )
 
 

@@ -1,4 +1,4 @@
-"""`vigil`: operator commands (`vigil status`, `vigil check`, `vigil demo`)."""
+"""`vigil`: operator commands (`status`, `check`, `demo`, `announce`, `note`, `maintenance`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli import check, demo, status
+from cli import check, demo, history, status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="mosquitto when installed (auto), or the embedded amqtt broker",
     )
     _target_options(dm)
+    _operator_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills an optional positional before the options that precede its value: in
+    # `maintenance checkout --for 30m "reason"` the reason is left over.
+    leftover = extra[0] if len(extra) == 1 else "-"
+    if args.command == "maintenance" and args.reason is None and not leftover.startswith("-"):
+        args.reason = extra.pop()
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("announce", "note", "maintenance"):
+        return _run_operator(parser, args)
     if args.command == "demo":
         return demo.run(args.port, args.target, args.broker, demo_options(args))
     if args.command == "check":
@@ -93,6 +103,95 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     parser.error(f"unknown command {args.command}")
     return 2  # pragma: no cover - parser.error exits
+
+
+def _aggregator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get("VIGIL_URL", "http://127.0.0.1:8080"),
+        help="the aggregator's base URL (default: $VIGIL_URL or http://127.0.0.1:8080)",
+    )
+    p.add_argument("--json", action="store_true", help="print the API's raw JSON answer")
+
+
+def _window(text: str) -> float:
+    try:
+        return history.parse_window(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`announce`, `note` and `maintenance`: operators writing to the aggregator."""
+    an = sub.add_parser(
+        "announce",
+        help="set (or --clear) the announcement shown on the status page",
+        description="Exit code: 0 done, 1 the aggregator refused, 3 it cannot be reached. "
+        "Token from VIGIL_TOKEN.",
+    )
+    said = an.add_mutually_exclusive_group(required=True)
+    said.add_argument("text", nargs="?", help="the announcement")
+    said.add_argument("--clear", action="store_true", help="remove the announcement")
+    _aggregator_options(an)
+    nt = sub.add_parser(
+        "note",
+        help="add a note to an incident",
+        description="Exit code: 0 saved, 1 the aggregator refused (e.g. no such incident), "
+        "3 it cannot be reached. Token from VIGIL_TOKEN.",
+    )
+    nt.add_argument("incident_id", type=int, metavar="INCIDENT_ID", help="the incident's id")
+    nt.add_argument("text", help="the note")
+    _aggregator_options(nt)
+    mt = sub.add_parser(
+        "maintenance",
+        help="open a maintenance window: a target's alerts silenced for a while (or --list)",
+        description="Records a window on TARGET and silences the target's alerts on every "
+        "Alertmanager. Exit code: 0 done, 1 the aggregator refused, or the window is recorded "
+        "but not every Alertmanager silenced it, 3 the aggregator cannot be reached. Token "
+        "from VIGIL_TOKEN.",
+    )
+    what = mt.add_mutually_exclusive_group(required=True)
+    what.add_argument("target", nargs="?", metavar="TARGET", help="the target's name")
+    what.add_argument(
+        "--list", action="store_true", dest="list_windows", help="list the maintenance windows"
+    )
+    mt.add_argument("reason", nargs="?", help="why, kept with the window and its silences")
+    mt.add_argument(
+        "--for",
+        dest="duration",
+        type=_window,
+        metavar="DURATION",
+        help="how long: 90s, 30m, 2h or 1d (at most 7 days)",
+    )
+    _aggregator_options(mt)
+
+
+def _run_operator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    token = os.environ.get("VIGIL_TOKEN")
+    if args.command == "announce":
+        return history.announce(
+            args.url, args.text, args.clear, args.json, token, sys.stdout, sys.stderr
+        )
+    if args.command == "note":
+        return history.note(
+            args.url, args.incident_id, args.text, args.json, token, sys.stdout, sys.stderr
+        )
+    if args.list_windows:
+        if args.duration is not None or args.reason is not None:
+            parser.error("maintenance --list takes no --for or reason")
+        return history.maintenance_list(args.url, args.json, token, sys.stdout, sys.stderr)
+    if args.duration is None or not args.reason:
+        parser.error("maintenance TARGET needs --for DURATION and a reason")
+    return history.maintenance(
+        args.url,
+        args.target,
+        args.duration,
+        args.reason,
+        args.json,
+        token,
+        sys.stdout,
+        sys.stderr,
+    )
 
 
 def _target_options(dm: argparse.ArgumentParser) -> None:

@@ -324,9 +324,7 @@ class Rollups:
         start = self._minute_start
         minute, self._minute = self._minute, {}
         self._minute_start = current
-        checkpoint = (
-            len(self._coarse) <= SMALL_FLEET or (current // 60) % CHECKPOINT_MINUTES == 0
-        )
+        checkpoint = len(self._coarse) <= SMALL_FLEET or (current // 60) % CHECKPOINT_MINUTES == 0
         names = list(self._verdicts)
         for i in range(0, len(names), SLICE):
             out = Flushed()

@@ -262,7 +262,15 @@ async def index(request: web.Request) -> web.Response:
     src = deps.sources()
     shown = views.status(src, deps.clock(), query)
     names = [t.target for t in shown.targets]
-    html = page.status_page(shown, views.histories(src, names), views.alerts(src), query)
+    history = deps.history
+    html = page.status_page(
+        shown,
+        views.histories(src, names),
+        views.alerts(src),
+        query,
+        top=history.page_top() if history is not None else "",
+        bottom=history.page_bottom() if history is not None else "",
+    )
     return web.Response(text=html, content_type="text/html")
 
 
@@ -275,7 +283,8 @@ async def target_page(request: web.Request) -> web.Response:
     why = views.explain(deps.sources(), name, deps.rule_for(name), now)
     if detail is None or why is None:
         raise web.HTTPNotFound(text=f"unknown target {name}")
-    return web.Response(text=page.target_page(detail, why), content_type="text/html")
+    extra = await deps.history.target_extra(name) if deps.history is not None else ""
+    return web.Response(text=page.target_page(detail, why, extra), content_type="text/html")
 
 
 def make_app(deps: Deps) -> web.Application:

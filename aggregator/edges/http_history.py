@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Awaitable, Callable
+from html import escape
 from typing import Annotated, TypeVar
 
 from aiohttp import web
@@ -22,7 +23,7 @@ from aggregator.core.incidents import Incident
 from aggregator.edges import historyapi as api
 from aggregator.edges.historydb import StorageError
 from aggregator.edges.historyread import incident as read_incident
-from aggregator.present import charts
+from aggregator.present import charts, historypage
 from aggregator.present import historyviews as hv
 from aggregator.recorder import (
     MAX_ANNOUNCEMENT_CHARS,
@@ -120,12 +121,14 @@ class HistoryRoutes:
         slo: SloConfig,
         clock: Callable[[], float],
         verdict_of: Callable[[str], str | None],
+        verdicts: Callable[[], list[tuple[str, str]]] = list,
         make_silences: MakeSilences | None = None,
     ) -> None:
         self._history = history
         self._slo = slo
         self._clock = clock
         self._verdict_of = verdict_of
+        self._verdicts = verdicts
         self._make_silences = make_silences
 
     def add_to(self, app: web.Application) -> None:
@@ -145,6 +148,64 @@ class HistoryRoutes:
         r.add_post("/api/v1/maintenance", self.maintenance)
         r.add_get("/badge/{target}/status.svg", self.status_badge)
         r.add_get("/badge/{target}/uptime.svg", self.uptime_badge)
+        r.add_get("/public", self.public)
+
+    # -- parts of the operator pages ------------------------------------------------------
+
+    def page_top(self) -> str:
+        """Banners for the status page: the announcement, and outages open over 15 minutes."""
+        if self._history is None:
+            return ""
+        now = self._clock()
+        held = self._history.announcement
+        doc = None if held is None else hv.AnnouncementDoc(text=held.text, at=held.at)
+        outages = [hv.incident_doc(i, now) for i in self._history.incidents.open_incidents()]
+        return historypage.banners(doc, outages, now)
+
+    def page_bottom(self) -> str:
+        """The maintenance windows for the status page."""
+        if self._history is None:
+            return ""
+        now = self._clock()
+        return historypage.maintenance([hv.window_doc(w, now) for w in self._history.windows(now)])
+
+    async def target_extra(self, name: str) -> str:
+        """Uptime, latency chart and incidents for one target's page."""
+        if self._history is None:
+            return ""
+        now = self._clock()
+        db = self._history.db
+        try:
+            uptime = await api.uptime_view(db, name, now, self._slo)
+            latency = await api.latency_view(db, name, now, 24, list(self._slo.latency_budgets_ms))
+            incidents = await api.incidents_view(db, now, target=name, limit=20)
+        except StorageError as exc:
+            return f"<p role=alert>History unavailable: {escape(str(exc))}</p>"
+        return (
+            historypage.banners(None, [i for i in incidents.incidents if i.open], now)
+            + historypage.uptime_section(uptime)
+            + historypage.latency_section(latency)
+            + "<h2>Incidents</h2>"
+            + historypage.incidents_table(incidents.incidents)
+        )
+
+    async def public(self, _request: web.Request) -> web.Response:
+        """The customers' page: verdicts, uptime, incidents and banner; nothing internal."""
+        now = self._clock()
+        uptime = None
+        incidents: list[hv.IncidentDoc] = []
+        announcement = None
+        if self._history is not None:
+            held = self._history.announcement
+            if held is not None:
+                announcement = hv.AnnouncementDoc(text=held.text, at=held.at)
+            try:
+                uptime = await api.uptime_list_view(self._history.db, now, self._slo)
+                incidents = (await api.incidents_view(self._history.db, now, limit=20)).incidents
+            except StorageError:
+                uptime = None  # the verdicts still show
+        html = historypage.public_page(self._verdicts(), uptime, incidents, announcement, now)
+        return web.Response(text=html, content_type="text/html")
 
     async def incidents(self, request: web.Request) -> web.Response:
         """Incidents newest first: `?target=&since=&before=&limit=`."""

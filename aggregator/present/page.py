@@ -55,6 +55,8 @@ a{color:#0b4f9c}
 .filters a[aria-current]{font-weight:700;border-color:#1b1b1b;text-decoration:none}
 form{margin:.5rem 0 1rem} input{font:inherit;padding:.2rem .4rem}
 .paging{margin:1rem 0;display:flex;gap:1.5rem}
+.banner{background:#fff4d6;border:1px solid #c99a00;padding:.5rem .8rem;margin:.5rem 0}
+.banner.outage{background:#fde8e6;border-color:#b3261e}
 """
 
 # The search box is a GET form to the page itself, hence form-action 'self' (the API's
@@ -216,8 +218,14 @@ def status_page(
     histories: Mapping[str, Mapping[str, Sequence[RecentPoint]]],
     alerts: AlertsResponse,
     query: StatusQuery | None = None,
+    *,
+    top: str = "",
+    bottom: str = "",
 ) -> str:
-    """Counts, filters and search, then a page of the grid (problems first), then the alerts."""
+    """Counts, filters and search, then a page of the grid (problems first), then the alerts.
+
+    `top` (banners) and `bottom` (maintenance) are HTML from `historypage`.
+    """
     query = query or StatusQuery()
     head = "".join(f"<th>{escape(r)}</th>" for r in status.regions)
     rows = []
@@ -262,9 +270,9 @@ def status_page(
     body = (
         "<h1>Vigil</h1>"
         f"<p class=meta>Updated {clock(status.generated_at)} · "
-        f"refreshes every {REFRESH_SECONDS} s{ready}</p>{summary}{_filters(status, query)}"
-        f"{_search(query)}{shown}{table}{_paging(status, query)}"
-        f"<h2>Alerts</h2>{_alerts(alerts)}"
+        f"refreshes every {REFRESH_SECONDS} s{ready}</p>{top}{summary}"
+        f"{_filters(status, query)}{_search(query)}{shown}{table}{_paging(status, query)}"
+        f"<h2>Alerts</h2>{_alerts(alerts)}{bottom}"
     )
     return _page("Vigil status", body)
 
@@ -278,8 +286,11 @@ def query_error_page(message: str) -> str:
     return _page("Vigil: bad query", body, refresh=False)
 
 
-def target_page(detail: TargetDetail, why: ExplainResponse) -> str:
-    """One target: the rule's arithmetic, each region's part, and recent results."""
+def target_page(detail: TargetDetail, why: ExplainResponse, extra: str = "") -> str:
+    """One target: the rule's arithmetic, each region's part, and recent results.
+
+    `extra` (uptime, latency chart, incidents) is HTML from `historypage`.
+    """
     regions = "".join(
         f"<tr class='{r.counted_as if r.counted_as != 'ok' else 'ok'}'>"
         f"<th>{escape(r.region)}</th><td><span class=state>{r.counted_as.upper()}</span></td>"
@@ -305,7 +316,7 @@ def target_page(detail: TargetDetail, why: ExplainResponse) -> str:
         f"<h2>Why</h2><ul>{''.join(f'<li>{escape(line)}</li>' for line in why.arithmetic)}</ul>"
         "<table><thead><tr><th>Region</th><th>Counted as</th><th>Because</th>"
         "<th>Failures / needed</th><th>Successes / to recover</th><th>Failing since</th></tr>"
-        f"</thead><tbody>{regions}</tbody></table>"
+        f"</thead><tbody>{regions}</tbody></table>{extra}"
         "<h2>Recent results</h2><table><thead><tr><th>Started</th><th>Region</th><th>Outcome</th>"
         f"<th>Status</th><th>Latency</th></tr></thead><tbody>{''.join(history)}</tbody></table>"
     )
