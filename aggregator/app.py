@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -70,6 +71,7 @@ class Aggregator:
         Raises:
             ConfigError: the tokens file cannot be read.
         """
+        tokens = self.config.api.all_tokens()
         return Deps(
             engine=self.engine,
             store=self.store,
@@ -78,7 +80,7 @@ class Aggregator:
             registry=self.registry,
             rule_for=self.config.rule_for,
             clock=self.clock,
-            tokens=self.config.api.all_tokens(),
+            tokens=tokens,
             protect_probes=self.config.api.protect_probes,
             on_error=self.metrics.view_failed,
             metrics_text=self.metrics.exposition,
@@ -89,6 +91,7 @@ class Aggregator:
                 verdict_of=self._verdict_of,
                 verdicts=self._verdicts,
                 make_silences=self.make_silences,
+                changes_allowed=bool(tokens) or is_loopback(self.config.listen),
             ),
             public_badges=self.config.api.public_badges,
             public_page=self.config.api.public_page,
@@ -103,6 +106,15 @@ class Aggregator:
     def _verdict_of(self, target: str) -> str | None:
         snap = self.engine.snapshot(target)
         return None if snap is None else snap.verdict.value
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether `listen` is a loopback address (only this machine can connect)."""
+    host, _ = parse_listen(listen)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def alert_settings(config: AggregatorConfig) -> AlertSettings:

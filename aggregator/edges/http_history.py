@@ -79,6 +79,14 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _refuse_changes() -> web.Response:
+    return _error(
+        403,
+        "changes need an API token: set VIGIL_API_TOKENS or api.tokens_file (without one, "
+        "only an aggregator listening on a loopback address accepts them)",
+    )
+
+
 def _off() -> web.Response:
     return _error(404, "history is off: set storage.path in the aggregator's config")
 
@@ -123,6 +131,7 @@ class HistoryRoutes:
         verdict_of: Callable[[str], str | None],
         verdicts: Callable[[], list[tuple[str, str]]] = list,
         make_silences: MakeSilences | None = None,
+        changes_allowed: bool = True,
     ) -> None:
         self._history = history
         self._slo = slo
@@ -130,6 +139,9 @@ class HistoryRoutes:
         self._verdict_of = verdict_of
         self._verdicts = verdicts
         self._make_silences = make_silences
+        # Banners, notes and maintenance (which silences pages) need a token, or an
+        # aggregator only this machine can reach: never open to whoever reaches the port.
+        self._changes_allowed = changes_allowed
 
     def add_to(self, app: web.Application) -> None:
         """Register every route."""
@@ -259,6 +271,8 @@ class HistoryRoutes:
 
     async def note(self, request: web.Request) -> web.Response:
         """Attach a note to an incident: `{"text": ...}`."""
+        if not self._changes_allowed:
+            return _refuse_changes()
         found = await self._incident_or_error(request)
         if isinstance(found, web.Response):
             return found
@@ -322,6 +336,8 @@ class HistoryRoutes:
 
     async def announce(self, request: web.Request) -> web.Response:
         """Set the banner: `{"text": ...}`."""
+        if not self._changes_allowed:
+            return _refuse_changes()
         if self._history is None:
             return _off()
         body = await _body(request, TextIn)
@@ -332,6 +348,8 @@ class HistoryRoutes:
 
     async def clear(self, _request: web.Request) -> web.Response:
         """Take the banner down."""
+        if not self._changes_allowed:
+            return _refuse_changes()
         if self._history is None:
             return _off()
         self._history.clear_announcement()
@@ -347,6 +365,8 @@ class HistoryRoutes:
 
     async def maintenance(self, request: web.Request) -> web.Response:
         """Open a maintenance window now and silence the target in every Alertmanager peer."""
+        if not self._changes_allowed:
+            return _refuse_changes()
         if self._history is None:
             return _off()
         body = await _body(request, MaintenanceIn)

@@ -205,3 +205,34 @@ async def test_history_off_says_so() -> None:
         resp = await c.get("/api/v1/incidents")
         assert resp.status == 404
         assert "storage.path" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "tokens", "allowed"),
+    [
+        ("127.0.0.1:8080", [], True),  # only this machine reaches it
+        ("0.0.0.0:8080", [], False),  # anyone reaching the port could silence pages
+        ("0.0.0.0:8080", ["tok-1"], True),  # with the token
+    ],
+)
+async def test_changes_need_a_token_unless_only_this_machine_can_ask(
+    db: Path, listen: str, tokens: list[str], allowed: bool
+) -> None:
+    clock = Clock(START)
+    agg = build(
+        config(db, listen=listen, api={"tokens": tokens}), CollectorRegistry(), None, clock=clock
+    )
+    headers = {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        for method, path, body in (
+            ("POST", "/api/v1/announcements", {"text": "x"}),
+            ("DELETE", "/api/v1/announcements", None),
+            ("POST", "/api/v1/maintenance", {"target": "api", "duration_s": 60, "reason": "r"}),
+        ):
+            resp = await c.request(method, path, json=body, headers=headers)
+            expected = (200, 201) if allowed else (403,)
+            assert resp.status in expected, (method, path, await resp.text())
+        # Reading never needed it.
+        resp = await c.get("/api/v1/announcements", headers=headers)
+        assert resp.status == 200
+    close(agg)
