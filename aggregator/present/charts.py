@@ -208,7 +208,7 @@ def _legend(
     parts: list[str] = []
     x, row = left, 0
     for colour, words in entries:
-        advance = 26 + text_width(words) * 10 / 11 + 14
+        advance = 26 + text_width(words) + 14
         if x > left and x + advance > right:
             x, row = left, row + 1
         y = top + row * LEGEND_ROW
@@ -267,7 +267,7 @@ def latency_chart(
     top = max(max(values), max(budgets, default=0.0)) * 1.1 or 1.0
     ticks = _value_ticks(top)
     x0 = max(36.0, 10 + max(text_width(label) for _, label in ticks) * 10 / 11)
-    x1, y0, y1 = width - 12.0, 26.0, height - 22.0
+    x1, y0, y1 = width - 20.0, 26.0, height - 22.0
 
     def x(t: float) -> str:
         return _n(x0 + (t - start) / (end - start) * (x1 - x0))
@@ -300,9 +300,9 @@ def latency_chart(
             f'fill="#444">{_utc(t, fmt)}</text>'
         )
     body.append(
-        f'<text x="{_n(x0 - 4)}" y="{_n(y1 + 15)}" text-anchor="end" font-size="10" '
-        f'fill="#444">UTC</text><path d="M{_n(x0)},{_n(y0)}V{_n(y1)}H{_n(x1)}" fill="none" '
-        'stroke="#999"/>'
+        f'<text x="{_n(x1)}" y="16" text-anchor="end" font-size="10" fill="#444">'
+        "time in UTC</text>"
+        f'<path d="M{_n(x0)},{_n(y0)}V{_n(y1)}H{_n(x1)}" fill="none" stroke="#999"/>'
     )
     entries: list[tuple[str, str]] = [("#444", "p50 solid / p95 dashed")]
     for i, region in enumerate(regions):
