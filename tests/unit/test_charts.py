@@ -325,7 +325,8 @@ def test_uptime_bar_has_one_titled_rect_per_day() -> None:
 
 def test_uptime_bar_describes_the_days_in_words() -> None:
     """The description counts the days and names the worst one."""
-    days: list[DayCell] = [(START + 86400 * i, 1.0) for i in range(89)] + [(START - 86400, 0.5)]
+    days: list[DayCell] = [(START + 86400 * i, 1.0) for i in range(89)]
+    days.append((START - 86400, 0.5))
     root = parse(uptime_bar(days))
     assert len(root.findall(f"{NS}rect")) == 90
     assert root.findtext(f"{NS}desc") == (
