@@ -95,7 +95,7 @@ class History:
         self._clock = clock
         self._windows: list[Window] = []
         self._next_window = 1
-        self.rollups = Rollups(self.in_maintenance)
+        self.rollups = Rollups(self.maintenance_overlap)
         self.incidents = IncidentBook(in_maintenance=self.in_maintenance)
         self._announcement: Announcement | None = None
         self._next_announcement = 1
@@ -201,6 +201,21 @@ class History:
         self.db.write_deploys(flushed.deploys)
 
     # -- maintenance windows --------------------------------------------------------------
+
+    def maintenance_overlap(self, target: str, start: float, end: float) -> float:
+        """Seconds of [start, end) inside a maintenance window of `target`."""
+        spans = sorted(
+            (max(w.starts_at, start), min(w.ends_at, end))
+            for w in self._windows
+            if w.target == target and w.starts_at < end and w.ends_at > start
+        )
+        covered, reach = 0.0, start
+        for a, b in spans:  # overlapping windows count once
+            a = max(a, reach)
+            if b > a:
+                covered += b - a
+                reach = b
+        return covered
 
     def in_maintenance(self, target: str, at: float) -> bool:
         """Whether a maintenance window covers `target` at `at`."""

@@ -92,8 +92,13 @@ class Sketch:
         if len(blob) % _PAIR.size:
             raise ValueError("not a sketch")
         s = cls()
+        last = None
         for i, c in _PAIR.iter_unpack(blob):
-            s.counts[i] = s.counts.get(i, 0) + c
+            # `encode` writes strictly increasing indices, each with a positive count.
+            if c <= 0 or (last is not None and i <= last):
+                raise ValueError("not a sketch")
+            last = i
+            s.counts[i] = c
             s.n += c
         return s
 
@@ -141,17 +146,16 @@ class TargetBucket:
     maint_ms: int = 0
     unknown_ms: int = 0
 
-    def add(self, verdict: Verdict, ms: int, maintenance: bool) -> None:
-        """Count `ms` of `verdict`."""
+    def add(self, verdict: Verdict, ms: int, maintenance_ms: int = 0) -> None:
+        """Count `ms` of `verdict`, of which `maintenance_ms` inside a maintenance window."""
         if verdict is Verdict.UP:
             self.up_ms += ms
         elif verdict is Verdict.DEGRADED:
             self.degraded_ms += ms
         elif verdict is Verdict.DOWN:
-            if maintenance:
-                self.maint_ms += ms
-            else:
-                self.down_ms += ms
+            maint = min(max(maintenance_ms, 0), ms)
+            self.maint_ms += maint
+            self.down_ms += ms - maint
         else:
             self.unknown_ms += ms
 
@@ -210,15 +214,15 @@ SLICE = 500
 SMALL_FLEET = 6_000
 CHECKPOINT_MINUTES = 5
 
-# In maintenance at this time? (target, epoch seconds)
-InMaintenance = Callable[[str, float], bool]
+# How many seconds of [start, end) a maintenance window covers: (target, start, end).
+MaintenanceOverlap = Callable[[str, float, float], float]
 
 
 class Rollups:
     """The open buckets of every (target, region) and target, and what closes them."""
 
-    def __init__(self, in_maintenance: InMaintenance = lambda _t, _at: False) -> None:
-        self._in_maintenance = in_maintenance
+    def __init__(self, maintenance: MaintenanceOverlap = lambda _t, _start, _end: 0.0) -> None:
+        self._maintenance = maintenance
         # The open minute per (target, region); its start.
         self._minute: dict[tuple[str, str], RegionBucket] = {}
         self._minute_start: int | None = None
@@ -390,7 +394,7 @@ class Rollups:
         """Count [start, end) of `verdict`, split at every tier's bucket edges."""
         if end <= start:
             return
-        maintenance = verdict is Verdict.DOWN and self._in_maintenance(target, (start + end) / 2)
+        down = verdict is Verdict.DOWN
         for tier in Tier:
             t = start
             while t < end:
@@ -404,5 +408,6 @@ class Rollups:
                     held = None
                 if held is None:
                     held = self._target_open[key] = (bucket, TargetBucket())
-                held[1].add(verdict, round((edge - t) * 1000), maintenance)
+                covered = self._maintenance(target, t, edge) if down else 0.0
+                held[1].add(verdict, round((edge - t) * 1000), round(covered * 1000))
                 t = edge

@@ -167,7 +167,8 @@ def _migrate(conn: sqlite3.Connection) -> int:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > len(MIGRATIONS):
         raise StorageError(
-            f"schema version {version} is newer than this Vigil knows ({len(MIGRATIONS)})"
+            f"schema version {version} is newer than this Vigil knows ({len(MIGRATIONS)}): "
+            "written by a newer Vigil; upgrade, or move the file away to start a new history"
         )
     for number in range(version, len(MIGRATIONS)):
         conn.execute("BEGIN IMMEDIATE")
@@ -265,7 +266,10 @@ class HistoryDB:
             if str(mode).lower() != "wal":
                 log.warning("history_not_wal", extra={"path": str(self.path), "mode": mode})
             conn.execute("PRAGMA synchronous=NORMAL")
-            _migrate(conn)
+            try:
+                _migrate(conn)
+            except StorageError as exc:
+                raise StorageError(f"storage.path: {self.path}: {exc}") from None
             check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if check != "ok":
                 raise StorageError(f"storage.path: {self.path}: the database is corrupt ({check})")

@@ -91,6 +91,21 @@ def _off() -> web.Response:
     return _error(404, "history is off: set storage.path in the aggregator's config")
 
 
+MAX_ID = 2**63 - 1
+
+
+def parse_id(text: str) -> int:
+    """An incident id: a positive integer SQLite can hold.
+
+    Raises:
+        ValueError: anything else.
+    """
+    value = int(text)
+    if not 1 <= value <= MAX_ID:
+        raise ValueError(f"an id is 1..{MAX_ID}")
+    return value
+
+
 def parse_time(text: str) -> float:
     """Epoch seconds, or an RFC 3339 / ISO 8601 time (UTC when no offset is given).
 
@@ -226,7 +241,7 @@ class HistoryRoutes:
         query = request.query
         try:
             since = parse_time(query["since"]) if "since" in query else None
-            before = int(query["before"]) if "before" in query else None
+            before = parse_id(query["before"]) if "before" in query else None
             limit = int(query.get("limit", "100"))
             if not 1 <= limit <= 500:
                 raise ValueError("limit must be 1..500")
@@ -250,9 +265,9 @@ class HistoryRoutes:
         if self._history is None:
             return _off()
         try:
-            incident_id = int(request.match_info["id"])
+            incident_id = parse_id(request.match_info["id"])
         except ValueError:
-            return _error(400, "an incident id is a number")
+            return _error(400, f"an incident id is a number, 1..{MAX_ID}")
         try:
             found = await self._history.db.read(lambda c: read_incident(c, incident_id))
         except StorageError as exc:

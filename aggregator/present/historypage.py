@@ -168,8 +168,8 @@ def incidents_table(incidents: Sequence[IncidentDoc], *, public: bool = False) -
         note = (" · note: " + i.note) if i.note else ""
         maint = " · during maintenance" if i.maintenance else ""
         rows.append(
-            f"<tr>{cells}<td>{escape(regions)}</td><td>{escape(versions)}</td>"
-            f"<td>{escape(maint + note)}</td></tr>"
+            f'<tr data-incident="{i.id}">{cells}<td>{escape(regions)}</td>'
+            f"<td>{escape(versions)}</td><td>{escape(maint + note)}</td></tr>"
         )
     extra = (
         ""

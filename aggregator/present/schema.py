@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 
 from aggregator.present import historyviews as hv
 from aggregator.present.listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_SEARCH, VERDICTS
-from wire.result import Phases, VersionErrorKind
+from wire.result import NAME_PATTERN, Phases, VersionErrorKind
 
 
 class _Model(BaseModel):
@@ -289,20 +289,30 @@ def _history_paths() -> dict[str, Any]:
 
     def body(model: str, summary: str) -> dict[str, Any]:
         op: dict[str, Any] = _op(summary, model, errors=(400, 401, 404))["get"]
-        fields = {
-            "AnnouncementDoc": {"text": {"type": "string"}},
-            "IncidentDoc": {"text": {"type": "string"}},
+
+        def text(most: int) -> dict[str, Any]:
+            return {"type": "string", "minLength": 1, "maxLength": most}
+
+        bodies: dict[str, dict[str, dict[str, Any]]] = {
+            "AnnouncementDoc": {"text": text(500)},
+            "IncidentDoc": {"text": text(2000)},
             "WindowDoc": {
-                "target": {"type": "string"},
-                "duration_s": {"type": "number"},
-                "reason": {"type": "string"},
+                "target": {"type": "string", "pattern": NAME_PATTERN},
+                "duration_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 86400},
+                "reason": text(500),
             },
-        }[model]
+        }
+        fields = bodies[model]
         op["requestBody"] = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"type": "object", "properties": fields, "required": list(fields)}
+                    "schema": {
+                        "type": "object",
+                        "properties": fields,
+                        "required": list(fields),
+                        "additionalProperties": False,
+                    }
                 }
             },
         }
@@ -318,6 +328,7 @@ def _history_paths() -> dict[str, Any]:
     incident["get"]["parameters"] = [path("id", "integer")]
     note = {"post": body("IncidentDoc", "Attach a note to an incident")}
     note["post"]["parameters"] = [path("id", "integer")]
+    note["post"]["responses"]["403"] = {"description": "changes need an API token"}
     latency = _op("p50/p95 per region", "LatencyResponse", target=True, errors=(400, 401, 404))
     latency["get"]["parameters"].append(
         q(
