@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from report import machine, now, write_figures, write_section  # noqa: E402
 
 from aggregator.app import build  # noqa: E402
-from aggregator.config import AggregatorConfig  # noqa: E402
+from aggregator.config import AggregatorConfig, StorageConfig  # noqa: E402
 from aggregator.edges.mqtt import Subscriber  # noqa: E402
 from demo.local import free_port, mosquitto_binary, mosquitto_conf, wait_port  # noqa: E402
 from runtime.config import MqttSettings  # noqa: E402
@@ -161,12 +161,16 @@ async def drain_bare(port: int, expect: int, protocol: str, client_id: str) -> d
     return watch.figures()
 
 
-async def drain_aggregator(port: int, expect: int, protocol: str, client_id: str) -> dict[str, Any]:
+async def drain_aggregator(
+    port: int, expect: int, protocol: str, client_id: str, storage: Path | None = None
+) -> dict[str, Any]:
+    """Drain `expect` results through the aggregator; with `storage`, history goes to that file."""
     config = AggregatorConfig(
         regions=list(REGIONS),
         mqtt=MqttSettings.model_validate({"url": f"mqtt://127.0.0.1:{port}", "protocol": protocol}),
         client_id=client_id,
         startup_grace=1,
+        storage=StorageConfig(path=storage),
     )
     registry = CollectorRegistry()
     agg = build(config, registry, None)
@@ -194,6 +198,8 @@ async def drain_aggregator(port: int, expect: int, protocol: str, client_id: str
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    if agg.history is not None:
+        agg.history.close()
     applied = sum(
         registry.get_sample_value("vigil_results_received_total", {"region": r}) or 0
         for r in REGIONS
