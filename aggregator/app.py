@@ -92,6 +92,7 @@ class Aggregator:
                 verdicts=self._verdicts,
                 make_silences=self.make_silences,
                 changes_allowed=bool(tokens) or is_loopback(self.config.listen),
+                regions=self.config.regions,
             ),
             public_badges=self.config.api.public_badges,
             public_page=self.config.api.public_page,

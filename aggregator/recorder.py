@@ -148,7 +148,10 @@ class History:
 
     def close(self) -> None:
         """Write what is open (so a restart resumes it) and close the file."""
-        self.db.close()
+        try:
+            self._write(self.rollups.open_rows())
+        finally:
+            self.db.close()
 
     # -- the pipeline's calls -------------------------------------------------------------
 

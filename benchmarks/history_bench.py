@@ -75,6 +75,9 @@ PENDING_LIMIT = 300_000
 GOAL_MS = 100.0
 DEFAULT_OUTPUT = Path(tempfile.gettempdir()) / "helperC" / "history_figures.md"
 
+# Reading a file alone: nothing open in memory.
+NONE_OPEN = api.OpenBuckets({}, {})
+
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -366,9 +369,11 @@ async def query_times(db: HistoryDB, gen: Generated, repeat: int) -> dict[str, l
     every = names(gen.targets)
     middle = max(1, gen.incidents // 2)
     views: dict[str, Callable[[str], Awaitable[object]]] = {
-        "uptime of a target (`uptime_view`)": lambda t: api.uptime_view(db, t, at, slo),
-        "latency, 24 h of hourly rows": lambda t: api.latency_view(db, t, at, 24, budgets),
-        "latency, 6 h of minute rows": lambda t: api.latency_view(db, t, at, 6, budgets),
+        "uptime of a target (`uptime_view`)": lambda t: api.uptime_view(db, t, at, slo, NONE_OPEN),
+        "latency, 24 h of hourly rows": lambda t: api.latency_view(
+            db, t, at, 24, budgets, NONE_OPEN
+        ),
+        "latency, 1 h of minute rows": lambda t: api.latency_view(db, t, at, 1, budgets, NONE_OPEN),
         "incidents of a target (20)": lambda t: api.incidents_view(db, at, target=t, limit=20),
         "incidents, all targets (20)": lambda _t: api.incidents_view(db, at, limit=20),
         "incidents, all, a page back": lambda _t: api.incidents_view(
@@ -377,17 +382,17 @@ async def query_times(db: HistoryDB, gen: Generated, repeat: int) -> dict[str, l
         "incidents since 7 d (100)": lambda _t: api.incidents_view(
             db, at, since=at - 7 * 86400, limit=100
         ),
-        "uptime list, every target": lambda _t: api.uptime_list_view(db, at, slo),
+        "uptime list, every target": lambda _t: api.uptime_list_view(db, at, slo, None),
     }
 
     async def target_page(t: str) -> None:
         # What `HistoryRoutes.target_extra` runs for one target's page.
-        await api.uptime_view(db, t, at, slo)
-        await api.latency_view(db, t, at, 24, budgets)
+        await api.uptime_view(db, t, at, slo, NONE_OPEN)
+        await api.latency_view(db, t, at, 24, budgets, NONE_OPEN)
         await api.incidents_view(db, at, target=t, limit=20)
 
     async def overview(_t: str) -> None:
-        await api.uptime_list_view(db, at, slo)
+        await api.uptime_list_view(db, at, slo, None)
         await api.incidents_view(db, at, limit=20)
 
     views["target page (uptime + latency + incidents)"] = target_page
@@ -419,10 +424,10 @@ async def plans(db: HistoryDB, gen: Generated) -> list[str]:
     at = float(gen.now + 30)
     target = names(gen.targets)[0]
     slo = SloConfig()
-    await api.uptime_view(db, target, at, slo)
-    await api.uptime_list_view(db, at, slo)
-    await api.latency_view(db, target, at, 24, [])
-    await api.latency_view(db, target, at, 6, [])
+    await api.uptime_view(db, target, at, slo, NONE_OPEN)
+    await api.uptime_list_view(db, at, slo, None)
+    await api.latency_view(db, target, at, 24, [], NONE_OPEN)
+    await api.latency_view(db, target, at, 1, [], NONE_OPEN)
     await api.incidents_view(db, at, target=target, limit=20)
     await api.incidents_view(db, at, since=at - 86400, limit=20)
     await db.read(untrace)

@@ -207,12 +207,11 @@ class Flushed:
 _COARSE = (Tier.HOUR, Tier.DAY)
 # Targets or pairs handled per slice of a flush: a few milliseconds of the event loop.
 SLICE = 500
-# The open hour and day buckets are written every minute while there are at most
-# `SMALL_FLEET` of them, beyond that every `CHECKPOINT_MINUTES` (closed ones always at once):
-# a restart resumes them at most that far behind, and the API's current hour and day lag by
-# as much. Every minute at 10,000 x 3 would double the objects a flush makes (GC pauses).
-SMALL_FLEET = 6_000
-CHECKPOINT_MINUTES = 5
+# The open hour and day buckets are written every this many minutes and at a clean stop
+# (closed ones at once), only so a restart can resume them: the API reads the open ones from
+# memory (`open_target`, `open_regions`). Every minute would write a page per (target,
+# region) a minute and double the objects a flush makes (GC pauses at 10,000 x 3).
+CHECKPOINT_MINUTES = 15
 
 # How many seconds of [start, end) a maintenance window covers: (target, start, end).
 MaintenanceOverlap = Callable[[str, float, float], float]
@@ -328,7 +327,7 @@ class Rollups:
         start = self._minute_start
         minute, self._minute = self._minute, {}
         self._minute_start = current
-        checkpoint = len(self._coarse) <= SMALL_FLEET or (current // 60) % CHECKPOINT_MINUTES == 0
+        checkpoint = (current // 60) % CHECKPOINT_MINUTES == 0
         names = list(self._verdicts)
         for i in range(0, len(names), SLICE):
             out = Flushed()
@@ -389,6 +388,47 @@ class Rollups:
                         del self._coarse[key]
                         out.regions.append(RegionRow(*key, *coarse, True))
                 yield out
+
+    # -- the open buckets, for readers and a clean stop ------------------------------------
+
+    def open_target(self, target: str) -> dict[Tier, tuple[int, TargetBucket]]:
+        """Copies of one target's open hour and day verdict buckets (as of the last flush)."""
+        out = {}
+        for tier in _COARSE:
+            held = self._target_open.get((tier, target))
+            if held is not None:
+                out[tier] = (held[0], replace(held[1]))
+        return out
+
+    def open_targets(self, tier: Tier) -> dict[str, tuple[int, TargetBucket]]:
+        """Copies of every target's open bucket of `tier`."""
+        return {
+            target: (held[0], replace(held[1]))
+            for (t, target), held in self._target_open.items()
+            if t is tier
+        }
+
+    def open_regions(
+        self, target: str, regions: Iterable[str]
+    ) -> dict[tuple[Tier, str], tuple[int, RegionBucket]]:
+        """Copies of one target's open hour and day buckets per region."""
+        out = {}
+        for tier in _COARSE:
+            for region in regions:
+                held = self._coarse.get((tier, target, region))
+                if held is not None:
+                    out[(tier, region)] = (held[0], held[1].copy())
+        return out
+
+    def open_rows(self) -> Flushed:
+        """Every open hour and day bucket as rows to write (a clean stop: resume them all)."""
+        out = Flushed()
+        for (tier, target, region), (bucket, data) in self._coarse.items():
+            out.regions.append(RegionRow(tier, target, region, bucket, data.copy(), False))
+        for (tier, target), (bucket, tdata) in self._target_open.items():
+            if tier is not Tier.MINUTE:
+                out.targets.append(TargetRow(tier, target, bucket, replace(tdata), False))
+        return out
 
     def _accrue(self, target: str, verdict: Verdict, start: float, end: float) -> None:
         """Count [start, end) of `verdict`, split at every tier's bucket edges."""

@@ -61,6 +61,13 @@ class CheckCounts:
     failures: int = 0
     inconclusive: int = 0
 
+    def __add__(self, other: CheckCounts) -> CheckCounts:
+        return CheckCounts(
+            self.checks + other.checks,
+            self.failures + other.failures,
+            self.inconclusive + other.inconclusive,
+        )
+
     def availability(self) -> float | None:
         """Successful share of the conclusive checks; None when there were none."""
         conclusive = self.checks - self.inconclusive

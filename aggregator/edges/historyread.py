@@ -66,13 +66,28 @@ def incident(conn: sqlite3.Connection, incident_id: int) -> Incident | None:
 def time_splits(
     conn: sqlite3.Connection, tier: Tier, start: float, end: float, target: str | None = None
 ) -> dict[str, TimeSplit]:
-    """Verdict time per target over the buckets of `tier` starting in [start, end)."""
+    """Verdict time per target over the closed buckets of `tier` starting in [start, end).
+
+    Open buckets are the caller's to add, from memory (`Rollups.open_target`).
+    """
+    if tier is Tier.MINUTE:
+        if target is None:
+            raise ValueError("minute rows are read one target at a time")
+        row = conn.execute(
+            "SELECT SUM(up_ms), SUM(degraded_ms), SUM(down_ms), SUM(maint_ms), SUM(unknown_ms) "
+            "FROM target_minutes WHERE bucket >= ? AND bucket < ? "
+            "AND pair = (SELECT id FROM pairs WHERE target = ? AND region = '')",
+            (start, end, target),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return {}
+        return {target: TimeSplit(*(int(v or 0) for v in row))}
     extra, args = ("AND p.target = ?", [target]) if target is not None else ("", [])
     rows = conn.execute(
         "SELECT p.target, SUM(t.up_ms), SUM(t.degraded_ms), SUM(t.down_ms), SUM(t.maint_ms), "  # noqa: S608 - fixed fragments
         "SUM(t.unknown_ms) FROM pairs p JOIN target_rollups t ON t.pair = p.id "
-        f"AND t.tier = ? AND t.bucket >= ? AND t.bucket < ? WHERE p.region = '' {extra} "
-        "GROUP BY p.target",
+        "AND t.tier = ? AND t.bucket >= ? AND t.bucket < ? AND t.open = 0 "
+        f"WHERE p.region = '' {extra} GROUP BY p.target",
         (int(tier), start, end, *args),
     )
     return {r[0]: TimeSplit(*(int(v or 0) for v in r[1:])) for r in rows}
@@ -86,7 +101,7 @@ def daily_splits(
         "SELECT t.bucket, t.up_ms, t.degraded_ms, t.down_ms, t.maint_ms, t.unknown_ms "
         "FROM target_rollups t JOIN pairs p ON p.id = t.pair "
         "WHERE p.target = ? AND p.region = '' AND t.tier = ? AND t.bucket >= ? AND t.bucket < ? "
-        "ORDER BY t.bucket",
+        "AND t.open = 0 ORDER BY t.bucket",
         (target, int(Tier.DAY), start, end),
     )
     return [(int(r[0]), TimeSplit(*(int(v) for v in r[1:]))) for r in rows]
@@ -99,7 +114,7 @@ def check_counts(
     rows = conn.execute(
         "SELECT p.region, SUM(r.checks), SUM(r.failures), SUM(r.inconclusive) "
         "FROM pairs p JOIN region_rollups r ON r.pair = p.id "
-        "AND r.tier = ? AND r.bucket >= ? AND r.bucket < ? "
+        "AND r.tier = ? AND r.bucket >= ? AND r.bucket < ? AND r.sketch IS NULL "
         "WHERE p.target = ? AND p.region != '' GROUP BY p.region",
         (int(tier), start, end, target),
     )
@@ -109,17 +124,27 @@ def check_counts(
 def latency(
     conn: sqlite3.Connection, target: str, tier: Tier, start: float, end: float
 ) -> list[LatencyRow]:
-    """One target's latency per region and bucket in [start, end), oldest first."""
-    rows = conn.execute(
-        "SELECT p.region, r.bucket, r.p50, r.p95, r.max FROM pairs p "
-        "JOIN region_rollups r ON r.pair = p.id AND r.tier = ? AND r.bucket >= ? "
-        "AND r.bucket < ? WHERE p.target = ? AND p.region != '' ORDER BY p.region, r.bucket",
-        (int(tier), start, end, target),
-    )
+    """One target's latency per region over the closed buckets in [start, end), oldest first."""
+    if tier is Tier.MINUTE:
+        sql = (
+            "SELECT p.region, r.bucket, r.p50, r.p95, r.max FROM pairs p "
+            "JOIN region_minutes r ON r.pair = p.id AND r.bucket >= ? AND r.bucket < ? "
+            "WHERE p.target = ? AND p.region != '' ORDER BY p.region, r.bucket"
+        )
+        args: tuple[object, ...] = (start, end, target)
+    else:
+        sql = (
+            "SELECT p.region, r.bucket, r.p50, r.p95, r.max FROM pairs p "
+            "JOIN region_rollups r ON r.pair = p.id AND r.tier = ? AND r.bucket >= ? "
+            "AND r.bucket < ? AND r.sketch IS NULL "
+            "WHERE p.target = ? AND p.region != '' ORDER BY p.region, r.bucket"
+        )
+        args = (int(tier), start, end, target)
 
     def ms(v: int | None) -> float | None:
         return None if v is None else v / _LATENCY_SCALE
 
+    rows = conn.execute(sql, args)
     return [LatencyRow(r[0], int(r[1]), ms(r[2]), ms(r[3]), ms(r[4])) for r in rows]
 
 

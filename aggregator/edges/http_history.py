@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 from typing import Annotated, TypeVar
 
@@ -147,6 +147,7 @@ class HistoryRoutes:
         verdicts: Callable[[], list[tuple[str, str]]] = list,
         make_silences: MakeSilences | None = None,
         changes_allowed: bool = True,
+        regions: Sequence[str] = (),
     ) -> None:
         self._history = history
         self._slo = slo
@@ -157,6 +158,11 @@ class HistoryRoutes:
         # Banners, notes and maintenance (which silences pages) need a token, or an
         # aggregator only this machine can reach: never open to whoever reaches the port.
         self._changes_allowed = changes_allowed
+        self._regions = tuple(regions)
+
+    def _opened(self, target: str) -> api.OpenBuckets:
+        rollups = self._history.rollups if self._history is not None else None
+        return api.OpenBuckets.of(rollups, target, self._regions)
 
     def add_to(self, app: web.Application) -> None:
         """Register every route."""
@@ -203,8 +209,10 @@ class HistoryRoutes:
         now = self._clock()
         db = self._history.db
         try:
-            uptime = await api.uptime_view(db, name, now, self._slo)
-            latency = await api.latency_view(db, name, now, 24, list(self._slo.latency_budgets_ms))
+            opened = self._opened(name)
+            uptime = await api.uptime_view(db, name, now, self._slo, opened)
+            budgets = list(self._slo.latency_budgets_ms)
+            latency = await api.latency_view(db, name, now, 24, budgets, opened)
             incidents = await api.incidents_view(db, now, target=name, limit=20)
         except StorageError as exc:
             return f"<p role=alert>History unavailable: {escape(str(exc))}</p>"
@@ -227,7 +235,9 @@ class HistoryRoutes:
             if held is not None:
                 announcement = hv.AnnouncementDoc(text=held.text, at=held.at)
             try:
-                uptime = await api.uptime_list_view(self._history.db, now, self._slo)
+                uptime = await api.uptime_list_view(
+                    self._history.db, now, self._slo, self._history.rollups
+                )
                 incidents = (await api.incidents_view(self._history.db, now, limit=20)).incidents
             except StorageError:
                 uptime = None  # the verdicts still show
@@ -302,8 +312,9 @@ class HistoryRoutes:
         if self._history is None:
             return _off()
         try:
+            name = request.match_info["target"]
             view = await api.uptime_view(
-                self._history.db, request.match_info["target"], self._clock(), self._slo
+                self._history.db, name, self._clock(), self._slo, self._opened(name)
             )
         except StorageError as exc:
             return _error(503, str(exc))
@@ -314,7 +325,9 @@ class HistoryRoutes:
         if self._history is None:
             return _off()
         try:
-            view = await api.uptime_list_view(self._history.db, self._clock(), self._slo)
+            view = await api.uptime_list_view(
+                self._history.db, self._clock(), self._slo, self._history.rollups
+            )
         except StorageError as exc:
             return _error(503, str(exc))
         return _json(view)
@@ -336,6 +349,7 @@ class HistoryRoutes:
                 self._clock(),
                 hours,
                 list(self._slo.latency_budgets_ms),
+                self._opened(request.match_info["target"]),
             )
         except StorageError as exc:
             return _error(503, str(exc))
@@ -413,7 +427,9 @@ class HistoryRoutes:
             return _error(400, f"window must be one of {', '.join(hv.WINDOWS)}")
         name = request.match_info["target"]
         try:
-            view = await api.uptime_view(self._history.db, name, self._clock(), self._slo)
+            view = await api.uptime_view(
+                self._history.db, name, self._clock(), self._slo, self._opened(name)
+            )
         except StorageError as exc:
             return _error(503, str(exc))
         found = next(w for w in view.windows if w.window == window)

@@ -56,13 +56,19 @@ async def test_pages_badges_and_public_page_in_a_real_browser(recorded: System) 
     assert incident["peak"] == "down"
     assert {r["region"] for r in incident["regions"]} == {"us-east", "eu-west", "ap-southeast"}
 
-    # Verdict time reaches the file when a minute closes: poll, bounded.
-    async def uptime_recorded() -> bool:
+    # Checks reach the hour's rollup when a minute closes: poll, bounded.
+    async def recorded() -> bool:
         doc = await get(system, "/api/v1/targets/api/uptime")
         day = next(w for w in doc["windows"] if w["window"] == "24h")
-        return bool(day["down_s"] > 0 and day["availability"] is not None)
+        latency = await get(system, "/api/v1/targets/api/latency")
+        return bool(
+            day["down_s"] > 0
+            and day["availability"] is not None
+            and len(latency["regions"]) == 3
+            and all(len(points) >= 1 for points in latency["regions"].values())
+        )
 
-    await wait_until_async(uptime_recorded, 150, what="a closed minute with the outage")
+    await wait_until_async(recorded, 150, what="a closed minute with the outage")
     async with system.session.post(
         f"{base}/api/v1/announcements", json={"text": "Investigating <b>checkout</b>"}
     ) as resp:

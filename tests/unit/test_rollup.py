@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from aggregator.core import rollup
 from aggregator.core.rollup import (
     CHECKPOINT_MINUTES,
     SKETCH_GAMMA,
@@ -200,12 +199,9 @@ def test_failed_and_inconclusive_checks_add_no_latency() -> None:
     assert row.data.sketch.quantile(0.5) is None
 
 
-def test_hour_and_day_rows_are_open_until_their_bucket_ends(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_hour_and_day_rows_are_open_until_their_bucket_ends() -> None:
     """Hour and day rows are written open (final=False) and become final once they end."""
-    # A large fleet: open buckets are written only every CHECKPOINT_MINUTES.
-    monkeypatch.setattr(rollup, "SMALL_FLEET", -1)
+    # Open buckets are written only every CHECKPOINT_MINUTES (readers take them from memory).
     r = Rollups()
     r.flush(DAY)
     r.observe(result(True, at=DAY + 1))
@@ -235,17 +231,34 @@ def test_hour_and_day_rows_are_open_until_their_bucket_ends(
     assert [(x.final, x.data.checks) for x in day0] == [(True, 7)]
 
 
-def test_a_small_fleet_writes_its_open_hour_every_minute() -> None:
-    """Below SMALL_FLEET pairs the open hour and day are written at every minute's close."""
+def test_open_buckets_are_read_from_memory_and_written_whole_at_a_clean_stop() -> None:
+    """Between checkpoints the open hour and day are in memory; `open_rows` writes them all."""
     r = Rollups()
     r.flush(DAY)
+    r.verdict("api", Verdict.UP, DAY)
     r.observe(result(True, at=DAY + 1))
-    first = r.flush(DAY + 60)
-    r.observe(result(True, at=DAY + 61))
-    second = r.flush(DAY + 120)
-    for flushed, checks in ((first, 1), (second, 2)):
-        coarse = sorted((x.tier, x.final, x.data.checks) for x in flushed.regions if x.tier > 60)
-        assert coarse == [(Tier.HOUR, False, checks), (Tier.DAY, False, checks)]
+    r.flush(DAY + 60)
+    r.observe(result(False, at=DAY + 61))
+    r.flush(DAY + 120)
+    regions = r.open_regions("api", ["us-east", "nowhere"])
+    assert {k: (b, d.checks, d.failures) for k, (b, d) in regions.items()} == {
+        (Tier.HOUR, "us-east"): (DAY, 2, 1),
+        (Tier.DAY, "us-east"): (DAY, 2, 1),
+    }
+    assert r.open_target("api")[Tier.HOUR][1].up_ms == 120_000
+    assert r.open_targets(Tier.DAY)["api"][1].up_ms == 120_000
+    # Copies: what a reader holds does not move under it.
+    regions[(Tier.HOUR, "us-east")][1].checks = 99
+    assert r.open_regions("api", ["us-east"])[(Tier.HOUR, "us-east")][1].checks == 2
+    rows_out = r.open_rows()
+    assert sorted((x.tier, x.final, x.data.checks) for x in rows_out.regions) == [
+        (Tier.HOUR, False, 2),
+        (Tier.DAY, False, 2),
+    ]
+    assert sorted((t.tier, t.final) for t in rows_out.targets) == [
+        (Tier.HOUR, False),
+        (Tier.DAY, False),
+    ]
 
 
 def test_an_hour_with_a_quiet_last_minute_still_closes() -> None:
@@ -269,7 +282,8 @@ def _down_around(edge: int) -> list[TargetRow]:
     r.verdict("api", Verdict.UP, DAY)
     r.verdict("api", Verdict.DOWN, edge - 30)
     r.verdict("api", Verdict.UP, edge + 30)
-    _, targets = rows([r.flush(edge + CHECKPOINT_MINUTES * 60)])
+    # Closed buckets from the flush, then the open ones as a clean stop writes them.
+    _, targets = rows([r.flush(edge + CHECKPOINT_MINUTES * 60), r.open_rows()])
     return targets
 
 
@@ -322,8 +336,8 @@ def test_verdict_time_goes_to_its_own_column(
     r = Rollups(lambda _t, start, end: (end - start) if maintenance else 0.0)
     r.flush(DAY)
     r.verdict("api", verdict, DAY)
-    _, targets = rows([r.flush(DAY + 300)])
-    hour = [t for t in targets if t.tier is Tier.HOUR][-1].data
+    r.flush(DAY + 300)
+    hour = r.open_target("api")[Tier.HOUR][1]
     columns = {
         k: getattr(hour, k) for k in ("up_ms", "degraded_ms", "down_ms", "maint_ms", "unknown_ms")
     }
@@ -367,7 +381,8 @@ def test_resume_continues_the_open_hour() -> None:
     for i in range(3):
         before.observe(result(True, at=DAY + 10 + i))
     before.flush(DAY + 60)
-    stored = before.flush(DAY + 600)  # a checkpoint: the open hour and day with their sketch
+    before.flush(DAY + 600)
+    stored = before.open_rows()  # as a clean stop writes them: the open hour and day
     open_rows: list[RegionRow | TargetRow] = [
         *[x for x in stored.regions if not x.final],
         *[t for t in stored.targets if not t.final],
@@ -413,7 +428,7 @@ def test_down_time_splits_at_a_maintenance_windows_start() -> None:
     r = Rollups(lambda _t, start, end: max(0.0, min(end, DAY + 3600) - max(start, starts)))
     r.flush(DAY)
     r.verdict("api", Verdict.DOWN, DAY)
-    flushes = [r.flush(DAY + 60 * m) for m in range(1, 11)]  # a flush at every minute's end
-    _, targets = rows(flushes)
-    hour = [t for t in targets if t.tier is Tier.HOUR][-1].data
+    for m in range(1, 11):  # a flush at every minute's end
+        r.flush(DAY + 60 * m)
+    hour = r.open_target("api")[Tier.HOUR][1]
     assert (hour.down_ms, hour.maint_ms) == (270_000, 330_000)
