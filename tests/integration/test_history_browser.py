@@ -57,7 +57,7 @@ async def test_pages_badges_and_public_page_in_a_real_browser(recorded: System) 
     assert {r["region"] for r in incident["regions"]} == {"us-east", "eu-west", "ap-southeast"}
 
     # Checks reach the hour's rollup when a minute closes: poll, bounded.
-    async def recorded() -> bool:
+    async def rolled_up() -> bool:
         doc = await get(system, "/api/v1/targets/api/uptime")
         day = next(w for w in doc["windows"] if w["window"] == "24h")
         latency = await get(system, "/api/v1/targets/api/latency")
@@ -68,7 +68,7 @@ async def test_pages_badges_and_public_page_in_a_real_browser(recorded: System) 
             and all(len(points) >= 1 for points in latency["regions"].values())
         )
 
-    await wait_until_async(recorded, 150, what="a closed minute with the outage")
+    await wait_until_async(rolled_up, 150, what="a closed minute with the outage")
     async with system.session.post(
         f"{base}/api/v1/announcements", json={"text": "Investigating <b>checkout</b>"}
     ) as resp:
