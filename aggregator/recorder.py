@@ -157,7 +157,7 @@ class History:
 
     def observe(self, result: ProbeResult, now: float) -> None:
         """Count one applied result."""
-        marker = self.rollups.observe(result)
+        marker = self.rollups.observe(result, now)
         if marker is not None:
             self.db.write_deploys([marker])
 

@@ -180,11 +180,13 @@ class Pipeline:
                 self._target_failed(Stage.EVALUATE)(decoded.target, exc)
                 return
             self._emit(transitions, now)
-            # After the verdict and its alerts: history never delays or breaks a page.
-            try:
-                self._history.observe(decoded, now)
-            except Exception as exc:
-                self._target_failed(Stage.HISTORY)(decoded.target, exc)
+            # After the verdict and its alerts: history never delays or breaks a page. A
+            # retained result is the last one a previous process already counted.
+            if not retain:
+                try:
+                    self._history.observe(decoded, now)
+                except Exception as exc:
+                    self._target_failed(Stage.HISTORY)(decoded.target, exc)
         elif isinstance(decoded, Presence):
             refused = self._engine.refused[decoded.region]
             transitions = self._engine.apply_presence(decoded, now)

@@ -237,12 +237,16 @@ class Rollups:
 
     # -- input ----------------------------------------------------------------------------
 
-    def observe(self, result: ProbeResult) -> tuple[str, str, float, str] | None:
+    def observe(
+        self, result: ProbeResult, now: float | None = None
+    ) -> tuple[str, str, float, str] | None:
         """Count one result in the open minute; a deploy marker if its version is new.
 
         The minute is the one open when the result arrives (closed by the next flush: a
         result may land in the minute before its arrival's by up to a tick).
         """
+        if self._minute_start is None and now is not None:
+            self._minute_start = bucket_of(now, Tier.MINUTE)
         marker = None
         key = (result.target, result.region)
         b = self._minute.get(key)

@@ -236,3 +236,24 @@ async def test_changes_need_a_token_unless_only_this_machine_can_ask(
         resp = await c.get("/api/v1/announcements", headers=headers)
         assert resp.status == 200
     close(agg)
+
+
+async def test_retained_results_are_not_counted_again(db: Path) -> None:
+    """A retained result is the last one a previous process counted: not a new check."""
+    clock = Clock(START)
+    agg = started(db, clock)
+    probe = RegionProbe("us-east", successes=1)
+    retained = probe.check(True, clock.now)
+    agg.pipeline.handle(result_topic("us-east", "api"), retained.to_json(), True)
+    live = probe.check(True, clock.now + 1)
+    agg.pipeline.handle(result_topic("us-east", "api"), live.to_json(), False)
+    assert agg.history is not None
+    opened = agg.history.rollups
+    clock.now += 120
+    agg.pipeline.tick(subscribed=True)
+    regions = opened.open_regions("api", ["us-east"])
+    assert [(tier.label, b.checks) for (tier, _r), (_s, b) in sorted(regions.items())] == [
+        ("hour", 1),
+        ("day", 1),
+    ]
+    close(agg)
