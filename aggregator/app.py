@@ -211,7 +211,9 @@ def open_history(
         on_write_error=lambda what: metrics.history_write_errors.labels(what).inc(),
         on_dropped=metrics.history_dropped.inc,
     )
-    history = History.open(config.storage, clock=clock, counters=counters)
+    history = History.open(
+        config.storage, clock=clock, counters=counters, forget_after=config.forget_after
+    )
     metrics.history_pending.set_function(lambda: history.db.pending)
     log.info("history_opened", extra={"path": str(config.storage.path)})
     return history

@@ -90,6 +90,7 @@ class History:
         db: HistoryDB,
         *,
         clock: Callable[[], float] = time.time,
+        forget_after: float = 3600.0,
     ) -> None:
         self.db = db
         self._clock = clock
@@ -99,6 +100,9 @@ class History:
         self.incidents = IncidentBook(in_maintenance=self.in_maintenance)
         self._announcement: Announcement | None = None
         self._next_announcement = 1
+        self._forget_after = forget_after
+        # Open incidents of targets not held at load: target -> when loaded.
+        self._orphans: dict[str, float] = {}
 
     @classmethod
     def open(
@@ -107,6 +111,7 @@ class History:
         *,
         clock: Callable[[], float] = time.time,
         counters: HistoryCounters | None = None,
+        forget_after: float = 3600.0,
     ) -> History:
         """Open the database named in `config` and take back what was open in it.
 
@@ -126,7 +131,7 @@ class History:
             clock=clock,
         )
         db.open()
-        history = cls(db, clock=clock)
+        history = cls(db, clock=clock, forget_after=forget_after)
         try:
             history._load(clock())
         except Exception as exc:  # a file readable as SQLite but not as ours
@@ -149,7 +154,8 @@ class History:
     def close(self) -> None:
         """Write what is open (so a restart resumes it) and close the file."""
         try:
-            self._write(self.rollups.open_rows())
+            for part in self.rollups.final_slices(self._clock()):
+                self._write(part)
         finally:
             self.db.close()
 
@@ -157,6 +163,8 @@ class History:
 
     def observe(self, result: ProbeResult, now: float) -> None:
         """Count one applied result."""
+        if self._orphans:
+            self._orphans.pop(result.target, None)
         marker = self.rollups.observe(result, now)
         if marker is not None:
             self.db.write_deploys([marker])
@@ -171,8 +179,17 @@ class History:
             self.db.write_incidents(changed)
 
     def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
-        """Start counting every target's verdict time; square incidents with the verdicts."""
+        """Start counting every target's verdict time; square incidents with the verdicts.
+
+        An open incident of a target the engine does not hold is closed (at its load time)
+        if nothing is heard of the target for `forget_after`: the engine would have
+        forgotten it by then too.
+        """
         targets = list(targets)
+        known = {t.name for t in targets}
+        self._orphans = {
+            i.target: now for i in self.incidents.open_incidents() if i.target not in known
+        }
         verdicts: dict[str, tuple[Verdict, float]] = {}
         opened: list[Incident] = []
         for t in targets:
@@ -187,6 +204,13 @@ class History:
 
     def tick_slices(self, now: float) -> Iterator[None]:
         """Close a minute when one has ended, a slice at a time."""
+        for target, since in list(self._orphans.items()):
+            if now - since >= self._forget_after:
+                del self._orphans[target]
+                ended = self.incidents.forgotten(target, since)
+                if ended is not None:
+                    log.info("incident_orphan_closed", extra={"target": target, "id": ended.id})
+                    self.db.write_incidents([ended])
         for part in self.rollups.flush_slices(now):
             self._write(part)
             yield
@@ -279,11 +303,13 @@ class History:
 
     def note(self, incident: Incident, text: str) -> Incident:
         """Attach a note to an incident (the open one in memory too, so it is kept)."""
+        note = text[:MAX_NOTE_CHARS]
         held = self.incidents.open_for(incident.target)
         if held is not None and held.id == incident.id:
-            held.note = text[:MAX_NOTE_CHARS]
+            held.note = note  # later writes of the open incident carry it
             incident = held
         else:
-            incident = replace(incident, note=text[:MAX_NOTE_CHARS])
-        self.db.write_incidents([incident])
+            incident = replace(incident, note=note)
+        # Only the note: a row read before a queued close must not reopen the incident.
+        self.db.write_note(incident.id, note)
         return incident

@@ -297,7 +297,10 @@ class Pipeline:
             self._emit(transitions, now, alert=False)
         for name in self._engine.forget(now):
             self._store.forget(name)
-            self._history.forget(name)
+            try:
+                self._history.forget(name)
+            except Exception as exc:  # history never stops the clock
+                self._target_failed(Stage.HISTORY)(name, exc)
             log.info("target_forgotten", extra={"target": name})
         # Once per tick, changed or not: resends fall due with time.
         self._alert(now)

@@ -212,6 +212,15 @@ SLICE = 500
 # memory (`open_target`, `open_regions`). Every minute would write a page per (target,
 # region) a minute and double the objects a flush makes (GC pauses at 10,000 x 3).
 CHECKPOINT_MINUTES = 15
+# Verdict time is counted between flushes (every minute) and transitions: a longer stretch
+# means this process did not run (suspended, a VM paused) or its clock stepped forward. That
+# is a gap, no data, never hours of the old verdict (nor a loop busy walking them minute by
+# minute).
+MAX_ACCRUAL_S = 300.0
+# A version is marked as deployed at most once in this long per (target, region): a version
+# flipping between results (a canary behind a load balancer) must not flood the table, while
+# a new version is always marked at once (a quick return to the one before may not be).
+DEPLOY_MARKER_EVERY_S = 300.0
 
 # How many seconds of [start, end) a maintenance window covers: (target, start, end).
 MaintenanceOverlap = Callable[[str, float, float], float]
@@ -234,6 +243,8 @@ class Rollups:
         self._closed_targets: list[TargetRow] = []
         # The last version each (target, region) reported: a change is a deploy marker.
         self._versions: dict[tuple[str, str], str] = {}
+        self._marked_at: dict[tuple[str, str, str], float] = {}
+        self._last_checkpoint: float | None = None
 
     # -- input ----------------------------------------------------------------------------
 
@@ -254,8 +265,18 @@ class Rollups:
             b = self._minute[key] = RegionBucket()
         version = result.version
         if version is not None and self._versions.get(key) != version:
+            # Rate by arrival (a probe's clock may step), dated by the check.
+            seen = now if now is not None else result.started_at
             self._versions[key] = version
-            marker = (result.target, result.region, result.started_at, version)
+            last = self._marked_at.get((*key, version))
+            if last is None or not 0 <= seen - last < DEPLOY_MARKER_EVERY_S:
+                if len(self._marked_at) > 4 * max(len(self._versions), 1000):
+                    self._marked_at = {  # the old ones no longer limit anything
+                        k: at for k, at in self._marked_at.items()
+                        if 0 <= seen - at < DEPLOY_MARKER_EVERY_S
+                    }  # fmt: skip
+                self._marked_at[(*key, version)] = seen
+                marker = (result.target, result.region, result.started_at, version)
         b.checks += 1
         if result.inconclusive:
             b.inconclusive += 1
@@ -279,6 +300,8 @@ class Rollups:
     def forget(self, target: str) -> None:
         """Stop counting a target's verdict time (it was forgotten by the engine)."""
         self._verdicts.pop(target, None)
+        for marked in [k for k in self._marked_at if k[0] == target]:
+            del self._marked_at[marked]
         for tier in Tier:
             held = self._target_open.pop((tier, target), None)
             if held is not None:
@@ -322,16 +345,37 @@ class Rollups:
         caller may let the event loop run between slices: results that arrive meanwhile go
         into the new minute, verdict changes are counted up to their time.
         """
+        yield from self._flush(now, now)
+
+    def final_slices(self, now: float) -> Iterator[Flushed]:
+        """At a clean stop: close the open minute now, then every open hour and day bucket."""
+        if self._minute_start is not None:
+            # The minute is closed early: its row holds what it saw (a restart within the
+            # same minute adds to it).
+            yield from self._flush(max(now, self._minute_start + 60.0), now)
+        yield self.open_rows()
+
+    def _flush(self, now: float, until: float) -> Iterator[Flushed]:
+        """Close the minute before `now`'s; verdict time is counted up to `until`."""
         current = bucket_of(now, Tier.MINUTE)
         if self._minute_start is None:
             self._minute_start = current
+            self._last_checkpoint = until
             return
-        if current == self._minute_start:
+        if current <= self._minute_start:
+            # The same minute, or the clock stepped back: keep counting into the open one
+            # (buckets never close twice) until the clock is past it again.
             return
         start = self._minute_start
         minute, self._minute = self._minute, {}
         self._minute_start = current
-        checkpoint = (current // 60) % CHECKPOINT_MINUTES == 0
+        checkpoint = (
+            self._last_checkpoint is None
+            or until - self._last_checkpoint >= CHECKPOINT_MINUTES * 60
+        )
+        if checkpoint:
+            self._last_checkpoint = until
+        now = until
         names = list(self._verdicts)
         for i in range(0, len(names), SLICE):
             out = Flushed()
@@ -436,7 +480,7 @@ class Rollups:
 
     def _accrue(self, target: str, verdict: Verdict, start: float, end: float) -> None:
         """Count [start, end) of `verdict`, split at every tier's bucket edges."""
-        if end <= start:
+        if end <= start or end - start > MAX_ACCRUAL_S:
             return
         down = verdict is Verdict.DOWN
         for tier in Tier:

@@ -121,6 +121,52 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# A bucket is written again when it closed more than once: a target forgotten and back
+# within the hour, a clean stop and a start within the minute. A closed row then adds to the
+# closed row already there (never replaces it: that would erase what it held); an open row
+# (a checkpoint) replaces an open one and never touches a closed one (the open part is read
+# from memory meanwhile). Percentiles cannot be added: the row with more checks keeps its.
+_ADD = (
+    "{c} = CASE WHEN {open} THEN excluded.{c} "
+    "WHEN {new_closed} THEN {c} + excluded.{c} ELSE {c} END"
+)
+_MAX = "MAX(COALESCE(max, excluded.max), COALESCE(excluded.max, max))"
+_PICK = (
+    "{c} = CASE WHEN {open} THEN excluded.{c} "
+    "WHEN {new_closed} AND excluded.checks > checks THEN excluded.{c} ELSE {c} END"
+)
+
+
+def _upsert(table: str, width: int, key: str, adds: tuple[str, ...], picks: tuple[str, ...],
+            open_: str, new_closed: str, extra: str = "") -> str:  # fmt: skip
+    sets = [_ADD.format(c=c, open=open_, new_closed=new_closed) for c in adds]
+    sets += [_PICK.format(c=c, open=open_, new_closed=new_closed) for c in picks]
+    return (
+        f"INSERT INTO {table} VALUES({','.join('?' * width)}) ON CONFLICT({key}) DO UPDATE SET "
+        + ", ".join([*sets, *([extra] if extra else [])])
+    )
+
+
+_COUNTS = ("checks", "failures", "inconclusive")
+_TIMES = ("up_ms", "degraded_ms", "down_ms", "maint_ms", "unknown_ms")
+# Minute rows are always closed.
+UPSERT_REGION_MINUTE = _upsert(
+    "region_minutes", 8, "bucket, pair", _COUNTS, ("p50", "p95"), "0", "1", f"max = {_MAX}",
+)  # fmt: skip
+UPSERT_TARGET_MINUTE = _upsert("target_minutes", 7, "bucket, pair", _TIMES, (), "0", "1")
+UPSERT_REGION_ROLLUP = _upsert(
+    "region_rollups", 10, "pair, tier, bucket", _COUNTS, ("p50", "p95"),
+    "sketch IS NOT NULL", "excluded.sketch IS NULL",
+    "max = CASE WHEN sketch IS NOT NULL THEN excluded.max "
+    f"WHEN excluded.sketch IS NULL THEN {_MAX} ELSE max END, "
+    "sketch = CASE WHEN sketch IS NOT NULL THEN excluded.sketch ELSE sketch END",
+)  # fmt: skip
+UPSERT_TARGET_ROLLUP = _upsert(
+    "target_rollups", 9, "pair, tier, bucket", _TIMES, (), "open = 1", "excluded.open = 0",
+    "open = CASE WHEN open = 1 THEN excluded.open ELSE 0 END",
+)  # fmt: skip
+
+
 class StorageError(ConfigError):
     """The history database cannot be opened or used; says which file and why.
 
@@ -249,7 +295,9 @@ class HistoryDB:
         self._on_write_error = on_write_error
         self._on_dropped = on_dropped
         self._clock = clock
-        self._writes: queue.SimpleQueue[tuple[str, Callable[[sqlite3.Connection], None]] | None]
+        self._writes: queue.SimpleQueue[
+            tuple[str, Callable[[sqlite3.Connection], None], int] | None
+        ]
         self._writes = queue.SimpleQueue()
         self._pending = 0
         self._pending_lock = threading.Lock()
@@ -261,6 +309,11 @@ class HistoryDB:
         self._write_conn: sqlite3.Connection | None = None
         self._pair_ids: dict[tuple[str, str], int] = {}
         self._last_prune = 0.0
+        # The wall clock when opened and the monotonic clock then: a prune never deletes
+        # by a wall clock further ahead than the time that really passed (a clock stepped
+        # years ahead for a moment must not take the whole history with it).
+        self._wall0 = clock()
+        self._mono0 = time.monotonic()
         self.write_errors = 0
         self.dropped = 0
 
@@ -353,15 +406,7 @@ class HistoryDB:
                 return
             self._pending += size
             self._idle.clear()
-
-        def counted(conn: sqlite3.Connection) -> None:
-            try:
-                op(conn)
-            finally:
-                with self._pending_lock:
-                    self._pending -= size
-
-        self._writes.put((what, counted))
+        self._writes.put((what, op, size))
 
     def _write_loop(self) -> None:
         conn = self._write_conn
@@ -376,9 +421,11 @@ class HistoryDB:
                     break
             stop = None in batch
             ops = [b for b in batch if b is not None]
-            self._run(conn, ops)
+            self._run(conn, [(what, op) for what, op, _size in ops])
             self._maybe_prune(conn)
             with self._pending_lock:
+                # Once per op, whatever became of it (a retried op is not counted twice).
+                self._pending -= sum(size for _what, _op, size in ops)
                 if self._pending == 0:
                     self._idle.set()
             if stop:
@@ -393,21 +440,35 @@ class HistoryDB:
                 op(conn)
             conn.execute("COMMIT")
             return
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+        except Exception:  # the writer thread must outlive any one bad write
+            self._rolled_back(conn)
         # One op at a time: one bad write must not take the batch with it.
         for what, op in ops:
             try:
                 conn.execute("BEGIN")
                 op(conn)
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+            except Exception as exc:
+                self._rolled_back(conn)
                 self.write_errors += 1
                 self._on_write_error(what)
                 log.error("history_write_failed", extra={"what": what, "error": repr(exc)})
+
+    def _rolled_back(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        # Ids of pairs inserted in the transaction went with it.
+        self._pair_ids = dict(self._committed_pairs())
+
+    def _committed_pairs(self) -> dict[tuple[str, str], int]:
+        conn = self._write_conn
+        if conn is None:
+            return {}
+        try:
+            rows = conn.execute("SELECT id, target, region FROM pairs").fetchall()
+        except sqlite3.Error:
+            return {}
+        return {(t, r): int(pid) for pid, t, r in rows}
 
     def _pair(self, conn: sqlite3.Connection, target: str, region: str) -> int:
         key = (target, region)
@@ -444,12 +505,8 @@ class HistoryDB:
                 else:
                     blob = None if r.final else d.sketch.encode()
                     coarse.append((pair, int(r.tier), r.bucket, *values, blob))
-            conn.executemany(
-                "INSERT OR REPLACE INTO region_minutes VALUES(?,?,?,?,?,?,?,?)", sorted(minutes)
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO region_rollups VALUES(?,?,?,?,?,?,?,?,?,?)", coarse
-            )
+            conn.executemany(UPSERT_REGION_MINUTE, sorted(minutes))
+            conn.executemany(UPSERT_REGION_ROLLUP, coarse)
             t_minutes, t_coarse = [], []
             for t in targets:
                 v = t.data
@@ -459,12 +516,8 @@ class HistoryDB:
                     t_minutes.append((t.bucket, pair, *times))
                 else:
                     t_coarse.append((pair, int(t.tier), t.bucket, *times, 0 if t.final else 1))
-            conn.executemany(
-                "INSERT OR REPLACE INTO target_minutes VALUES(?,?,?,?,?,?,?)", sorted(t_minutes)
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO target_rollups VALUES(?,?,?,?,?,?,?,?,?)", t_coarse
-            )
+            conn.executemany(UPSERT_TARGET_MINUTE, sorted(t_minutes))
+            conn.executemany(UPSERT_TARGET_ROLLUP, t_coarse)
 
         self._submit("rollups", op, max(1, len(regions) + len(targets)))
 
@@ -511,6 +564,14 @@ class HistoryDB:
 
         self._submit("deploys", op, len(markers))
 
+    def write_note(self, incident_id: int, note: str) -> None:
+        """Queue an incident's note (only the note: the rest of the row is left as it is)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE incidents SET note = ? WHERE id = ?", (note, incident_id))
+
+        self._submit("incidents", op)
+
     def write_window(self, window: Window) -> None:
         """Queue a maintenance window."""
         row = (
@@ -552,9 +613,13 @@ class HistoryDB:
 
         self._submit("announcement", op)
 
+    def _prune_clock(self) -> float:
+        """The wall clock, but never ahead of the opening time plus the time really passed."""
+        return min(self._clock(), self._wall0 + (time.monotonic() - self._mono0))
+
     def _maybe_prune(self, conn: sqlite3.Connection) -> None:
-        now = self._clock()
-        if now - self._last_prune < 3600.0:
+        now = self._prune_clock()
+        if 0.0 <= now - self._last_prune < 3600.0:
             return
         self._last_prune = now
         try:

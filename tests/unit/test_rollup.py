@@ -276,14 +276,17 @@ def test_an_hour_with_a_quiet_last_minute_still_closes() -> None:
 
 
 def _down_around(edge: int) -> list[TargetRow]:
-    """Up from DAY, down from edge - 30 s to edge + 30 s, flushed at a checkpoint after."""
+    """Up from edge - 2 min, down from edge - 30 s to edge + 30 s, a flush every minute."""
     r = Rollups()
-    r.flush(DAY)
-    r.verdict("api", Verdict.UP, DAY)
+    r.flush(edge - 120)
+    r.verdict("api", Verdict.UP, edge - 120)
+    flushes = [r.flush(edge - 60)]
     r.verdict("api", Verdict.DOWN, edge - 30)
+    flushes.append(r.flush(edge))
     r.verdict("api", Verdict.UP, edge + 30)
-    # Closed buckets from the flush, then the open ones as a clean stop writes them.
-    _, targets = rows([r.flush(edge + CHECKPOINT_MINUTES * 60), r.open_rows()])
+    flushes += [r.flush(edge + 60 * m) for m in range(1, CHECKPOINT_MINUTES + 1)]
+    # Closed buckets from the flushes, then the open ones as a clean stop writes them.
+    _, targets = rows([*flushes, r.open_rows()])
     return targets
 
 
@@ -354,15 +357,15 @@ def test_deploy_markers_only_on_version_change() -> None:
         r.observe(result(version="1.0", at=DAY + 1)),
         r.observe(result(version="1.0", at=DAY + 2)),
         r.observe(result(version=None, at=DAY + 3)),
-        r.observe(result(version="1.1", at=DAY + 4)),
+        r.observe(result(version="1.1", at=DAY + 400)),
         r.observe(result(version="1.0", region="eu-west", at=DAY + 5)),
-        r.observe(result(version="1.1", at=DAY + 6)),
+        r.observe(result(version="1.1", at=DAY + 406)),
     ]
     assert seen == [
         ("api", "us-east", DAY + 1, "1.0"),
         None,
         None,
-        ("api", "us-east", DAY + 4, "1.1"),
+        ("api", "us-east", DAY + 400, "1.1"),
         ("api", "eu-west", DAY + 5, "1.0"),
         None,
     ]
@@ -380,8 +383,8 @@ def test_resume_continues_the_open_hour() -> None:
     before.verdict("api", Verdict.UP, DAY)
     for i in range(3):
         before.observe(result(True, at=DAY + 10 + i))
-    before.flush(DAY + 60)
-    before.flush(DAY + 600)
+    for m in range(1, 11):  # a flush every minute to 00:10
+        before.flush(DAY + 60 * m)
     stored = before.open_rows()  # as a clean stop writes them: the open hour and day
     open_rows: list[RegionRow | TargetRow] = [
         *[x for x in stored.regions if not x.final],
@@ -395,11 +398,13 @@ def test_resume_continues_the_open_hour() -> None:
     after.verdict("api", Verdict.DOWN, DAY + 900)
     after.observe(result(False, at=DAY + 901))
     after.flush(DAY + 960)
-    regions, targets = rows([after.flush(DAY + 3600 + 60)])
-    hour = [x for x in regions if x.tier is Tier.HOUR and x.bucket == DAY]
+    # A flush every minute, as the tick does, to past the hour's end.
+    regions, targets = rows([after.flush(DAY + 60 * m) for m in range(17, 62)])
+    # (Checkpoints of the open hour come before; the final row closes it.)
+    hour = [x for x in regions if x.tier is Tier.HOUR and x.bucket == DAY and x.final]
     assert [(x.final, x.data.checks, x.data.failures) for x in hour] == [(True, 4, 1)]
     assert hour[0].data.sketch.n == 3
-    thour = [t for t in targets if t.tier is Tier.HOUR and t.bucket == DAY]
+    thour = [t for t in targets if t.tier is Tier.HOUR and t.bucket == DAY and t.final]
     # Up 00:00-00:10 from the first process (the 00:10-00:15 restart gap is not counted),
     # down 00:15-01:00 from the second.
     assert [(t.final, t.data.up_ms, t.data.down_ms) for t in thour] == [(True, 600_000, 2_700_000)]
@@ -432,3 +437,42 @@ def test_down_time_splits_at_a_maintenance_windows_start() -> None:
         r.flush(DAY + 60 * m)
     hour = r.open_target("api")[Tier.HOUR][1]
     assert (hour.down_ms, hour.maint_ms) == (270_000, 330_000)
+
+
+def test_a_flapping_version_is_marked_at_most_once_per_interval() -> None:
+    """A canary behind a load balancer: versions alternate, markers stay few."""
+    r = Rollups()
+    markers = [
+        r.observe(result(version="1.0" if k % 2 else "1.1", at=DAY + k), DAY + k)
+        for k in range(600)  # ten minutes of results a second apart
+    ]
+    # Each version once per 300 s: at 0 and 1 s, then at 300 and 301 s.
+    assert [m[2] - DAY for m in markers if m is not None] == [0, 1, 300, 301]
+
+
+def test_a_long_gap_is_no_data_not_the_old_verdict() -> None:
+    """The process suspended (or the clock stepped) for a day: no verdict time for it."""
+    r = Rollups()
+    r.flush(DAY)
+    r.verdict("api", Verdict.DOWN, DAY)
+    r.flush(DAY + 60)
+    r.flush(DAY + 86_400 + 60)  # a day later, in one step
+    r.flush(DAY + 86_400 + 120)
+    day0 = r.open_rows()
+    _, targets = rows([day0])
+    assert sum(t.data.down_ms for t in targets if t.tier is Tier.DAY) == 60_000
+    assert all(t.data.unknown_ms == 0 for t in targets)
+
+
+def test_a_clock_stepping_back_never_closes_a_bucket_twice() -> None:
+    """After a step back the open minute keeps counting until the clock is past it again."""
+    r = Rollups()
+    r.flush(DAY + 7200)
+    r.observe(result(True, at=DAY + 7201), DAY + 7201)
+    first = r.flush(DAY + 7260)
+    assert [x.bucket for x in first.regions if x.tier is Tier.MINUTE] == [DAY + 7200]
+    assert r.flush(DAY + 60) == Flushed()  # two hours back: nothing closes
+    r.observe(result(True, at=DAY + 61), DAY + 61)
+    again = r.flush(DAY + 7320)
+    minutes = [(x.bucket, x.data.checks) for x in again.regions if x.tier is Tier.MINUTE]
+    assert minutes == [(DAY + 7260, 1)]  # counted in the open minute, not a past one
