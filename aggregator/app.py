@@ -15,7 +15,13 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from aggregator.config import AggregatorConfig
-from aggregator.core.alerts import AlertBook, AlertSettings
+from aggregator.core.alerts import (
+    SERVICE_DOWN,
+    SERVICE_REGION_DOWN,
+    VERSION_SKEW,
+    AlertBook,
+    AlertSettings,
+)
 from aggregator.core.history import SeriesStore
 from aggregator.core.pipeline import (
     Pipeline,
@@ -163,6 +169,10 @@ def alert_senders(
     return senders
 
 
+# The alerts about one target (ProbeOffline is about a probe: a window leaves it alone).
+TARGET_ALERTS = "|".join((SERVICE_DOWN, SERVICE_REGION_DOWN, VERSION_SKEW))
+
+
 def silencer(config: AggregatorConfig, session: aiohttp.ClientSession) -> MakeSilences:
     """Silence one target in every Alertmanager peer, for a maintenance window."""
 
@@ -172,7 +182,11 @@ def silencer(config: AggregatorConfig, session: aiohttp.ClientSession) -> MakeSi
         outcomes = await create_silences(
             session,
             config.alertmanager,
-            matchers={"target": target},
+            # Only this Vigil's alerts about this target: its static labels (so a staging
+            # Vigil's window never mutes production's) and its alert names (never another
+            # tool's alert that happens to carry a `target` label).
+            matchers={**config.alertmanager.labels, "target": target},
+            regex={"alertname": TARGET_ALERTS},
             starts_at=starts_at,
             ends_at=ends_at,
             created_by=f"vigil ({config.client_id})",

@@ -62,8 +62,11 @@ def silence_body(
     ends_at: float,
     created_by: str,
     comment: str,
+    regex: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON of `POST /api/v2/silences`: equality matchers, RFC 3339 UTC times.
+    """The JSON of `POST /api/v2/silences`: equality and `regex` matchers, RFC 3339 UTC.
+
+    Alertmanager anchors a regex matcher: `A|B` matches exactly A or B.
 
     Raises:
         ValueError: no matchers (which would silence everything) or an empty window.
@@ -76,6 +79,10 @@ def silence_body(
         "matchers": [
             {"name": name, "value": value, "isRegex": False, "isEqual": True}
             for name, value in matchers.items()
+        ]
+        + [
+            {"name": name, "value": value, "isRegex": True, "isEqual": True}
+            for name, value in (regex or {}).items()
         ],
         "startsAt": rfc3339(starts_at),
         "endsAt": rfc3339(ends_at),
@@ -94,6 +101,7 @@ async def create_silences(
     created_by: str,
     comment: str,
     attempts: int = 3,
+    regex: Mapping[str, str] | None = None,
 ) -> list[SilenceOutcome]:
     """Create the same silence on every peer of `config.urls`, concurrently.
 
@@ -105,7 +113,12 @@ async def create_silences(
     """
     body = json.dumps(
         silence_body(
-            matchers, starts_at=starts_at, ends_at=ends_at, created_by=created_by, comment=comment
+            matchers,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=created_by,
+            comment=comment,
+            regex=regex,
         )
     )
 

@@ -169,6 +169,7 @@ async def maintained(
                 "urls": [am.url],
                 "resend_interval": f"{resend}s",
                 "region_down_for": "3s",
+                "labels": {"env": "test"},
             },
         ) as system:
             yield Maintained(system, am, webhook)
@@ -293,9 +294,39 @@ async def test_window_lists_active_with_its_silence_held_by_alertmanager(
             assert resp.status == 200
             [silence] = [s for s in await resp.json() if s["id"] == silence_id]
         assert silence["status"]["state"] == "active", silence
-        assert silence["matchers"] == [
-            {"name": "target", "value": TARGET, "isRegex": False, "isEqual": True}
-        ], silence
+        # Only this Vigil's alerts about the target: its static labels and alert names.
+        matchers = {(x["name"], x["value"], x["isRegex"]) for x in silence["matchers"]}
+        assert matchers == {
+            ("env", "test", False),
+            ("target", TARGET, False),
+            ("alertname", "ServiceDown|ServiceRegionDown|ServiceVersionSkew", True),
+        }, silence
+        # Another tool's alert about the same target is not muted; Vigil's own is.
+        foreign = [
+            {"labels": {"alertname": "HighLatency", "target": TARGET, "env": "test"}},
+            {"labels": {"alertname": "ServiceDown", "target": TARGET, "env": "prod"}},
+            {"labels": {"alertname": "ServiceDown", "target": TARGET, "env": "test", "x": "1"}},
+        ]
+        async with m.session.post(f"{m.am.url}/api/v2/alerts", json=foreign) as resp:
+            assert resp.status == 200
+
+        async def states() -> dict[tuple[str, str], str]:
+            async with m.session.get(f"{m.am.url}/api/v2/alerts") as resp:
+                return {
+                    (a["labels"]["alertname"], a["labels"]["env"]): a["status"]["state"]
+                    for a in await resp.json()
+                    if a["labels"].get("target") == TARGET
+                }
+
+        async def judged() -> bool:
+            return len(await states()) == 3
+
+        await wait_until_async(judged, 20, what="Alertmanager to hold the three alerts")
+        assert await states() == {
+            ("HighLatency", "test"): "active",
+            ("ServiceDown", "prod"): "active",
+            ("ServiceDown", "test"): "suppressed",
+        }
         assert "kernel upgrade" in silence["comment"], silence
         assert abs(parse_time(silence["endsAt"]) - window["ends_at"]) < 0.01, silence
 
