@@ -32,9 +32,9 @@ from aggregator.core.pipeline import (
 from aggregator.core.rules import Engine, Transition
 from aggregator.edges.alertmanager import ConsoleSink, Outcome, PeerSender, auth_headers
 from aggregator.edges.http import Deps, make_app
-from aggregator.edges.http_history import HistoryRoutes, MakeSilences
+from aggregator.edges.http_history import ExpireSilences, HistoryRoutes, MakeSilences
 from aggregator.edges.mqtt import StateOutbox, Subscriber
-from aggregator.edges.silences import create_silences
+from aggregator.edges.silences import create_silences, expire_silence
 from aggregator.metrics import AggregatorMetrics
 from aggregator.recorder import History, HistoryCounters
 from runtime.config import parse_listen
@@ -68,8 +68,9 @@ class Aggregator:
     clock: Callable[[], float]
     # None when `storage.path` is not set.
     history: History | None = None
-    # Silences a target in every Alertmanager peer; None without peers.
+    # Silences a target in every Alertmanager peer, and expires them; None without peers.
     make_silences: MakeSilences | None = None
+    expire_silences: ExpireSilences | None = None
 
     def http_deps(self) -> Deps:
         """What the HTTP handlers read, with the API tokens loaded.
@@ -97,6 +98,7 @@ class Aggregator:
                 verdict_of=self._verdict_of,
                 verdicts=self._verdicts,
                 make_silences=self.make_silences,
+                expire_silences=self.expire_silences,
                 changes_allowed=bool(tokens) or is_loopback(self.config.listen),
                 regions=self.config.regions,
             ),
@@ -199,6 +201,22 @@ def silencer(config: AggregatorConfig, session: aiohttp.ClientSession) -> MakeSi
         return made, errors
 
     return make
+
+
+def expirer(config: AggregatorConfig, session: aiohttp.ClientSession) -> ExpireSilences:
+    """Expire a window's silences in the peers that hold one."""
+
+    async def expire(silences: dict[str, str | None]) -> dict[str, str]:
+        held = [(url, sid) for url, sid in silences.items() if sid]
+        answers = await asyncio.gather(
+            *(expire_silence(session, config.alertmanager, url, sid) for url, sid in held)
+        )
+        errors = {url: error for (url, _sid), error in zip(held, answers, strict=True) if error}
+        if errors:
+            log.warning("silence_expire_failed", extra={"errors": errors})
+        return errors
+
+    return expire
 
 
 def fan_out(senders: list[PeerSender]) -> SendAlerts:
@@ -319,6 +337,9 @@ def build(
         history=history,
         make_silences=(
             silencer(config, session) if session is not None and config.alertmanager.urls else None
+        ),
+        expire_silences=(
+            expirer(config, session) if session is not None and config.alertmanager.urls else None
         ),
     )
 

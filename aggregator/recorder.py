@@ -282,6 +282,22 @@ class History:
         self.db.write_window(window)
         return window
 
+    def end_window(self, window_id: int, errors: dict[str, str]) -> Window | None:
+        """End a window now (its silences expired by the caller); None if none is open."""
+        now = self._clock()
+        for i, w in enumerate(self._windows):
+            if w.id == window_id and w.ends_at > now:
+                ended = replace(w, ends_at=max(now, w.starts_at), errors={**w.errors, **errors})
+                self._windows[i] = ended
+                self.db.write_window(ended)
+                return ended
+        return None
+
+    def window(self, window_id: int) -> Window | None:
+        """A window not over yet, by id."""
+        now = self._clock()
+        return next((w for w in self._windows if w.id == window_id and w.ends_at > now), None)
+
     # -- banner and notes -----------------------------------------------------------------
 
     @property

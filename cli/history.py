@@ -243,3 +243,27 @@ def maintenance_list(url: str, as_json: bool, token: str | None, out: TextIO, er
     else:
         out.write(windows_table(list(answer.get("windows", []))) + "\n")
     return EXIT_DONE
+
+
+def maintenance_end(
+    url: str, window_id: int, as_json: bool, token: str | None, out: TextIO, err: TextIO
+) -> int:
+    """End a maintenance window now; 1 when an Alertmanager could not expire its silence."""
+    endpoint = f"{url.rstrip('/')}/api/v1/maintenance/{quote(str(window_id), safe='')}"
+    code, window = _ask("maintenance", "DELETE", endpoint, token, None, err)
+    if code != EXIT_DONE:
+        return code
+    if as_json:
+        out.write(json.dumps(window, indent=2) + "\n")
+    else:
+        out.write(
+            f"maintenance {window.get('id')} on {window.get('target')}: ended "
+            f"{utc_moment(window['ends_at'])} (UTC)\n"
+        )
+    errors = window.get("errors") or {}
+    if errors:
+        print("vigil maintenance: ended; what the Alertmanagers said went wrong:", file=err)
+        for peer, why in sorted(errors.items()):
+            print(f"  {peer}: {why}", file=err)
+        return EXIT_REFUSED
+    return EXIT_DONE

@@ -155,6 +155,12 @@ def _operator_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     what.add_argument(
         "--list", action="store_true", dest="list_windows", help="list the maintenance windows"
     )
+    what.add_argument(
+        "--end",
+        type=int,
+        metavar="WINDOW_ID",
+        help="end a window now: its silences expired on every Alertmanager",
+    )
     mt.add_argument("reason", nargs="?", help="why, kept with the window and its silences")
     mt.add_argument(
         "--for",
@@ -176,6 +182,10 @@ def _run_operator(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         return history.note(
             args.url, args.incident_id, args.text, args.json, token, sys.stdout, sys.stderr
         )
+    if args.end is not None:
+        if args.duration is not None or args.reason is not None:
+            parser.error("maintenance --end takes no --for or reason")
+        return history.maintenance_end(args.url, args.end, args.json, token, sys.stdout, sys.stderr)
     if args.list_windows:
         if args.duration is not None or args.reason is not None:
             parser.error("maintenance --list takes no --for or reason")

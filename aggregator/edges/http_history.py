@@ -43,6 +43,8 @@ BADGE_MAX_AGE = 60
 MakeSilences = Callable[
     [str, float, float, str], Awaitable[tuple[dict[str, str | None], dict[str, str]]]
 ]
+# (peer url -> silence id) -> peer url -> error, for the peers that could not expire theirs
+ExpireSilences = Callable[[dict[str, str | None]], Awaitable[dict[str, str]]]
 
 
 class _In(BaseModel):
@@ -146,6 +148,7 @@ class HistoryRoutes:
         verdict_of: Callable[[str], str | None],
         verdicts: Callable[[], list[tuple[str, str]]] = list,
         make_silences: MakeSilences | None = None,
+        expire_silences: ExpireSilences | None = None,
         changes_allowed: bool = True,
         regions: Sequence[str] = (),
     ) -> None:
@@ -155,6 +158,7 @@ class HistoryRoutes:
         self._verdict_of = verdict_of
         self._verdicts = verdicts
         self._make_silences = make_silences
+        self._expire_silences = expire_silences
         # Banners, notes and maintenance (which silences pages) need a token, or an
         # aggregator only this machine can reach: never open to whoever reaches the port.
         self._changes_allowed = changes_allowed
@@ -179,6 +183,7 @@ class HistoryRoutes:
         r.add_delete("/api/v1/announcements", self.clear)
         r.add_get("/api/v1/maintenance", self.windows)
         r.add_post("/api/v1/maintenance", self.maintenance)
+        r.add_delete("/api/v1/maintenance/{id}", self.end_maintenance)
         r.add_get("/badge/{target}/status.svg", self.status_badge)
         r.add_get("/badge/{target}/uptime.svg", self.uptime_badge)
         r.add_get("/public", self.public)
@@ -409,6 +414,27 @@ class HistoryRoutes:
             silences, errors = await self._make_silences(body.target, now, ends, body.reason)
         window = self._history.add_window(body.target, now, ends, body.reason, silences, errors)
         return _json(hv.window_doc(window, now), status=201)
+
+    async def end_maintenance(self, request: web.Request) -> web.Response:
+        """End a window now: its silences expired in every peer, its time left out no more."""
+        if self._history is None:
+            return _off()
+        if not self._changes_allowed:
+            return _refuse_changes()
+        try:
+            window_id = parse_id(request.match_info["id"])
+        except ValueError:
+            return _error(400, f"a window id is a number, 1..{MAX_ID}")
+        held = self._history.window(window_id)
+        if held is None:
+            return _error(404, f"no maintenance window {window_id} open")
+        errors: dict[str, str] = {}
+        if self._expire_silences is not None:
+            errors = await self._expire_silences(held.silences)
+        ended = self._history.end_window(window_id, errors)
+        if ended is None:  # ended meanwhile
+            return _error(404, f"no maintenance window {window_id} open")
+        return _json(hv.window_doc(ended, self._clock()))
 
     async def status_badge(self, request: web.Request) -> web.Response:
         """A shields-style badge of the live verdict."""

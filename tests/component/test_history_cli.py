@@ -357,3 +357,20 @@ def test_bad_window_lengths(text: str, why: str) -> None:
     """Zero, negative, over a week, or not a duration is refused with a reason."""
     with pytest.raises(ValueError, match=why):
         parse_window(text)
+
+
+def test_maintenance_end_deletes_the_window(
+    aggregator: Aggregator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`maintenance --end ID` DELETEs the window; a peer that could not expire is exit 1."""
+    aggregator.answer = window()
+    assert main(["maintenance", "--end", "7"]) == 0
+    [seen] = aggregator.seen
+    assert (seen.method, seen.path, seen.body) == ("DELETE", "/api/v1/maintenance/7", None)
+    assert "ended" in capsys.readouterr().out
+    aggregator.answer = {**window(), "errors": {"http://am-2:9093": "HTTP 500"}}
+    assert main(["maintenance", "--end", "7"]) == 1
+    assert "am-2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["maintenance", "--end", "7", "--for", "1h"])
+    assert exc.value.code == 2

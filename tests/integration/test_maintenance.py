@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -301,6 +302,8 @@ async def test_window_lists_active_with_its_silence_held_by_alertmanager(
             ("target", TARGET, False),
             ("alertname", "ServiceDown|ServiceRegionDown|ServiceVersionSkew", True),
         }, silence
+        assert "kernel upgrade" in silence["comment"], silence
+        assert abs(parse_time(silence["endsAt"]) - window["ends_at"]) < 0.01, silence
         # Another tool's alert about the same target is not muted; Vigil's own is.
         foreign = [
             {"labels": {"alertname": "HighLatency", "target": TARGET, "env": "test"}},
@@ -327,8 +330,28 @@ async def test_window_lists_active_with_its_silence_held_by_alertmanager(
             ("ServiceDown", "prod"): "active",
             ("ServiceDown", "test"): "suppressed",
         }
-        assert "kernel upgrade" in silence["comment"], silence
-        assert abs(parse_time(silence["endsAt"]) - window["ends_at"]) < 0.01, silence
+
+        # A window opened by mistake ends early: its silence expires in the Alertmanager.
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "cli.main", "maintenance", "--end", str(window["id"])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "VIGIL_URL": m.url("")},
+        )
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        async with m.session.get(f"{m.am.url}/api/v2/silences") as resp:
+            [silence] = [s for s in await resp.json() if s["id"] == silence_id]
+        assert silence["status"]["state"] == "expired", silence
+        async with m.session.get(m.url("/api/v1/maintenance")) as resp:
+            assert (await resp.json())["windows"] == []
+
+        async def unmuted() -> bool:
+            return (await states())[("ServiceDown", "test")] == "active"
+
+        await wait_until_async(unmuted, 20, what="the alert no longer suppressed")
 
 
 async def _none(items: Awaitable[list[dict[str, Any]]]) -> bool:
