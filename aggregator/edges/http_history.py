@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 from typing import Annotated, TypeVar
@@ -38,6 +39,9 @@ M = TypeVar("M", bound=BaseModel)
 # Longest maintenance window one request may make.
 MAX_WINDOW_S = 7 * 86400.0
 BADGE_MAX_AGE = 60
+PUBLIC_MAX_AGE = 10
+# Answers kept for anyone who asks (badges per target and window, /public): a bound.
+MAX_CACHED = 10_000
 
 # (target, starts_at, ends_at, reason) -> (peer url -> silence id or None, peer url -> error)
 MakeSilences = Callable[
@@ -159,6 +163,7 @@ class HistoryRoutes:
         self._verdicts = verdicts
         self._make_silences = make_silences
         self._expire_silences = expire_silences
+        self._answers: dict[str, tuple[float, str]] = {}
         # Banners, notes and maintenance (which silences pages) need a token, or an
         # aggregator only this machine can reach: never open to whoever reaches the port.
         self._changes_allowed = changes_allowed
@@ -230,7 +235,13 @@ class HistoryRoutes:
         )
 
     async def public(self, _request: web.Request) -> web.Response:
-        """The customers' page: verdicts, uptime, incidents and banner; nothing internal."""
+        """The customers' page: verdicts, uptime, incidents and banner; nothing internal.
+
+        Built at most every `PUBLIC_MAX_AGE` seconds: anyone may ask for it, often.
+        """
+        cached = self._cached("public")
+        if cached is not None:
+            return web.Response(text=cached, content_type="text/html")
         now = self._clock()
         uptime = None
         incidents: list[hv.IncidentDoc] = []
@@ -247,6 +258,7 @@ class HistoryRoutes:
             except StorageError:
                 uptime = None  # the verdicts still show
         html = historypage.public_page(self._verdicts(), uptime, incidents, announcement, now)
+        self._cache("public", html, PUBLIC_MAX_AGE)
         return web.Response(text=html, content_type="text/html")
 
     async def incidents(self, request: web.Request) -> web.Response:
@@ -452,14 +464,36 @@ class HistoryRoutes:
         if window not in hv.WINDOWS:
             return _error(400, f"window must be one of {', '.join(hv.WINDOWS)}")
         name = request.match_info["target"]
-        try:
-            view = await api.uptime_view(
-                self._history.db, name, self._clock(), self._slo, self._opened(name)
-            )
-        except StorageError as exc:
-            return _error(503, str(exc))
-        found = next(w for w in view.windows if w.window == window)
-        return _svg(charts.uptime_badge(name, found.availability, window))
+        if self._verdict_of(name) is None:  # before any query: names cost nothing to invent
+            return _error(404, f"unknown target {name!r}")
+        key = f"badge/{window}/{name}"
+        cached = self._cached(key)
+        if cached is None:
+            try:
+                view = await api.uptime_view(
+                    self._history.db, name, self._clock(), self._slo, self._opened(name)
+                )
+            except StorageError as exc:
+                return _error(503, str(exc))
+            found = next(w for w in view.windows if w.window == window)
+            cached = self._cache(key, charts.uptime_badge(name, found.availability, window))
+        return _svg(cached)
+
+    def _cached(self, key: str) -> str | None:
+        held = self._answers.get(key)
+        if held is None or held[0] <= time.monotonic():
+            return None
+        return held[1]
+
+    def _cache(self, key: str, text: str, seconds: float = BADGE_MAX_AGE) -> str:
+        """Keep an answer that anyone may ask for often (badges, /public) for a while."""
+        if len(self._answers) >= MAX_CACHED:
+            now = time.monotonic()
+            self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
+            if len(self._answers) >= MAX_CACHED:
+                self._answers.clear()
+        self._answers[key] = (time.monotonic() + seconds, text)
+        return text
 
 
 def _svg(text: str) -> web.Response:

@@ -257,3 +257,29 @@ async def test_retained_results_are_not_counted_again(db: Path) -> None:
         ("day", 1),
     ]
     close(agg)
+
+
+async def test_badges_of_unknown_targets_are_404_and_ask_the_database_nothing(db: Path) -> None:
+    clock = Clock(START)
+    agg = started(db, clock)
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    run(agg, clock, probes, 70, dict.fromkeys(REGIONS, True))
+    assert agg.history is not None
+    asked: list[object] = []
+    read = agg.history.db.read
+
+    async def counting(fn: Any) -> Any:
+        asked.append(fn)
+        return await read(fn)
+
+    agg.history.db.read = counting  # type: ignore[method-assign]
+    async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
+        resp = await c.get("/badge/no-such-target/uptime.svg")
+        assert resp.status == 404
+        assert asked == []
+        for _ in range(3):  # asked often, built once a minute
+            resp = await c.get("/badge/api/uptime.svg?window=24h")
+            assert resp.status == 200
+            assert "%" in await resp.text()
+        assert len(asked) == 1
+    close(agg)
