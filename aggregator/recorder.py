@@ -103,6 +103,7 @@ class History:
         self._forget_after = forget_after
         # Open incidents of targets not held at load: target -> when loaded.
         self._orphans: dict[str, float] = {}
+        self._flushing: Iterator[Flushed] | None = None
 
     @classmethod
     def open(
@@ -154,6 +155,9 @@ class History:
     def close(self) -> None:
         """Write what is open (so a restart resumes it) and close the file."""
         try:
+            for part in self._flushing or ():
+                self._write(part)
+            self._flushing = None
             for part in self.rollups.final_slices(self._clock()):
                 self._write(part)
         finally:
@@ -211,7 +215,19 @@ class History:
                 if ended is not None:
                     log.info("incident_orphan_closed", extra={"target": target, "id": ended.id})
                     self.db.write_incidents([ended])
-        for part in self.rollups.flush_slices(now):
+        # Kept on the object: a flush abandoned half way (a stop, an error in the tick) is
+        # finished by the next tick or by `close`, never lost with the minute it was closing.
+        if self._flushing is None:
+            self._flushing = self.rollups.flush_slices(now)
+        while True:
+            try:
+                part = next(self._flushing)
+            except StopIteration:
+                self._flushing = None
+                return
+            except Exception:
+                self._flushing = None
+                raise
             self._write(part)
             yield
 
@@ -283,20 +299,33 @@ class History:
         return window
 
     def end_window(self, window_id: int, errors: dict[str, str]) -> Window | None:
-        """End a window now (its silences expired by the caller); None if none is open."""
+        """End a window now; its silences were expired by the caller except those in `errors`.
+
+        The expired ones are dropped from the window, the others kept with why, so ending
+        it again retries them. None if there is no such window to end.
+        """
         now = self._clock()
         for i, w in enumerate(self._windows):
-            if w.id == window_id and w.ends_at > now:
-                ended = replace(w, ends_at=max(now, w.starts_at), errors={**w.errors, **errors})
+            if w.id == window_id and self._endable(w, now):
+                held: dict[str, str | None] = {
+                    url: sid for url, sid in w.silences.items() if sid and url in errors
+                }
+                ended = replace(w, ends_at=min(w.ends_at, max(now, w.starts_at)), silences=held,
+                                errors=dict(errors))  # fmt: skip
                 self._windows[i] = ended
                 self.db.write_window(ended)
                 return ended
         return None
 
     def window(self, window_id: int) -> Window | None:
-        """A window not over yet, by id."""
+        """A window that can be ended: not over yet, or still holding a silence somewhere."""
         now = self._clock()
-        return next((w for w in self._windows if w.id == window_id and w.ends_at > now), None)
+        return next((w for w in self._windows if w.id == window_id and self._endable(w, now)), None)
+
+    @staticmethod
+    def _endable(w: Window, now: float) -> bool:
+        # Over, but ended early with a peer that could not expire its silence: retry it.
+        return w.ends_at > now or any(sid and url in w.errors for url, sid in w.silences.items())
 
     # -- banner and notes -----------------------------------------------------------------
 

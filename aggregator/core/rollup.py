@@ -221,6 +221,9 @@ MAX_ACCRUAL_S = 300.0
 # flipping between results (a canary behind a load balancer) must not flood the table, while
 # a new version is always marked at once (a quick return to the one before may not be).
 DEPLOY_MARKER_EVERY_S = 300.0
+# And at most this many markers per (target, region) in that time, whatever the versions (a
+# version field that changes with every answer: a build id per pod, a timestamp).
+DEPLOY_MARKERS_PER_WINDOW = 3
 
 # How many seconds of [start, end) a maintenance window covers: (target, start, end).
 MaintenanceOverlap = Callable[[str, float, float], float]
@@ -244,6 +247,9 @@ class Rollups:
         # The last version each (target, region) reported: a change is a deploy marker.
         self._versions: dict[tuple[str, str], str] = {}
         self._marked_at: dict[tuple[str, str, str], float] = {}
+        # Per (target, region): (start of its marker window, markers in it).
+        self._marker_budget: dict[tuple[str, str], tuple[float, int]] = {}
+        self.markers_dropped = 0
         self._last_checkpoint: float | None = None
 
     # -- input ----------------------------------------------------------------------------
@@ -269,7 +275,9 @@ class Rollups:
             seen = now if now is not None else result.started_at
             self._versions[key] = version
             last = self._marked_at.get((*key, version))
-            if last is None or not 0 <= seen - last < DEPLOY_MARKER_EVERY_S:
+            if (last is None or not 0 <= seen - last < DEPLOY_MARKER_EVERY_S) and self._spend(
+                key, seen
+            ):
                 if len(self._marked_at) > 4 * max(len(self._versions), 1000):
                     self._marked_at = {  # the old ones no longer limit anything
                         k: at for k, at in self._marked_at.items()
@@ -289,6 +297,17 @@ class Rollups:
                 b.max_ms = ms
         return marker
 
+    def _spend(self, key: tuple[str, str], seen: float) -> bool:
+        """Whether a marker of `key` fits its budget now (and count it if so)."""
+        start, spent = self._marker_budget.get(key, (seen, 0))
+        if not 0 <= seen - start < DEPLOY_MARKER_EVERY_S:
+            start, spent = seen, 0
+        if spent >= DEPLOY_MARKERS_PER_WINDOW:
+            self.markers_dropped += 1
+            return False
+        self._marker_budget[key] = (start, spent + 1)
+        return True
+
     def verdict(self, target: str, verdict: Verdict, at: float) -> None:
         """The target's verdict is `verdict` from `at` on (time before counts as the old one)."""
         prior = self._verdicts.get(target)
@@ -302,6 +321,8 @@ class Rollups:
         self._verdicts.pop(target, None)
         for marked in [k for k in self._marked_at if k[0] == target]:
             del self._marked_at[marked]
+        for pair in [k for k in self._marker_budget if k[0] == target]:
+            del self._marker_budget[pair]
         for tier in Tier:
             held = self._target_open.pop((tier, target), None)
             if held is not None:
@@ -353,7 +374,16 @@ class Rollups:
             # The minute is closed early: its row holds what it saw (a restart within the
             # same minute adds to it).
             yield from self._flush(max(now, self._minute_start + 60.0), now)
-        yield self.open_rows()
+        out = self.open_rows()
+        # Each target's open minute of verdict time too, closed as it stands (added to by a
+        # restart within the minute, as the checks' minute row is).
+        for (tier, target), (bucket, tdata) in list(self._target_open.items()):
+            if tier is Tier.MINUTE:
+                del self._target_open[(tier, target)]
+                out.targets.append(TargetRow(tier, target, bucket, tdata, True))
+        out.targets += self._closed_targets
+        self._closed_targets = []
+        yield out
 
     def _flush(self, now: float, until: float) -> Iterator[Flushed]:
         """Close the minute before `now`'s; verdict time is counted up to `until`."""

@@ -167,6 +167,10 @@ UPSERT_TARGET_ROLLUP = _upsert(
 )  # fmt: skip
 
 
+# How long the wall clock must stay ahead of the time really passed before a prune trusts it.
+TRUST_AHEAD_S = 3600.0
+
+
 class StorageError(ConfigError):
     """The history database cannot be opened or used; says which file and why.
 
@@ -314,6 +318,7 @@ class HistoryDB:
         # years ahead for a moment must not take the whole history with it).
         self._wall0 = clock()
         self._mono0 = time.monotonic()
+        self._ahead_since: float | None = None
         self.write_errors = 0
         self.dropped = 0
 
@@ -614,8 +619,25 @@ class HistoryDB:
         self._submit("announcement", op)
 
     def _prune_clock(self) -> float:
-        """The wall clock, but never ahead of the opening time plus the time really passed."""
-        return min(self._clock(), self._wall0 + (time.monotonic() - self._mono0))
+        """The wall clock, but not ahead of the time really passed since it was last trusted.
+
+        A clock behind that is taken at once (deleting less is safe); one ahead only once it
+        has stayed ahead for `TRUST_AHEAD_S` (NTP correcting a clock that booted wrong), never
+        for a moment's wrong clock.
+        """
+        now, mono = self._clock(), time.monotonic()
+        expected = self._wall0 + (mono - self._mono0)
+        if now <= expected + 60.0:
+            self._ahead_since = None
+            if now < expected:
+                self._wall0, self._mono0 = now, mono
+            return now
+        if self._ahead_since is None:
+            self._ahead_since = mono
+        elif mono - self._ahead_since >= TRUST_AHEAD_S:
+            self._wall0, self._mono0, self._ahead_since = now, mono, None
+            return now
+        return expected
 
     def _maybe_prune(self, conn: sqlite3.Connection) -> None:
         now = self._prune_clock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from html import escape
 from typing import Annotated, TypeVar
@@ -163,7 +164,7 @@ class HistoryRoutes:
         self._verdicts = verdicts
         self._make_silences = make_silences
         self._expire_silences = expire_silences
-        self._answers: dict[str, tuple[float, str]] = {}
+        self._answers: OrderedDict[str, tuple[float, str]] = OrderedDict()
         # Banners, notes and maintenance (which silences pages) need a token, or an
         # aggregator only this machine can reach: never open to whoever reaches the port.
         self._changes_allowed = changes_allowed
@@ -483,16 +484,18 @@ class HistoryRoutes:
         held = self._answers.get(key)
         if held is None or held[0] <= time.monotonic():
             return None
+        self._answers.move_to_end(key)
         return held[1]
 
     def _cache(self, key: str, text: str, seconds: float = BADGE_MAX_AGE) -> str:
-        """Keep an answer that anyone may ask for often (badges, /public) for a while."""
-        if len(self._answers) >= MAX_CACHED:
-            now = time.monotonic()
-            self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
-            if len(self._answers) >= MAX_CACHED:
-                self._answers.clear()
+        """Keep an answer that anyone may ask for often (badges, /public) for a while.
+
+        Bounded: past `MAX_CACHED` the least recently asked for goes.
+        """
         self._answers[key] = (time.monotonic() + seconds, text)
+        self._answers.move_to_end(key)
+        while len(self._answers) > MAX_CACHED:
+            self._answers.popitem(last=False)
         return text
 
 

@@ -7,12 +7,17 @@ stop, an orphaned incident.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from aggregator.config import StorageConfig
 from aggregator.core.incidents import Incident, RegionInvolvement
 from aggregator.core.rollup import RegionBucket, RegionRow, Sketch, TargetBucket, TargetRow, Tier
+from aggregator.edges import historydb
 from aggregator.edges.historydb import HistoryDB
 from aggregator.recorder import History
 from tests.rulekit import Clock, RegionProbe
@@ -134,12 +139,15 @@ def test_a_clean_stop_keeps_the_open_minute(tmp_path: Path) -> None:
     probe = RegionProbe("us-east")
     for_ticks = list(history.tick_slices(clock.now))  # the first minute opens
     assert for_ticks == []
+    history.rollups.verdict("api", Verdict.DOWN, DAY + 5)
     for k in range(5):
         clock.now = DAY + 5 + k
         history.observe(probe.check(False, clock.now), clock.now)
     history.close()  # 00:00:09: the minute has not ended
     db = opened(path, clock)
     assert one(db, "SELECT bucket, checks, failures FROM region_minutes") == (int(DAY), 5, 5)
+    # The verdict time of the minute so far too (4 s down), not only the hour's.
+    assert one(db, "SELECT bucket, down_ms FROM target_minutes") == (int(DAY), 4000)
     assert one(db, "SELECT checks FROM region_rollups WHERE tier = 3600") == (5,)
     db.close()
 
@@ -161,3 +169,60 @@ def test_an_orphaned_open_incident_closes_once_its_target_stays_unknown(tmp_path
     assert history.incidents.open_for("legacy") is None
     assert one(history.db, "SELECT ended_at FROM incidents WHERE id = 3") == (DAY,)
     history.close()
+
+
+def test_a_clock_that_booted_behind_is_trusted_once_it_stays_corrected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTP moves a clock that booted in 2000 forward: retention applies again, not never."""
+    monkeypatch.setattr(historydb, "TRUST_AHEAD_S", 0.0)
+    clock = Clock(946_684_800.0)  # 2000-01-01: no real-time clock yet
+    db = opened(tmp_path / "h.sqlite", clock)
+    db.write_rollups([replace(region(1, final=True), tier=Tier.MINUTE)], [])  # DAY's minute
+    assert db.flush(10)
+    clock.now = DAY + 20 * 86400  # corrected: now, 20 days after that row
+    for _ in range(3):  # each write lets the writer consider a prune
+        db.write_rollups([], [target(1, final=True)])
+        assert db.flush(10)
+    assert one(db, "SELECT COUNT(*) FROM region_minutes") == (0,)
+    db.close()
+
+
+def test_a_window_whose_silence_would_not_expire_can_be_ended_again(tmp_path: Path) -> None:
+    clock = Clock(DAY)
+    history = History.open(StorageConfig(path=tmp_path / "h.sqlite"), clock=clock)
+    silences: dict[str, str | None] = {"http://am-a": "s-1", "http://am-b": "s-2"}
+    window = history.add_window("api", DAY, DAY + 3600, "upgrade", silences, {})
+    clock.now += 60
+    ended = history.end_window(window.id, {"http://am-b": "timeout"})
+    assert ended is not None
+    assert ended.ends_at == DAY + 60
+    assert ended.silences == {"http://am-b": "s-2"}  # only the one still to expire
+    assert ended.errors == {"http://am-b": "timeout"}  # the expiry's, not the creation's
+    assert history.window(window.id) is not None  # so it can be retried
+    again = history.end_window(window.id, {})
+    assert again is not None
+    assert again.silences == {}
+    assert again.ends_at == DAY + 60
+    assert history.window(window.id) is None
+    history.close()
+
+
+def test_a_flush_abandoned_half_way_is_finished_not_lost(tmp_path: Path) -> None:
+    """A stop (or an error) between two slices of a minute's flush loses none of it."""
+    clock = Clock(DAY)
+    path = tmp_path / "h.sqlite"
+    history = History.open(StorageConfig(path=path), clock=clock)
+    list(history.tick_slices(clock.now))
+    probes = [RegionProbe("us-east", target=f"t{i}") for i in range(1200)]
+    clock.now = DAY + 10
+    for p in probes:
+        history.observe(p.check(True, clock.now), clock.now)
+    clock.now = DAY + 61
+    ticking = cast(Generator[None, None, None], history.tick_slices(clock.now))
+    next(ticking)  # one slice, then the task is cancelled
+    ticking.close()
+    history.close()
+    db = opened(path, clock)
+    assert one(db, "SELECT COUNT(*), SUM(checks) FROM region_minutes") == (1200, 1200)
+    db.close()

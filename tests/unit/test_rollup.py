@@ -476,3 +476,11 @@ def test_a_clock_stepping_back_never_closes_a_bucket_twice() -> None:
     again = r.flush(DAY + 7320)
     minutes = [(x.bucket, x.data.checks) for x in again.regions if x.tier is Tier.MINUTE]
     assert minutes == [(DAY + 7260, 1)]  # counted in the open minute, not a past one
+
+
+def test_a_version_that_changes_with_every_answer_is_marked_a_few_times_only() -> None:
+    """A build id per pod, a timestamp: at most 3 markers per 5 minutes per region."""
+    r = Rollups()
+    markers = [r.observe(result(version=f"build-{k}", at=DAY + k), DAY + k) for k in range(600)]
+    assert [m[2] - DAY for m in markers if m is not None] == [0, 1, 2, 300, 301, 302]
+    assert r.markers_dropped == 594
