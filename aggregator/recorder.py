@@ -152,8 +152,12 @@ class History:
         top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM announcements").fetchone()[0]
         self._next_announcement = int(top) + 1
 
-    def close(self) -> None:
-        """Write what is open (so a restart resumes it) and close the file."""
+    def close(self, timeout: float = 4.0) -> None:
+        """Write what is open (so a restart resumes it) and close the file.
+
+        Waits at most `timeout` for the writer (a stop has a budget: what is not written by
+        then is lost as if killed, and SQLite rolls the half-written transaction back).
+        """
         try:
             for part in self._flushing or ():
                 self._write(part)
@@ -161,7 +165,7 @@ class History:
             for part in self.rollups.final_slices(self._clock()):
                 self._write(part)
         finally:
-            self.db.close()
+            self.db.close(timeout)
 
     # -- the pipeline's calls -------------------------------------------------------------
 

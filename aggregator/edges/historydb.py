@@ -385,14 +385,19 @@ class HistoryDB:
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the queued writes (waiting at most `timeout`) and close the file."""
+        busy = False
         if self._writer is not None:
             self._writes.put(None)
             self._writer.join(timeout)
+            busy = self._writer.is_alive()
             self._writer = None
         self._reader.shutdown(wait=True)
-        for conn in (self._read_conn, self._write_conn):
-            if conn is not None:
-                conn.close()
+        if busy:  # still writing: its connection is its own until the process ends
+            log.warning("history_close_timeout", extra={"pending": self._pending})
+        elif self._write_conn is not None:
+            self._write_conn.close()
+        if self._read_conn is not None:
+            self._read_conn.close()
         self._read_conn = self._write_conn = None
 
     @property
