@@ -194,26 +194,6 @@ class Retention:
 
 
 @dataclass(frozen=True)
-class Totals:
-    """Sums of a target's verdict time, in ms."""
-
-    up_ms: int = 0
-    degraded_ms: int = 0
-    down_ms: int = 0
-    maint_ms: int = 0
-    unknown_ms: int = 0
-
-
-@dataclass(frozen=True)
-class RegionTotals:
-    """Sums of one (target, region)'s checks."""
-
-    checks: int = 0
-    failures: int = 0
-    inconclusive: int = 0
-
-
-@dataclass(frozen=True)
 class LatencyRow:
     """One bucket of one region's latency, in ms (None: no successful check)."""
 
