@@ -35,13 +35,16 @@ import yaml
 from pydantic import ValidationError
 
 from demo.local import (
+    ChildExited,
     alertmanager_args,
     alertmanager_binary,
     alertmanager_config,
     die_with_parent,
     mosquitto_binary,
     mosquitto_conf,
+    port_free,
     port_or_free,
+    wait_http,
     wait_port,
 )
 from probe.config import parse_config as parse_probe_config
@@ -348,11 +351,12 @@ async def _watch(broker_port: int, api: str, stop: asyncio.Event) -> None:
         await asyncio.gather(stopping, *watchers, return_exceptions=True)
 
 
-def _alertmanager(children: Children, work: Path) -> str | None:
+def _alertmanager(children: Children, work: Path, taken: set[int]) -> str | None:
     binary = alertmanager_binary()
     if binary is None:
         return None
-    port = port_or_free(9093)
+    port = port_or_free(9093, taken)
+    taken.add(port)
     config = work / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config()))
     children.start(
@@ -405,13 +409,19 @@ def run(
     # amqtt speaks MQTT 3.1.1 only and never answers an MQTT 5 CONNECT: `auto` would find
     # that out, but only after a 10 s timeout per service.
     protocol = "3.1.1" if broker == "embedded" else "auto"
+    if not port_free(port):
+        print(f"vigil demo: 127.0.0.1:{port} is in use; choose another --port", file=sys.stderr)
+        return 2
+    # Ports promised to a service that has not bound them yet: no other service gets one.
+    taken = {port}
     work = Path(tempfile.mkdtemp(prefix="vigil-demo-"))
     children = Children(work)
     py = sys.executable
     stopper = _Stopper()
     previous = stopper.install()
     try:
-        broker_port = port_or_free(1883)
+        broker_port = port_or_free(1883, taken)
+        taken.add(broker_port)
         if broker == "mosquitto" and mosquitto is not None:
             (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
             children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto", "broker")
@@ -422,14 +432,15 @@ def run(
         wait_port(broker_port)
         own_target = target is None
         if target is None:
-            demo_port = port_or_free(8000)
+            demo_port = port_or_free(8000, taken)
+            taken.add(demo_port)
             children.start(
                 [py, "-m", "demo.target", "--port", str(demo_port)], "demo-target", "target"
             )
             wait_port(demo_port)
             target = f"http://127.0.0.1:{demo_port}"
         watched = "the demo target" if own_target else target
-        am = _alertmanager(children, work)
+        am = _alertmanager(children, work, taken)
         mqtt = {"url": f"mqtt://127.0.0.1:{broker_port}", "protocol": protocol}
         agg_config: dict[str, Any] = {
             "mqtt": mqtt,
@@ -443,20 +454,26 @@ def run(
         if am is not None:
             agg_config["alertmanager"] = {"urls": [am], "resend_interval": "30s"}
         (work / "aggregator.yaml").write_text(yaml.safe_dump(agg_config))
-        children.start(
+        aggregator = children.start(
             [py, "-m", "aggregator", "--config", str(work / "aggregator.yaml")],
             "aggregator",
             "aggregator",
         )
         for i, region in enumerate(REGIONS):
             config = work / f"probe-{region}.yaml"
-            listen = f"127.0.0.1:{port_or_free(9101 + i)}"
+            probe_port = port_or_free(9101 + i, taken)
+            taken.add(probe_port)
+            listen = f"127.0.0.1:{probe_port}"
             config.write_text(
                 yaml.safe_dump(probe_config(region, mqtt, listen, target_config(target, options)))
             )
             children.start([py, "-m", "probe", "--config", str(config)], f"probe-{region}", "probe")
-        wait_port(port)
         page = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{page}/healthz", alive=lambda: aggregator.poll() is None)
+        except (ChildExited, TimeoutError) as exc:
+            print(f"vigil demo: the aggregator did not start ({exc}); see {work}", file=sys.stderr)
+            return 1
         demo = target
         print(
             f"Vigil demo: watching {watched} from {', '.join(REGIONS)}.\n"

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import ctypes
 import getpass
+import http.client
 import os
 import shutil
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 # <linux/prctl.h>: the signal the kernel sends a process when the thread that forked it exits.
@@ -27,14 +30,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_or_free(preferred: int) -> int:
-    """`preferred` if it is free on loopback, else any free port."""
+def port_or_free(preferred: int, avoid: Collection[int] = ()) -> int:
+    """`preferred` if it is free on loopback, else any free port; never one in `avoid`.
+
+    `avoid` holds ports promised to a process that has not bound them yet: the kernel
+    would hand such a port out again, and two services would race for it (the loser's
+    clients then talk to the winner).
+    """
     with socket.socket() as s:
         try:
+            if preferred in avoid:
+                raise OSError(f"port {preferred} is promised elsewhere")
             s.bind(("127.0.0.1", preferred))
         except OSError:
             s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        port = int(s.getsockname()[1])
+    while port in avoid:  # the kernel handed out a promised port: ask again
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+    return port
+
+
+def port_free(port: int) -> bool:
+    """Whether a service could bind 127.0.0.1:`port` now."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_port(port: int, limit: float = 15.0) -> None:
@@ -50,6 +76,34 @@ def wait_port(port: int, limit: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {limit:g}s")
+
+
+def wait_http(url: str, alive: Callable[[], bool], limit: float = 30.0) -> None:
+    """Block until `url` answers HTTP (any status), while `alive()` says its server runs.
+
+    An open port is not enough: whatever else took the port (a broker, say) accepts the
+    connection and never answers, and everything after would talk to the wrong service.
+
+    Raises:
+        TimeoutError: no HTTP answer within `limit` seconds.
+        ChildExited: the server's process ended first.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ChildExited(f"the process serving {url} exited")
+        try:
+            with urllib.request.urlopen(url, timeout=2.0):  # noqa: S310 - a loopback http URL
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP answer, whatever its status
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.1)
+    raise TimeoutError(f"no HTTP answer from {url} after {limit:g}s")
+
+
+class ChildExited(RuntimeError):
+    """A process the runner started ended before it was ready."""
 
 
 def die_with_parent() -> Callable[[], None] | None:

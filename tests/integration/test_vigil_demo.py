@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,10 @@ async def test_vigil_demo_end_to_end(tmp_path: Path, broker: str) -> None:
         assert demo is not None
         children = await asyncio.to_thread(children_of, proc.pid)
         assert len(children) >= 6  # broker, target, Alertmanager, aggregator, three probes
-        async with aiohttp.ClientSession() as session:
+        # A request that hangs (something other than the aggregator on its port) fails
+        # in seconds, not after aiohttp's default five minutes.
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
 
             async def every_region_reports() -> bool:
                 async with session.get(f"{base}/api/v1/status") as resp:
@@ -89,3 +93,26 @@ async def test_vigil_demo_end_to_end(tmp_path: Path, broker: str) -> None:
         code = await asyncio.to_thread(proc.wait, 30)
     assert code == 0
     assert [pid for pid in children if alive(pid)] == []
+
+
+def test_vigil_demo_refuses_a_port_in_use() -> None:
+    """The aggregator's port taken by anything else is a usage error before anything starts.
+
+    Otherwise the aggregator fails to bind while the demo, seeing the port open, reports a
+    page that is whatever else listens there.
+    """
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "demo", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"127.0.0.1:{port} is in use" in done.stderr
+    assert "Ctrl-C" not in done.stdout
