@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make run` and `make test`. Both bootstrap themselves.
-.PHONY: run test lint bench bootstrap clean
+.PHONY: run test test-images lint bench bootstrap clean
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -15,6 +15,14 @@ lint:
 
 test: lint
 	.venv/bin/python -m pytest
+	$(MAKE) test-images
+
+# The image built from the Dockerfile and the compose stack from deploy/, run for real
+# (tests/containers): Docker when its daemon answers, else podman with private settings;
+# a Debian base and stand-ins for the third-party images are built when no registry answers.
+test-images:
+	./scripts/bootstrap.sh --test
+	.venv/bin/python -m pytest -m containers tests/containers
 
 bench:
 	./scripts/bootstrap.sh --bench

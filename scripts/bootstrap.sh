@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a fresh Debian/Ubuntu machine:
 #   - Debian packages Vigil needs: mosquitto; with --test also prometheus-alertmanager,
-#     prometheus (for promtool), faketime (clock-skew fault tests) and chromium, which
-#     Playwright drives without downloading a browser; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
+#     prometheus (for promtool), faketime (clock-skew fault tests), chromium, which
+#     Playwright drives without downloading a browser, and (without a Docker daemon)
+#     podman, runc, podman-compose and debootstrap for the image tests; with --bench also prometheus-alertmanager and prometheus-blackbox-exporter;
 #     installed with apt-get when missing (as root, or through sudo);
 #   - a virtualenv in .venv with Vigil and its test tools installed from
 #     requirements/test-lock.txt.
@@ -19,6 +20,15 @@ case "${1:-}" in
     command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
     # libfaketime: the clock-skew fault tests run a probe with its wall clock shifted.
     command -v faketime >/dev/null 2>&1 || packages+=(faketime)
+    # The image and compose tests (make test-images): Docker when its daemon answers, else
+    # podman with runc, debootstrap for a base image without a registry, podman-compose and
+    # the CNI plugin that lets compose services find each other by name.
+    if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
+      command -v podman >/dev/null 2>&1 || packages+=(podman runc)
+      command -v podman-compose >/dev/null 2>&1 || packages+=(podman-compose)
+      command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
+      [ -x /usr/lib/cni/dnsname ] || packages+=(golang-github-containernetworking-plugin-dnsname)
+    fi
     ;;
   --bench)
     command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
