@@ -359,12 +359,12 @@ def _alertmanager(children: Children, work: Path, taken: set[int]) -> str | None
     taken.add(port)
     config = work / "alertmanager.yml"
     config.write_text(yaml.safe_dump(alertmanager_config()))
-    children.start(
+    proc = children.start(
         alertmanager_args(binary, config, work / "alertmanager", port),
         "alertmanager",
         "alertmanager",
     )
-    wait_port(port)
+    wait_port(port, alive=lambda: proc.poll() is None)
     return f"http://127.0.0.1:{port}"
 
 
@@ -419,25 +419,28 @@ def run(
     py = sys.executable
     stopper = _Stopper()
     previous = stopper.install()
+    code = 0
     try:
         broker_port = port_or_free(1883, taken)
         taken.add(broker_port)
         if broker == "mosquitto" and mosquitto is not None:
             (work / "mosquitto.conf").write_text(mosquitto_conf(broker_port, work))
-            children.start([mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto", "broker")
+            broker_proc = children.start(
+                [mosquitto, "-c", str(work / "mosquitto.conf")], "mosquitto", "broker"
+            )
         else:
-            children.start(
+            broker_proc = children.start(
                 [py, "-m", "demo.broker", "--port", str(broker_port)], "broker", "broker"
             )
-        wait_port(broker_port)
+        wait_port(broker_port, alive=lambda: broker_proc.poll() is None)
         own_target = target is None
         if target is None:
             demo_port = port_or_free(8000, taken)
             taken.add(demo_port)
-            children.start(
+            target_proc = children.start(
                 [py, "-m", "demo.target", "--port", str(demo_port)], "demo-target", "target"
             )
-            wait_port(demo_port)
+            wait_port(demo_port, alive=lambda: target_proc.poll() is None)
             target = f"http://127.0.0.1:{demo_port}"
         watched = "the demo target" if own_target else target
         am = _alertmanager(children, work, taken)
@@ -469,11 +472,7 @@ def run(
             )
             children.start([py, "-m", "probe", "--config", str(config)], f"probe-{region}", "probe")
         page = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(f"{page}/healthz", alive=lambda: aggregator.poll() is None)
-        except (ChildExited, TimeoutError) as exc:
-            print(f"vigil demo: the aggregator did not start ({exc}); see {work}", file=sys.stderr)
-            return 1
+        wait_http(f"{page}/healthz", alive=lambda: aggregator.poll() is None)
         demo = target
         print(
             f"Vigil demo: watching {watched} from {', '.join(REGIONS)}.\n"
@@ -510,6 +509,10 @@ def run(
                 stopper.wake = None
     except StopRequested:
         pass  # a signal during start-up: stop what has started
+    except (ChildExited, TimeoutError) as exc:
+        # A part that exited or never answered: say which, and where its log is.
+        print(f"vigil demo: could not start ({exc}); the logs are in {work}", file=sys.stderr)
+        code = 1
     finally:
         stopper.stopping = True
         if stopper.received is not None:
@@ -519,4 +522,4 @@ def run(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         print("vigil demo: stopped.", flush=True)
-    return 0
+    return code

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import getpass
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -63,14 +64,20 @@ def port_free(port: int) -> bool:
         return True
 
 
-def wait_port(port: int, limit: float = 15.0) -> None:
+def wait_port(port: int, limit: float = 15.0, alive: Callable[[], bool] | None = None) -> None:
     """Block until something accepts connections on 127.0.0.1:`port`.
+
+    `alive`, when given, says whether the process meant to listen there still runs: one
+    that exited (its port taken, say) fails at once instead of counting another's port.
 
     Raises:
         TimeoutError: nothing listened within `limit` seconds.
+        ChildExited: `alive()` turned false first.
     """
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise ChildExited(f"the process meant to listen on 127.0.0.1:{port} exited")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -79,13 +86,14 @@ def wait_port(port: int, limit: float = 15.0) -> None:
 
 
 def wait_http(url: str, alive: Callable[[], bool], limit: float = 30.0) -> None:
-    """Block until `url` answers HTTP (any status), while `alive()` says its server runs.
+    """Block until `url` answers 200 `{"status": "ok"}` (Vigil's `/healthz`) while `alive()`.
 
     An open port is not enough: whatever else took the port (a broker, say) accepts the
-    connection and never answers, and everything after would talk to the wrong service.
+    connection and never answers, and everything after would talk to the wrong service;
+    another HTTP server there answers, but not this.
 
     Raises:
-        TimeoutError: no HTTP answer within `limit` seconds.
+        TimeoutError: no such answer within `limit` seconds.
         ChildExited: the server's process ended first.
     """
     deadline = time.monotonic() + limit
@@ -93,13 +101,13 @@ def wait_http(url: str, alive: Callable[[], bool], limit: float = 30.0) -> None:
         if not alive():
             raise ChildExited(f"the process serving {url} exited")
         try:
-            with urllib.request.urlopen(url, timeout=2.0):  # noqa: S310 - a loopback http URL
-                return
-        except urllib.error.HTTPError:
-            return  # an HTTP answer, whatever its status
-        except (OSError, http.client.HTTPException):
-            time.sleep(0.1)
-    raise TimeoutError(f"no HTTP answer from {url} after {limit:g}s")
+            with urllib.request.urlopen(url, timeout=2.0) as resp:  # noqa: S310 - loopback http
+                if resp.status == 200 and json.loads(resp.read(4096)) == {"status": "ok"}:
+                    return
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # not up yet, not HTTP, or not Vigil's answer
+        time.sleep(0.1)
+    raise TimeoutError(f"no answer from {url} after {limit:g}s")
 
 
 class ChildExited(RuntimeError):

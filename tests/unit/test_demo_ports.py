@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
 import threading
 from collections.abc import Iterator
@@ -57,10 +58,63 @@ def test_port_free_sees_a_listener(silent_listener: int) -> None:
 
 
 def test_an_open_port_that_never_answers_http_is_not_ready(silent_listener: int) -> None:
-    with pytest.raises(TimeoutError, match="no HTTP answer"):
+    with pytest.raises(TimeoutError, match="no answer from"):
         wait_http(f"http://127.0.0.1:{silent_listener}/healthz", alive=lambda: True, limit=3.0)
 
 
 def test_a_server_process_that_exited_is_reported_at_once(silent_listener: int) -> None:
     with pytest.raises(ChildExited):
         wait_http(f"http://127.0.0.1:{silent_listener}/healthz", alive=lambda: False, limit=30.0)
+
+
+def test_a_promised_port_the_kernel_hands_out_is_asked_for_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Forced: the kernel's first two free ports are the promised one."""
+    handed = iter([50001, 50001, 50002])
+
+    class Scripted:
+        port = 0
+
+        def __enter__(self) -> Scripted:
+            return self
+
+        def __exit__(self, *_exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            if address[1] != 0:
+                raise OSError("in use")
+            self.port = next(handed)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", Scripted)
+    assert port_or_free(8000, avoid={50001}) == 50002
+
+
+def test_another_http_server_on_the_port_is_not_the_aggregator() -> None:
+    """It answers HTTP, but not Vigil's `/healthz`: still not ready."""
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "healthy"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        with pytest.raises(TimeoutError):
+            wait_http(url, alive=lambda: True, limit=2.0)
+    finally:
+        server.shutdown()
+        server.server_close()
