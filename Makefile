@@ -33,6 +33,7 @@ bench:
 	.venv/bin/python benchmarks/operator_bench.py
 	.venv/bin/python benchmarks/alerting_bench.py
 	.venv/bin/python benchmarks/bomb_bench.py
+	.venv/bin/python benchmarks/image_bench.py
 	# Last: sized from the figures the runs above just wrote (docs/figures.json).
 	.venv/bin/python benchmarks/shard_sim.py
 

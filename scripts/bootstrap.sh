@@ -23,10 +23,12 @@ case "${1:-}" in
     # The image and compose tests (make test-images): Docker when its daemon answers, else
     # podman with runc, debootstrap for a base image without a registry, podman-compose and
     # the CNI plugin that lets compose services find each other by name.
-    if ! { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }; then
-      command -v podman >/dev/null 2>&1 || packages+=(podman runc)
+    # debootstrap either way: a base image where no registry answers.
+    command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
+    if ! { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; }; then
+      command -v podman >/dev/null 2>&1 || packages+=(podman)
+      command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || packages+=(runc)
       command -v podman-compose >/dev/null 2>&1 || packages+=(podman-compose)
-      command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
       [ -x /usr/lib/cni/dnsname ] || packages+=(golang-github-containernetworking-plugin-dnsname)
     fi
     ;;

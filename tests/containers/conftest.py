@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.engine import Engine, EngineError, base_image, build_vigil, detect
-
-pytestmark = pytest.mark.containers
+from tests.containers.engine import Engine, EngineError, base_image, build_vigil, detect, sweep
 
 IMAGE = "localhost/vigil:test"
 # podman's store and settings: kept between runs (a second run reuses the base it built).
@@ -26,9 +24,13 @@ HOME = Path(os.environ.get("VIGIL_CONTAINERS_HOME", DEFAULT_HOME))
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     try:
-        return detect(HOME)
+        found = detect(HOME)
     except EngineError as exc:
         pytest.fail(str(exc))
+    left = sweep(found)
+    if left:
+        print(f"\nremoved what an earlier, interrupted run left: {left}")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from demo.local import free_port, wait_port
+from demo.local import port_or_free, wait_port
 from tests.containers.engine import Engine
 from tests.integration.conftest import REGIONS, Broker, Process
 
@@ -77,30 +77,43 @@ def test_metadata_healthcheck_stop_signal_and_labels(engine: Engine, vigil_image
 
 
 def test_the_final_stage_has_no_compiler_pip_or_caches(engine: Engine, vigil_image: str) -> None:
-    done = in_image(
-        engine,
-        vigil_image,
-        "sh",
-        "-c",
-        "for c in gcc cc pip pip3; do command -v $c; done; ls /root/.cache /src 2>/dev/null; "
-        "/opt/vigil/bin/python -c 'import pip' 2>/dev/null && echo venv-pip; true",
+    # As root, so /root is readable; each finding is printed, and only a clean image
+    # prints "clean" (a container that does not start prints nothing and fails too).
+    script = (
+        'found=; for c in gcc cc c++ pip pip3; do command -v $c >/dev/null && found="$found $c"; '
+        "done; for d in /root/.cache /src /opt/vigil/lib/python3.11/site-packages/pip; do "
+        '[ -e $d ] && found="$found $d"; done; '
+        '/opt/vigil/bin/python -c "import pip" 2>/dev/null && found="$found venv-pip"; '
+        'echo "${found:-clean}"'
     )
-    assert done.stdout.strip() == ""
+    done = engine.run(
+        "run", "--rm", "--user", "0", "--entrypoint", "sh", vigil_image, "-c", script, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "clean"
 
 
 @pytest.fixture
-def host_side(tmp_path: Path) -> Iterator[tuple[Broker, str]]:
-    """A mosquitto and the demo target on loopback, which host-network containers share."""
+def host_side(tmp_path: Path) -> Iterator[tuple[Broker, str, set[int]]]:
+    """A mosquitto and the demo target on loopback, which host-network containers share.
+
+    The third item holds every port promised so far: the containers' ports avoid them.
+    """
     broker = Broker(tmp_path / "broker")
     broker.start()
-    port = free_port()
-    target = Process(
-        ["-m", "demo.target", "--port", str(port), "--api-key", "sk-demo"], tmp_path / "target.log"
-    )
-    wait_port(port)
-    yield broker, f"http://127.0.0.1:{port}"
-    target.stop()
-    broker.stop()
+    target: Process | None = None
+    try:
+        port = port_or_free(0, {broker.port})
+        target = Process(
+            ["-m", "demo.target", "--port", str(port), "--api-key", "sk-demo"],
+            tmp_path / "target.log",
+        )
+        wait_port(port, alive=lambda: target is not None and target.proc.poll() is None)
+        yield broker, f"http://127.0.0.1:{port}", {broker.port, port}
+    finally:
+        if target is not None:
+            target.stop()
+        broker.stop()
 
 
 class Containers:
@@ -140,10 +153,11 @@ class Containers:
 
 
 def test_probe_containers_publish_and_an_aggregator_container_judges(
-    engine: Engine, vigil_image: str, host_side: tuple[Broker, str], tmp_path: Path
+    engine: Engine, vigil_image: str, host_side: tuple[Broker, str, set[int]], tmp_path: Path
 ) -> None:
-    broker, target = host_side
-    agg_port = free_port()
+    broker, target, taken = host_side
+    agg_port = port_or_free(0, taken)
+    taken.add(agg_port)
     containers = Containers(engine, vigil_image, f"vigil-test-{agg_port}")
     try:
         agg = tmp_path / "aggregator.yaml"
@@ -166,7 +180,8 @@ def test_probe_containers_publish_and_an_aggregator_container_judges(
         )
         probes = []
         for region in REGIONS:
-            port = free_port()
+            port = port_or_free(0, taken)
+            taken.add(port)
             config = tmp_path / f"probe-{region}.yaml"
             config.write_text(
                 yaml.safe_dump(
@@ -215,6 +230,8 @@ def test_probe_containers_publish_and_an_aggregator_container_judges(
         assert code == "0", containers.logs(aggregator)[-2000:]
         assert "aggregator_stopped" in containers.logs(aggregator)
         engine.run("stop", "--time", "15", probes[0], timeout=60)
+        code = engine.run("inspect", "--format", "{{.State.ExitCode}}", probes[0]).stdout.strip()
+        assert code == "0", containers.logs(probes[0])[-2000:]
         assert "probe_stopped" in containers.logs(probes[0])
     except BaseException:
         for name in containers.names:
