@@ -10,6 +10,7 @@ import getpass
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,33 +25,70 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports this process has handed out: never handed out twice, bound yet or not.
+_HANDED: set[int] = set()
+_RANDOM = random.SystemRandom()
 
 
-def port_or_free(preferred: int, avoid: Collection[int] = ()) -> int:
-    """`preferred` if it is free on loopback, else any free port; never one in `avoid`.
+def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
+    """The ports the kernel gives outgoing connections and `bind(0)` (Linux's default else)."""
+    try:
+        low, high = (int(v) for v in path.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
 
-    `avoid` holds ports promised to a process that has not bound them yet: the kernel
-    would hand such a port out again, and two services would race for it (the loser's
-    clients then talk to the winner).
-    """
+
+def _listen_ports() -> list[range]:
+    """Where to look for a listening port: outside the ephemeral range, above 10000."""
+    ephemeral = ephemeral_range()
+    spans = [range(10000, ephemeral.start), range(ephemeral.stop, 65536)]
+    return [span for span in spans if len(span) >= 1000]
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
         try:
-            if preferred in avoid:
-                raise OSError(f"port {preferred} is promised elsewhere")
-            s.bind(("127.0.0.1", preferred))
+            s.bind(("127.0.0.1", port))
         except OSError:
-            s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    while port in avoid:  # the kernel handed out a promised port: ask again
+            return False
+        return True
+
+
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A loopback TCP port that nothing listens on now and that stays free until bound.
+
+    Picked outside the kernel's ephemeral range: a port from `bind(0)` is free only until
+    the next outgoing connection, which may take it as its own local port (probes open
+    hundreds a second), and the service it was meant for then fails to bind. Never one this
+    process handed out before, nor one in `avoid`.
+    """
+    spans = _listen_ports()
+    for _ in range(500 if spans else 0):
+        span = _RANDOM.choice(spans)
+        port = span[_RANDOM.randrange(len(span))]
+        if port not in _HANDED and port not in avoid and _bindable(port):
+            _HANDED.add(port)
+            return port
+    while True:  # no room outside the ephemeral range: take the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-    return port
+        if port not in _HANDED and port not in avoid:
+            _HANDED.add(port)
+            return port
+
+
+def port_or_free(preferred: int, avoid: Collection[int] = ()) -> int:
+    """`preferred` if it is free on loopback, else a `free_port`; never one in `avoid`.
+
+    `avoid` holds ports promised to a process that has not bound them yet (another
+    process's promises, which this one's memory does not hold).
+    """
+    if preferred and preferred not in avoid and preferred not in _HANDED and _bindable(preferred):
+        _HANDED.add(preferred)
+        return preferred
+    return free_port(avoid)
 
 
 def port_free(port: int) -> bool:

@@ -238,7 +238,8 @@ class System:
             self.tmp / "aggregator.yaml", self.broker, self.port, **self.aggregator_extra
         )
         self.aggregator = start_aggregator(config, self.tmp / f"aggregator-{self.generation}.log")
-        wait_port(self.port)
+        proc = self.aggregator.proc
+        wait_port(self.port, alive=lambda: proc.poll() is None)
 
     async def poll(self) -> dict[str, Any]:
         async with self.session.get(f"http://127.0.0.1:{self.port}/api/v1/status") as resp:
@@ -288,10 +289,10 @@ async def running_system(
             await s.wait_verdict("up")
             yield s
         finally:
+            # Exited or not: stop() also closes each one's log file.
             for proc in s.probes.values():
-                if proc.proc.poll() is None:
-                    proc.stop()
-            if s.aggregator is not None and s.aggregator.proc.poll() is None:
+                proc.stop()
+            if s.aggregator is not None:
                 s.aggregator.stop()
 
 
@@ -341,7 +342,8 @@ class Alertmanager:
             args += [f"--cluster.peer={peer}" for peer in self.peers]
         with (self.dir / "alertmanager.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        wait_port(self.port)
+        proc = self.proc
+        wait_port(self.port, alive=lambda: proc.poll() is None)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -6,10 +6,18 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from demo.local import ChildExited, port_free, port_or_free, wait_http
+from demo.local import (
+    ChildExited,
+    ephemeral_range,
+    free_port,
+    port_free,
+    port_or_free,
+    wait_http,
+)
 
 
 @pytest.fixture
@@ -118,3 +126,21 @@ def test_another_http_server_on_the_port_is_not_the_aggregator() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
+    """An outgoing connection cannot take one before its service binds it.
+
+    The CI failure: an aggregator's promised port became a probe connection's local port.
+    """
+    ephemeral = ephemeral_range()
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if p in ephemeral]
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_file(tmp_path: Path) -> None:
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("40000\t50000\n")
+    assert ephemeral_range(setting) == range(40000, 50001)
+    assert ephemeral_range(tmp_path / "absent") == range(32768, 61000)
