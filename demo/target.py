@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
@@ -150,10 +151,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m demo.target")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", default=None)
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", default=None, help="the key the version endpoint wants")
+    keys.add_argument(
+        "--authorization-file",
+        type=Path,
+        default=None,
+        help="a file holding the whole Authorization value it wants (`Bearer <key>`), "
+        "as the probes' version_auth_header_file does: a compose file secret",
+    )
     args = parser.parse_args()
+    api_key = args.api_key
+    if args.authorization_file is not None:
+        try:
+            value = args.authorization_file.read_text().strip()
+        except OSError as exc:
+            parser.exit(2, f"--authorization-file: {args.authorization_file}: {exc.strerror}\n")
+        if not value.startswith("Bearer ") or not value.removeprefix("Bearer ").strip():
+            parser.exit(2, f"--authorization-file: {args.authorization_file}: not 'Bearer <key>'\n")
+        api_key = value.removeprefix("Bearer ").strip()
     web.run_app(
-        make_app(api_key=args.api_key), host=args.host, port=args.port, print=None, access_log=None
+        make_app(api_key=api_key), host=args.host, port=args.port, print=None, access_log=None
     )
 
 

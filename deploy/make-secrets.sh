@@ -1,6 +1,7 @@
 #!/bin/sh
 # Make the secret files deploy/docker-compose.yml mounts: a random password for each broker
-# login, and a placeholder PagerDuty routing key to replace with the real one. A file that
+# login, the demo target's Authorization value ("Bearer demo-<random>"), and a placeholder
+# PagerDuty routing key to replace with the real one. A file that
 # exists is kept, so running this again never changes a password the broker already has;
 # delete a file and run it again to rotate that password, then restart the broker and the
 # login's service. Usage: sh deploy/make-secrets.sh [DIR]   (DIR: deploy/secrets/)
@@ -23,6 +24,13 @@ for user in probe-us-east probe-eu-west probe-ap-southeast aggregator aggregator
   fi
   chmod 0644 "$file"
 done
+auth="$dir/omniroute-authorization"
+if [ ! -e "$auth" ]; then
+  # For the demo target; for a real service write its own: printf 'Bearer %s\n' "$KEY" > ...
+  printf 'Bearer demo-%s\n' "$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" > "$auth"
+  echo "made $auth: for the real service, write 'Bearer <its key>' into it"
+fi
+chmod 0644 "$auth"
 key="$dir/pagerduty-routing-key"
 if [ ! -e "$key" ]; then
   echo "replace-with-your-pagerduty-integration-key" > "$key"

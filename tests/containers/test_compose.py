@@ -221,9 +221,15 @@ def judge_and_page(stack: Stack, engine: Engine) -> None:
             if not status or not status.get("targets"):
                 return False
             row = status["targets"][0]
-            return bool(row["verdict"] == "up" and all(r["last_result"] for r in row["regions"]))
+            return bool(
+                row["verdict"] == "up"
+                and all(r["last_result"] for r in row["regions"])
+                # The version endpoint took the Authorization value from the file secret
+                # the probes and the demo target share.
+                and all(r["version"] and not r["version_error"] for r in row["regions"])
+            )
 
-        poll(judged_up, 120, f"{agg} to judge the demo target up from three regions")
+        poll(judged_up, 120, f"{agg} to judge the demo target up, with its version, everywhere")
     regions = get_json(stack.url("aggregator", 8080, "/api/v1/regions"))
     assert regions is not None
     online = [r["region"] for r in regions["regions"] if any(p["online"] for p in r["probes"])]

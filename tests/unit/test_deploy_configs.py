@@ -19,14 +19,18 @@ from wire.topics import state_filter, state_topic
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "config"
 
 
-def test_probe_example_is_valid_and_takes_its_region_from_the_environment() -> None:
+def test_probe_example_is_valid_and_takes_its_region_from_the_environment(
+    tmp_path: Path,
+) -> None:
     """Each probe container sets its region, id and credentials; the file supplies the rest."""
+    auth = tmp_path / "authorization"
+    auth.write_text("Bearer k\n")
     env = {
         "VIGIL_REGION": "eu-west",
         "VIGIL_PROBE_ID": "eu-west-1",
         "VIGIL_MQTT_USERNAME": "probe-eu-west",
         "VIGIL_MQTT_PASSWORD": "pw",
-        "OMNIROUTE_API_KEY": "k",
+        "OMNIROUTE_AUTHORIZATION_FILE": str(auth),
     }
     config = load_probe(DEPLOY / "probe.yaml", env)
     assert (config.region, config.probe_id) == ("eu-west", "eu-west-1")
@@ -138,13 +142,13 @@ def test_no_probe_login_may_write_state() -> None:
 BROKER_LOGINS = ("probe-us-east", "probe-eu-west", "probe-ap-southeast", *AGGREGATORS)
 SECRETS_OF = {
     "mosquitto": [f"mqtt-password-{login}" for login in BROKER_LOGINS],
-    "probe-us-east": ["mqtt-password-probe-us-east"],
-    "probe-eu-west": ["mqtt-password-probe-eu-west"],
-    "probe-ap-southeast": ["mqtt-password-probe-ap-southeast"],
+    "probe-us-east": ["mqtt-password-probe-us-east", "omniroute-authorization"],
+    "probe-eu-west": ["mqtt-password-probe-eu-west", "omniroute-authorization"],
+    "probe-ap-southeast": ["mqtt-password-probe-ap-southeast", "omniroute-authorization"],
     "aggregator": ["mqtt-password-aggregator"],
     "aggregator-b": ["mqtt-password-aggregator-b"],
     "alertmanager": ["pagerduty-routing-key"],
-    "demo-target": [],
+    "demo-target": ["omniroute-authorization"],
     "prometheus": [],
 }
 
@@ -170,18 +174,47 @@ def test_each_service_mounts_only_its_own_secrets(name: str, secrets: list[str])
     assert not [key for key in env if "PASSWORD" in key and not key.endswith("_FILE")]
     if "VIGIL_MQTT_USERNAME" in env:
         login = env["VIGIL_MQTT_USERNAME"]
-        assert secrets == [f"mqtt-password-{login}"]
+        assert secrets[0] == f"mqtt-password-{login}"
         assert env["VIGIL_MQTT_PASSWORD_FILE"] == f"/run/secrets/mqtt-password-{login}"
 
 
-def test_env_example_holds_no_password_and_nothing_compose_does_not_use() -> None:
-    """Passwords moved to file secrets; what .env.example still sets, compose substitutes."""
+def test_no_secret_reaches_a_container_through_the_environment() -> None:
+    """Keys and passwords are file secrets; compose substitutes no variable at all."""
     compose = (ROOT / "docker-compose.yml").read_text()
-    lines = (ROOT / ".env.example").read_text().splitlines()
-    names = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
-    assert names == ["OMNIROUTE_API_KEY"]
-    for name in names:
-        assert "${" + name in compose, f"{name} is not used by docker-compose.yml"
+    assert "${" not in compose
+    assert not (ROOT / ".env.example").exists()
+    for name, service in _compose()["services"].items():
+        for key in service.get("environment", {}):
+            assert not any(
+                word in key for word in ("KEY", "TOKEN", "PASSWORD", "AUTHORIZATION")
+            ) or key.endswith("_FILE"), f"{name}: {key}"
+
+
+def test_the_probes_and_the_demo_target_share_the_authorization_file_secret(
+    tmp_path: Path,
+) -> None:
+    """The probes send what the demo target checks, both from one mounted file."""
+    services = _compose()["services"]
+    target = services["demo-target"]
+    assert "omniroute-authorization" in target["secrets"]
+    assert target["command"] == ["--authorization-file", "/run/secrets/omniroute-authorization"]
+    auth = tmp_path / "authorization"
+    auth.write_text("Bearer sk-test\n")
+    password = tmp_path / "password"
+    password.write_text("pw\n")
+    for name in ("probe-us-east", "probe-eu-west", "probe-ap-southeast"):
+        assert "omniroute-authorization" in services[name]["secrets"]
+        env = services[name]["environment"]
+        assert env["OMNIROUTE_AUTHORIZATION_FILE"] == "/run/secrets/omniroute-authorization"
+        config = load_probe(
+            DEPLOY / "probe.yaml",
+            {
+                **env,
+                "VIGIL_MQTT_PASSWORD_FILE": str(password),
+                "OMNIROUTE_AUTHORIZATION_FILE": str(auth),
+            },
+        )
+        assert config.targets[0].auth_header() == "Bearer sk-test"
 
 
 def test_the_broker_and_make_secrets_know_every_login_the_compose_file_mounts() -> None:
@@ -241,7 +274,7 @@ def test_stop_grace_periods_outlast_each_services_shutdown(tmp_path: Path) -> No
         env = {
             **services[name]["environment"],
             "VIGIL_MQTT_PASSWORD_FILE": str(secret),
-            "OMNIROUTE_API_KEY": "k",
+            "OMNIROUTE_AUTHORIZATION_FILE": str(secret),
         }
         probe = load_probe(DEPLOY / "probe.yaml", env)
         assert _seconds(services[name]) > probe.shutdown_timeout, name
