@@ -46,15 +46,6 @@ def _listen_ports() -> list[range]:
     return [span for span in spans if len(span) >= 1000]
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def free_port(avoid: Collection[int] = ()) -> int:
     """A loopback TCP port that nothing listens on now and that stays free until bound.
 
@@ -67,7 +58,7 @@ def free_port(avoid: Collection[int] = ()) -> int:
     for _ in range(500 if spans else 0):
         span = _RANDOM.choice(spans)
         port = span[_RANDOM.randrange(len(span))]
-        if port not in _HANDED and port not in avoid and _bindable(port):
+        if port not in _HANDED and port not in avoid and port_free(port, reuse_addr=False):
             _HANDED.add(port)
             return port
     while True:  # no room outside the ephemeral range: take the kernel's choice
@@ -85,16 +76,26 @@ def port_or_free(preferred: int, avoid: Collection[int] = ()) -> int:
     `avoid` holds ports promised to a process that has not bound them yet (another
     process's promises, which this one's memory does not hold).
     """
-    if preferred and preferred not in avoid and preferred not in _HANDED and _bindable(preferred):
+    if (
+        preferred
+        and preferred not in avoid
+        and preferred not in _HANDED
+        and port_free(preferred, reuse_addr=False)
+    ):
         _HANDED.add(preferred)
         return preferred
     return free_port(avoid)
 
 
-def port_free(port: int) -> bool:
-    """Whether a service could bind 127.0.0.1:`port` now."""
+def port_free(port: int, *, reuse_addr: bool = True) -> bool:
+    """Whether a service could bind 127.0.0.1:`port` now.
+
+    `reuse_addr` as servers bind (a port in TIME_WAIT counts as free); without it, as
+    `free_port` asks, only a port with no socket on it at all.
+    """
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_addr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -117,6 +117,13 @@ class Engine:
         test = check.get("Test")
         return list(test) if test else None
 
+    def healthy(self, name: str) -> bool:
+        """The container's HEALTHCHECK passes (podman here has no systemd timer: run it)."""
+        if self.podman:
+            return self.run("healthcheck", "run", name, check=False).returncode == 0
+        status = self.run("inspect", "--format", "{{.State.Health.Status}}", name).stdout
+        return status.strip() == "healthy"
+
     def pull(self, name: str) -> bool:
         """Whether `name` could be pulled (no registry reachable: False, quickly)."""
         if not registry_reachable(name):
@@ -392,7 +399,8 @@ def _local_base_current(engine: Engine) -> bool:
     if not (engine.image_exists(LOCAL_BASE) and engine.image_exists(LOCAL_APT_BASE)):
         return False
     labels = engine.image(LOCAL_BASE).get("Config", {}).get("Labels") or {}
-    key = base_key(os_codename(), apt_mirror(os_codename()))
+    codename = os_codename()
+    key = base_key(codename, apt_mirror(codename))
     built = int(labels.get("vigil.base.built", "0"))
     return bool(labels.get("vigil.base.key") == key and time.time() - built < BASE_MAX_AGE_S)
 

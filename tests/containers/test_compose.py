@@ -92,10 +92,9 @@ class Stack:
 
     def container(self, service: str) -> str:
         for c in self.containers():
-            names = c.get("Names") or [c.get("Name", "")]
-            name = names[0] if isinstance(names, list) else names
+            name = container_name(c)
             if name.endswith((f"_{service}_1", f"-{service}-1")):
-                return str(name)
+                return name
         raise AssertionError(f"no container for {service}")
 
 
@@ -139,18 +138,15 @@ def new_stack(engine: Engine, tmp_path: Path, images: dict[str, str]) -> Stack:
     )
 
 
-def healthy(engine: Engine, name: str) -> bool:
-    """The image's HEALTHCHECK passes (podman here has no systemd timer: run it as one would)."""
-    if engine.podman:
-        return engine.run("healthcheck", "run", name, check=False).returncode == 0
-    status = engine.run("inspect", "--format", "{{.State.Health.Status}}", name).stdout
-    return status.strip() == "healthy"
+def container_name(record: dict[str, Any]) -> str:
+    """A `ps --format json` record's name (podman: a `Names` list; Docker: a string)."""
+    names = record.get("Names") or record.get("Name", "")
+    return str(names[0] if isinstance(names, list) else names)
 
 
 def dump_logs(stack: Stack) -> None:
     for c in stack.containers():
-        names = c.get("Names") or [c.get("Name")]
-        name = names[0] if isinstance(names, list) else names
+        name = container_name(c)
         logs = stack.engine.run("logs", "--tail", "30", name, check=False)
         sys.stderr.write(f"--- {name}\n{logs.stdout[-2500:]}{logs.stderr[-2500:]}\n")
 
@@ -210,7 +206,7 @@ def judge_and_page(stack: Stack, engine: Engine) -> None:
     )
     for service in VIGIL_SERVICES:
         name = stack.container(service)
-        poll(functools.partial(healthy, engine, name), 90, f"{service}'s HEALTHCHECK")
+        poll(functools.partial(engine.healthy, name), 90, f"{service}'s HEALTHCHECK")
 
     # Three probes publish with their own logins (the ACL takes nothing else), and both
     # aggregators of the HA pair judge the target up.
@@ -268,7 +264,6 @@ def judge_and_page(stack: Stack, engine: Engine) -> None:
 
     # Nothing got there by restarting: a crash loop (the broker's once) shows up here.
     for c in stack.containers():
-        names = c.get("Names") or [c.get("Name")]
-        name = names[0] if isinstance(names, list) else names
+        name = container_name(c)
         restarts = engine.run("inspect", "--format", "{{.RestartCount}}", name).stdout.strip()
         assert restarts == "0", f"{name} restarted {restarts} times"

@@ -137,12 +137,6 @@ class Containers:
         )  # fmt: skip
         return full
 
-    def healthy(self, name: str) -> bool:
-        if self.engine.podman:  # no systemd timers here: run the image's check as they would
-            return self.engine.run("healthcheck", "run", name, check=False).returncode == 0
-        state = self.engine.run("inspect", "--format", "{{.State.Health.Status}}", name)
-        return state.stdout.strip() == "healthy"
-
     def logs(self, name: str) -> str:
         done = self.engine.run("logs", name, check=False)
         return done.stdout + done.stderr
@@ -218,7 +212,7 @@ def test_probe_containers_publish_and_an_aggregator_container_judges(
 
         poll(verdict_up, 90, "the aggregator container to judge the probes' results up")
         for name in (aggregator, *probes):
-            poll(functools.partial(containers.healthy, name), 60, f"{name} HEALTHCHECK")
+            poll(functools.partial(engine.healthy, name), 60, f"{name} HEALTHCHECK")
         history = get_json(f"http://127.0.0.1:{agg_port}/api/v1/uptime")
         assert history is not None, "the history (on the image's volume) answers"
 
