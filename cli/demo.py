@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -23,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +39,11 @@ from demo.local import (
     alertmanager_args,
     alertmanager_binary,
     alertmanager_config,
+    bind_error,
     die_with_parent,
+    loopback_get,
     mosquitto_binary,
     mosquitto_conf,
-    port_free,
     port_or_free,
     wait_http,
     wait_port,
@@ -315,8 +316,7 @@ async def _watch_mqtt(port: int) -> None:
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - our own loopback URL
-        return json.loads(resp.read())
+    return json.loads(loopback_get(url, timeout=5)[1])
 
 
 async def _watch_alerts(api: str) -> None:
@@ -393,6 +393,11 @@ def run(
     if problem is not None:
         print(f"vigil demo: {problem}", file=sys.stderr)
         return 2
+    busy = bind_error(port)
+    if busy is not None:
+        reason = "is in use" if busy.errno == errno.EADDRINUSE else f"cannot be bound ({busy})"
+        print(f"vigil demo: 127.0.0.1:{port} {reason}; choose another --port", file=sys.stderr)
+        return 2
     mosquitto = mosquitto_binary()
     if broker == "auto":
         broker = "mosquitto" if mosquitto is not None else "embedded"
@@ -409,9 +414,6 @@ def run(
     # amqtt speaks MQTT 3.1.1 only and never answers an MQTT 5 CONNECT: `auto` would find
     # that out, but only after a 10 s timeout per service.
     protocol = "3.1.1" if broker == "embedded" else "auto"
-    if not port_free(port):
-        print(f"vigil demo: 127.0.0.1:{port} is in use; choose another --port", file=sys.stderr)
-        return 2
     # Ports promised to a service that has not bound them yet: no other service gets one.
     taken = {port}
     work = Path(tempfile.mkdtemp(prefix="vigil-demo-"))

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Everything on 127.0.0.1 until Ctrl-C or SIGTERM: Debian's mosquitto when "
         "installed, else an embedded broker (pip install 'vigil[demo]').",
     )
-    dm.add_argument("--port", type=int, default=8080, help="the aggregator's HTTP port")
+    dm.add_argument("--port", type=_tcp_port, default=8080, help="the aggregator's HTTP port")
     dm.add_argument("--target", help="watch this real service (base URL) instead of the demo")
     dm.add_argument(
         "--broker",
@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(dm)
     _operator_parsers(sub)
     return parser
+
+
+def _tcp_port(text: str) -> int:
+    """A TCP port a server can listen on: 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -28,6 +29,7 @@ PR_SET_PDEATHSIG = 1
 # Ports this process has handed out: never handed out twice, bound yet or not.
 _HANDED: set[int] = set()
 _RANDOM = random.SystemRandom()
+_WARNED: list[bool] = []  # free_port's fallback was announced
 
 
 def ephemeral_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
@@ -61,6 +63,15 @@ def free_port(avoid: Collection[int] = ()) -> int:
         if port not in _HANDED and port not in avoid and port_free(port, reuse_addr=False):
             _HANDED.add(port)
             return port
+    if not spans and not _WARNED:
+        _WARNED.append(True)
+        warnings.warn(
+            f"no span of 1000 ports above 10000 outside the ephemeral range "
+            f"{ephemeral_range().start}-{ephemeral_range().stop - 1}: listening ports come "
+            "from bind(0), where an outgoing connection may take one before it is bound",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     while True:  # no room outside the ephemeral range: take the kernel's choice
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -93,14 +104,19 @@ def port_free(port: int, *, reuse_addr: bool = True) -> bool:
     `reuse_addr` as servers bind (a port in TIME_WAIT counts as free); without it, as
     `free_port` asks, only a port with no socket on it at all.
     """
+    return bind_error(port, reuse_addr=reuse_addr) is None
+
+
+def bind_error(port: int, *, reuse_addr: bool = True) -> OSError | None:
+    """Why a service could not bind 127.0.0.1:`port` now (in use, privileged), or None."""
     with socket.socket() as s:
         if reuse_addr:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+        except OSError as exc:
+            return exc
+        return None
 
 
 def wait_port(port: int, limit: float = 15.0, alive: Callable[[], bool] | None = None) -> None:
@@ -140,13 +156,29 @@ def wait_http(url: str, alive: Callable[[], bool], limit: float = 30.0) -> None:
         if not alive():
             raise ChildExited(f"the process serving {url} exited")
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:  # noqa: S310 - loopback http
-                if resp.status == 200 and json.loads(resp.read(4096)) == {"status": "ok"}:
-                    return
+            status, body = loopback_get(url, timeout=2.0, limit=4096)
+            if status == 200 and json.loads(body) == {"status": "ok"}:
+                return
         except (OSError, ValueError, http.client.HTTPException):
             pass  # not up yet, not HTTP, or not Vigil's answer
         time.sleep(0.1)
     raise TimeoutError(f"no answer from {url} after {limit:g}s")
+
+
+# Our own children on 127.0.0.1 are never behind a proxy: an `http_proxy` in the
+# environment (without 127.0.0.1 in `no_proxy`) would send these requests elsewhere.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def loopback_get(url: str, timeout: float, limit: int = 1 << 20) -> tuple[int, bytes]:
+    """GET `url` directly, whatever the proxy settings: (status, first `limit` bytes of body).
+
+    Raises:
+        OSError: no connection, or a 4xx/5xx answer (`urllib.error.HTTPError`).
+        http.client.HTTPException: the answer was not HTTP.
+    """
+    with _DIRECT.open(url, timeout=timeout) as resp:
+        return int(resp.status), bytes(resp.read(limit))
 
 
 class ChildExited(RuntimeError):

@@ -36,7 +36,7 @@ class DemoState:
     """Global behaviour plus per-region overrides."""
 
     default: Behaviour
-    api_key: str | None
+    authorization: str | None  # the whole Authorization value the version endpoint wants
     regions: dict[str, Behaviour]
     health_requests: int = 0
     version_requests: int = 0
@@ -73,8 +73,8 @@ async def version_endpoint(request: web.Request) -> web.Response:
     """Imitate `GET /api/system/version`: needs the API key, answers 304 to a matching ETag."""
     state = request.app[STATE]
     state.version_requests += 1
-    if state.api_key is not None and request.headers.get("Authorization") != (
-        f"Bearer {state.api_key}"
+    if state.authorization is not None and request.headers.get("Authorization") != (
+        state.authorization
     ):
         return web.json_response({"error": "unauthorized"}, status=401)
     b = state.for_request(request)
@@ -135,10 +135,16 @@ async def set_state(request: web.Request) -> web.Response:
     return await get_state(request)
 
 
-def make_app(*, api_key: str | None = None, version: str = "3.8.34") -> web.Application:
+def make_app(
+    *, api_key: str | None = None, authorization: str | None = None, version: str = "3.8.34"
+) -> web.Application:
     """The demo target application."""
     app = web.Application()
-    app[STATE] = DemoState(default=Behaviour(version=version), api_key=api_key, regions={})
+    app[STATE] = DemoState(
+        default=Behaviour(version=version),
+        authorization=authorization or (f"Bearer {api_key}" if api_key is not None else None),
+        regions={},
+    )
     app.router.add_get("/api/health/ping", health)
     app.router.add_get("/api/system/version", version_endpoint)
     app.router.add_get("/_demo/state", get_state)
@@ -157,21 +163,27 @@ def main() -> None:
         "--authorization-file",
         type=Path,
         default=None,
-        help="a file holding the whole Authorization value it wants (`Bearer <key>`), "
-        "as the probes' version_auth_header_file does: a compose file secret",
+        help="a file holding the whole Authorization value it wants (`Bearer <key>`, or any "
+        "scheme), compared as the probes' version_auth_header_file sends it: a compose secret",
     )
     args = parser.parse_args()
-    api_key = args.api_key
+    authorization = None
     if args.authorization_file is not None:
+        where = f"--authorization-file: {args.authorization_file}"
         try:
-            value = args.authorization_file.read_text().strip()
+            authorization = args.authorization_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            parser.exit(2, f"--authorization-file: {args.authorization_file}: {exc.strerror}\n")
-        if not value.startswith("Bearer ") or not value.removeprefix("Bearer ").strip():
-            parser.exit(2, f"--authorization-file: {args.authorization_file}: not 'Bearer <key>'\n")
-        api_key = value.removeprefix("Bearer ").strip()
+            parser.exit(2, f"{where}: {exc.strerror or exc}\n")
+        except UnicodeDecodeError:
+            parser.exit(2, f"{where}: not UTF-8 text\n")
+        if not authorization:
+            parser.exit(2, f"{where}: empty\n")
     web.run_app(
-        make_app(api_key=api_key), host=args.host, port=args.port, print=None, access_log=None
+        make_app(api_key=args.api_key, authorization=authorization),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
     )
 
 

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from demo.target import make_app
+from tests.conftest import Serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,16 +28,32 @@ def run_target(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [("sk-only-the-key\n", "not 'Bearer <key>'"), ("Bearer   \n", "not 'Bearer <key>'")],
+    [(b"   \n", "empty"), (b"Bearer \xff\xfe\n", "not UTF-8 text")],
 )
-def test_a_file_that_is_not_a_bearer_value_is_exit_2(
-    tmp_path: Path, content: str, problem: str
+def test_a_file_with_no_usable_value_is_exit_2(
+    tmp_path: Path, content: bytes, problem: str
 ) -> None:
+    """Not a traceback (non-UTF-8), and not a target that accepts any request (empty)."""
     secret = tmp_path / "authorization"
-    secret.write_text(content)
+    secret.write_bytes(content)
     done = run_target("--authorization-file", str(secret))
     assert done.returncode == 2
     assert f"--authorization-file: {secret}: {problem}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_the_whole_value_is_compared_as_the_probes_send_it(serve: Serve) -> None:
+    """Any scheme the service's operators put in the shared secret, not only `Bearer <key>`.
+
+    The earlier target exited 2 unless the file held exactly `Bearer <key>`, and compose
+    does not restart it: a secret the probes accept left the demo target dead.
+    """
+    url = await serve(make_app(authorization="Token abc def"))
+    async with aiohttp.ClientSession() as session:
+        for header, status in (("Token abc def", 200), ("Bearer abc def", 401), (None, 401)):
+            headers = {"Authorization": header} if header is not None else {}
+            async with session.get(f"{url}/api/system/version", headers=headers) as resp:
+                assert resp.status == status, header
 
 
 def test_a_missing_file_is_exit_2_naming_it(tmp_path: Path) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import pytest
 import yaml
 
+from cli import demo
 from cli.demo import REGIONS, TargetOptions, check_options, probe_config, target_config
 from cli.main import build_parser, demo_options
 from probe.config import TargetConfig, parse_config
@@ -114,3 +118,32 @@ def test_good_options_pass_the_check() -> None:
     """The defaults, and a full set of options, are accepted."""
     assert check_options(None, TargetOptions()) is None
     assert check_options(URL, TargetOptions(name="shop", profile="omniroute")) is None
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "-1", "http"])
+def test_a_port_outside_1_to_65535_is_a_usage_error(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a traceback (70000), not a 30 s wait (0): exit 2 naming the option."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["demo", "--port", port])
+    assert exited.value.code == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_a_busy_port_exits_2_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        assert demo.run(held.getsockname()[1], None) == 2
+    assert "is in use; choose another --port" in capsys.readouterr().err
+
+
+def test_a_port_that_cannot_be_bound_says_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A privileged port for a user is not 'in use' (the old message): the real reason."""
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(demo, "bind_error", lambda _port: denied)
+    assert demo.run(80, None) == 2
+    assert "127.0.0.1:80 cannot be bound ([Errno 13] Permission denied)" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import http.server
 import socket
 import threading
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from demo import local
 from demo.local import (
     ChildExited,
+    bind_error,
     ephemeral_range,
     free_port,
+    loopback_get,
     port_free,
     port_or_free,
     wait_http,
@@ -128,15 +132,72 @@ def test_another_http_server_on_the_port_is_not_the_aggregator() -> None:
         server.server_close()
 
 
-def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
+def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An outgoing connection cannot take one before its service binds it.
 
     The CI failure: an aggregator's promised port became a probe connection's local port.
+    Linux's default range, whatever this machine's is.
     """
-    ephemeral = ephemeral_range()
+    ephemeral = range(32768, 61000)
+    monkeypatch.setattr(local, "ephemeral_range", lambda: ephemeral)
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
-    assert not [p for p in ports if p in ephemeral]
+    assert not [p for p in ports if p in ephemeral or p < 10000]
+
+
+def test_with_no_room_outside_the_ephemeral_range_ports_come_from_the_kernel_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local, "ephemeral_range", lambda: range(1024, 65536))
+    monkeypatch.setattr(local, "_WARNED", [])
+    with pytest.warns(RuntimeWarning, match="outside the ephemeral range 1024-65535"):
+        ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == len(ports)
+    assert all(port_free(p, reuse_addr=False) for p in ports)
+
+
+def test_a_proxy_in_the_environment_does_not_reach_loopback_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`http_proxy` without 127.0.0.1 in `no_proxy`: the demo still talks to its children.
+
+    The regression: urlopen sent the readiness check to the (dead) proxy; the demo waited
+    30 s and exited 1.
+    """
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        wait_http(url, alive=lambda: True, limit=10.0)
+        assert loopback_get(url, timeout=5) == (200, b'{"status": "ok"}')
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bind_error_says_why(silent_listener: int) -> None:
+    busy = bind_error(silent_listener)
+    assert busy is not None
+    assert busy.errno == errno.EADDRINUSE
 
 
 def test_the_ephemeral_range_is_read_from_the_kernel_file(tmp_path: Path) -> None:
