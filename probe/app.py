@@ -17,6 +17,7 @@ from probe.buffer import ResultBuffer
 from probe.check import Checker, make_session
 from probe.config import ProbeConfig, TargetConfig
 from probe.http import make_app
+from probe.lean import LeanClient
 from probe.metrics import ProbeMetrics
 from probe.mqtt import Publisher
 from probe.schedule import Scheduler
@@ -59,6 +60,7 @@ async def checker_for(config: ProbeConfig, boot_id: str) -> AsyncIterator[Checke
     async with (
         make_session(reuse_connections=False) as fresh,
         make_session(reuse_connections=True) as pooled,
+        LeanClient() as lean,
     ):
         yield Checker(
             region=config.region,
@@ -66,6 +68,7 @@ async def checker_for(config: ProbeConfig, boot_id: str) -> AsyncIterator[Checke
             boot_id=boot_id,
             fresh=fresh,
             pooled=pooled,
+            lean=lean,
         )
 
 

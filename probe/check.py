@@ -8,7 +8,6 @@ import datetime
 import logging
 import ssl
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -17,7 +16,9 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
+from probe.body import BodyDecoder
 from probe.config import TargetConfig
+from probe.lean import Answer, LeanClient
 from probe.profiles import HealthEndpoint
 from probe.verdict import (
     BodyEncodingError,
@@ -192,90 +193,6 @@ def make_session(
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": "vigil-probe/0.1", "Accept-Encoding": "gzip, deflate"},
     )
-
-
-class BodyDecoder:
-    """Decodes a body as it arrives and refuses to hold more than `limit` decoded bytes.
-
-    Decompression is bounded per call (`max_length`), so a small bomb never expands past the
-    limit in memory, and the compressed input is bounded too, so a stream that decodes to
-    nothing (empty deflate blocks) cannot be read forever either.
-    """
-
-    def __init__(self, content_encoding: str, limit: int) -> None:
-        coding = content_encoding.strip().lower()
-        if coding not in ("", "identity", "gzip", "x-gzip", "deflate"):
-            raise BodyEncodingError(f"unsupported Content-Encoding {content_encoding[:40]!r}")
-        self.limit = limit
-        self.compressed = coding not in ("", "identity")
-        # Deflate's worst case adds 5 bytes per 64 KiB stored block, gzip a header and trailer
-        # of a few dozen bytes: a real compressed body is never much larger than its content.
-        self.encoded_limit = limit + limit // 64 + 1024 if self.compressed else limit
-        self._coding = coding
-        self._inflate: Any = None
-        if coding in ("gzip", "x-gzip"):
-            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        # deflate: zlib-wrapped by the RFC, raw from some servers; the first bytes tell.
-        self._head = b""
-        self._encoded = 0
-        self._parts: list[bytes] = []
-        self._size = 0
-
-    @property
-    def complete(self) -> bool:
-        """True once a compressed stream has ended: nothing after it needs reading."""
-        return self._inflate is not None and bool(self._inflate.eof)
-
-    def _start_deflate(self, data: bytes) -> bytes:
-        self._head += data
-        if len(self._head) < 2:
-            return b""
-        cmf, flg = self._head[0], self._head[1]
-        zlib_wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
-        self._inflate = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
-        data, self._head = self._head, b""
-        return data
-
-    def feed(self, data: bytes) -> None:
-        """Decode one piece of the body as sent.
-
-        Raises:
-            BodyTooLargeError: the body, sent or decoded, is larger than the limit.
-            BodyEncodingError: the data does not decode.
-        """
-        self._encoded += len(data)
-        if self._encoded > self.encoded_limit:
-            raise BodyTooLargeError(self.limit, encoded=self.compressed)
-        if not self.compressed:
-            self._keep(data)
-            return
-        if self._inflate is None:
-            data = self._start_deflate(data)
-        try:
-            while data and not self._inflate.eof:
-                # One byte over the limit is enough to know the body is too large.
-                self._keep(self._inflate.decompress(data, self.limit - self._size + 1))
-                data = self._inflate.unconsumed_tail
-        except zlib.error as exc:
-            raise BodyEncodingError(f"{self._coding} data does not decode: {exc}") from exc
-
-    def _keep(self, decoded: bytes) -> None:
-        self._size += len(decoded)
-        if self._size > self.limit:
-            raise BodyTooLargeError(self.limit)
-        self._parts.append(decoded)
-
-    def finish(self) -> bytes:
-        """The decoded body, once the body as sent has ended.
-
-        Raises:
-            BodyEncodingError: a compressed body ended before its stream did.
-        """
-        if self.compressed and not self.complete:
-            if self._encoded == 0:
-                return b""  # an empty body with a Content-Encoding header
-            raise BodyEncodingError(f"{self._coding} data is truncated")
-        return b"".join(self._parts)
 
 
 async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -456,6 +373,7 @@ class Checker:
         boot_id: str,
         fresh: aiohttp.ClientSession,
         pooled: aiohttp.ClientSession,
+        lean: LeanClient,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._region = region
@@ -463,6 +381,7 @@ class Checker:
         self._boot_id = boot_id
         self._fresh = fresh
         self._pooled = pooled
+        self._lean = lean
         self._wall = wall_clock
         self._state: dict[str, TargetMemory] = {}
         # Identify the caller, so a target's logs (and the demo target) can tell regions apart.
@@ -479,9 +398,6 @@ class Checker:
         if endpoint is None:
             endpoint = target.health_endpoints[0]
         url = target.url + endpoint.path
-        # Built once when the config was loaded (shared by targets with the same files), so
-        # never inside a timed span and never failing here.
-        tls = target.ssl
         timer = PhaseTimer()
         started_at = self._wall()
         timer.start = time.perf_counter()
@@ -491,27 +407,16 @@ class Checker:
         body = b""
         try:
             async with asyncio.timeout(target.timeout):
-                async with self._session(target).get(
-                    url,
-                    headers={**self._id_headers, **target.headers},
-                    ssl=tls,
-                    allow_redirects=False,
-                    trace_request_ctx={"timer": timer},
-                    timeout=aiohttp.ClientTimeout(total=None),
-                ) as resp:
-                    status = resp.status
-                    try:
-                        body = await read_body(resp, target.max_body)
-                    except (BodyTooLargeError, BodyEncodingError) as exc:
-                        # A wrong status says more than the page that came with it, and a
-                        # status-only check (`body: null`) never needed the rest of a page.
-                        status_only = endpoint.json_field is None and isinstance(
-                            exc, BodyTooLargeError
-                        )
-                        if status == target.expected_status and not status_only:
-                            raise
-                        body = b""
-                    timer.done = time.perf_counter()
+                answer = await self._get_health(target, url, timer)
+            status, body = answer.status, answer.body
+            if answer.body_error is not None:
+                # A wrong status says more than the page that came with it, and a
+                # status-only check (`body: null`) never needed the rest of a page.
+                status_only = endpoint.json_field is None and isinstance(
+                    answer.body_error, BodyTooLargeError
+                )
+                if status == target.expected_status and not status_only:
+                    raise answer.body_error
             failure = judge_health(
                 status,
                 body,
@@ -534,6 +439,27 @@ class Checker:
             endpoint=endpoint,
             body=body if endpoint.version_field else b"",
         )
+
+    async def _get_health(self, target: TargetConfig, url: str, timer: PhaseTimer) -> Answer:
+        """One GET of a health endpoint: the lean client on a fresh connection, else the pool."""
+        headers = {**self._id_headers, **target.headers}
+        if not target.reuse_connections:
+            return await self._lean.get(url, headers, target.ssl, timer, target.max_body)
+        async with self._pooled.get(
+            url,
+            headers=headers,
+            ssl=target.ssl,
+            allow_redirects=False,
+            trace_request_ctx={"timer": timer},
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as resp:
+            try:
+                body = await read_body(resp, target.max_body)
+            except (BodyTooLargeError, BodyEncodingError) as exc:
+                timer.done = time.perf_counter()
+                return Answer(resp.status, {}, b"", exc)
+            timer.done = time.perf_counter()
+            return Answer(resp.status, {}, body)
 
     async def detect_health(self, target: TargetConfig, state: TargetMemory) -> HealthOutcome:
         """Check the endpoint that answered last; on its 404 only, try the others in order.

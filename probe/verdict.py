@@ -27,6 +27,34 @@ class BodyEncodingError(Exception):
     """The body's Content-Encoding is unsupported, or its data does not decode."""
 
 
+class ConnectFailedError(OSError):
+    """DNS, the TCP connect or the TLS handshake of a check's own connection failed."""
+
+    def __init__(self, host: str, port: int, cause: BaseException) -> None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = str(cause)
+        elif isinstance(cause, OSError):
+            reason = cause.strerror or str(cause) or type(cause).__name__
+        else:
+            reason = str(cause) or type(cause).__name__
+        super().__init__(f"cannot connect to {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.cause = cause
+
+
+class ResponseParseError(Exception):
+    """The answer is not HTTP/1.x as the probe reads it; `where`: `response` or `body`."""
+
+    def __init__(self, message: str, *, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+class ServerClosedError(ConnectionError):
+    """The connection ended before the answer (or its body) did."""
+
+
 class Failure(NamedTuple):
     """A classified failure: its kind and a short, bounded description."""
 
@@ -75,6 +103,8 @@ def _parse_failure(exc: BaseException) -> Failure | None:
     """
     if isinstance(exc, BodyEncodingError):
         return Failure(ErrorKind.PROTOCOL, short(f"probe could not decode the body: {exc}"))
+    if isinstance(exc, ResponseParseError):
+        return Failure(ErrorKind.PROTOCOL, short(f"probe could not parse the {exc.where}: {exc}"))
     if isinstance(exc, aiohttp.ClientResponseError):
         # The probe never calls raise_for_status: this is the status line or a header.
         return Failure(
@@ -119,6 +149,13 @@ def classify_exception(exc: BaseException) -> Failure:
         return Failure(ErrorKind.BODY_TOO_LARGE, short(str(exc)))
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Failure(ErrorKind.TIMEOUT, short(f"timed out: {exc}" if str(exc) else "timed out"))
+    if isinstance(exc, ConnectFailedError):
+        cause = exc.cause
+        if isinstance(cause, socket.gaierror):
+            return Failure(ErrorKind.DNS, short(str(exc)))
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return Failure(ErrorKind.TLS, short(str(exc)))
+        return Failure(ErrorKind.CONNECT, short(str(exc)))
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return Failure(ErrorKind.TLS, _describe(exc))
     if isinstance(exc, ssl.SSLError):

@@ -13,6 +13,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from probe.app import checker_for
 from probe.check import Checker, make_session
 from probe.config import ProbeConfig, TargetConfig
+from probe.lean import LeanClient
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +82,15 @@ async def injected_checker(
     async with (
         make_session(reuse_connections=False, resolver=resolver) as fresh,
         make_session(reuse_connections=True, resolver=resolver) as pooled,
+        LeanClient(resolver) as lean,
     ):
         yield Checker(
-            region=region, probe_id=probe_id, boot_id="1" * 32, fresh=fresh, pooled=pooled
+            region=region,
+            probe_id=probe_id,
+            boot_id="1" * 32,
+            fresh=fresh,
+            pooled=pooled,
+            lean=lean,
         )
 
 

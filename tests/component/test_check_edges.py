@@ -258,7 +258,10 @@ async def test_version_401_and_304_through_the_client(checker: Checker, script: 
 
 
 # Errors raised inside aiohttp that a loopback server cannot stage: aioresponses raises them
-# from the injected session's requests.
+# from the injected session's requests. aiohttp carries the health check on pooled
+# connections (`reuse_connections: true`) and every version request; a fresh connection's
+# health check goes through probe/lean.py, whose failures tests/component/test_lean.py stages.
+POOLED = TARGET.model_copy(update={"reuse_connections": True})
 
 
 @pytest.fixture
@@ -278,7 +281,7 @@ async def test_certificate_error_raised_by_the_client(
     exc = aiohttp.ClientConnectorCertificateError(key, ssl.SSLCertVerificationError("expired"))
     mocked.get(HEALTH, exception=exc)
     mocked.get(VERSION, exception=exc)
-    result = await checker.run(TARGET, time.time())
+    result = await checker.run(POOLED, time.time())
     assert result.error_kind is ErrorKind.TLS
     assert result.version_error is VersionErrorKind.TLS
 
@@ -287,7 +290,7 @@ async def test_handshake_error_raised_by_the_client(checker: Checker, mocked: ai
     """An SSL error during the handshake is a `tls` failure."""
     mocked.get(HEALTH, exception=aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "hs")))
     mocked.get(VERSION, status=200, payload={"current": "1"})
-    result = await checker.run(TARGET, time.time())
+    result = await checker.run(POOLED, time.time())
     assert result.error_kind is ErrorKind.TLS
     assert result.consecutive_failures == 1
 
@@ -296,6 +299,6 @@ async def test_read_timeout_raised_by_the_client(checker: Checker, mocked: aiore
     """The client's own read timeout is a `timeout` failure."""
     mocked.get(HEALTH, exception=aiohttp.SocketTimeoutError("read"))
     mocked.get(VERSION, exception=TimeoutError())
-    result = await checker.run(TARGET, time.time())
+    result = await checker.run(POOLED, time.time())
     assert result.error_kind is ErrorKind.TIMEOUT
     assert result.version_error is VersionErrorKind.TIMEOUT

@@ -239,7 +239,7 @@ MALFORMED = {
 PARSE_TEXT = {
     "status-line": "probe could not parse the response: ",
     "header": "probe could not parse the response: Invalid header token",
-    "chunk-size": "probe could not parse the response: Invalid character in chunk size",
+    "chunk-size": "probe could not parse the body: Invalid character in chunk size",
     "gzip-data": "probe could not decode the body: gzip data does not decode",
     "truncated-gzip": "probe could not decode the body: gzip data is truncated",
     "unsupported-encoding": "probe could not decode the body: unsupported Content-Encoding 'br'",

@@ -15,7 +15,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 from yarl import URL
 
-from probe.check import BodyDecoder, cert_not_after
+from probe.body import BodyDecoder
+from probe.check import cert_not_after
 from probe.config import TargetConfig
 from probe.verdict import (
     BodyEncodingError,

@@ -1,0 +1,370 @@
+"""A lean HTTP/1.1 GET for health checks on a fresh connection: one request, one answer.
+
+Why not aiohttp here: a check on a fresh connection uses none of what a session is for
+(pooling, cookies, redirects, retries), and aiohttp's request path cost 620-660 us of CPU
+per check against 190-200 us for a bare `asyncio.Protocol` on the same loop
+(docs/performance.md); at 1,000 checks a second that difference is most of a core.
+What a check needs is kept: DNS through aiohttp's resolver interface (the same resolver,
+and the same seam for tests), Happy Eyeballs across addresses (`aiohappyeyeballs`, as
+aiohttp), TLS with the target's context, each phase timed, the peer certificate read,
+and bodies bounded and decoded by `BodyDecoder`. Responses are parsed by `httptools`
+(llhttp, the parser Node.js uses), with the head bounded here.
+
+Failures are raised as the classes `probe.verdict.classify_exception` knows:
+`ConnectFailedError` (DNS, refused, TLS), `ResponseParseError`, `ServerClosedError`;
+a timeout is the caller's `asyncio.timeout`, and the connection is closed however the
+exchange ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import quote, urlsplit
+
+import aiohappyeyeballs
+import httptools
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+
+from probe.body import BodyDecoder
+from probe.verdict import (
+    BodyEncodingError,
+    BodyTooLargeError,
+    ConnectFailedError,
+    ResponseParseError,
+    ServerClosedError,
+)
+
+if TYPE_CHECKING:
+    from probe.check import PhaseTimer
+
+# The status line and headers, together: a server sending more before its body is refused
+# (aiohttp's limits are 8,190 bytes per line; this bounds what httptools may buffer).
+MAX_HEAD = 64 * 1024
+# As aiohttp's connector: the next address is tried 250 ms after the previous one started.
+HAPPY_EYEBALLS_DELAY = 0.25
+USER_AGENT = "vigil-probe/0.1"
+# Only the encodings BodyDecoder decodes are offered.
+ACCEPT_ENCODING = "gzip, deflate"
+_PATH_SAFE = "/%?=&;:@!$'()*+,~-._#[]"
+
+
+@dataclass(slots=True)
+class Answer:
+    """What came back: the status, the headers (lower-case names) and the decoded body.
+
+    `body_error` is set instead of `body` when the body was too large or did not decode:
+    the status still stands, and the caller decides what the body was needed for.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    body_error: BodyTooLargeError | BodyEncodingError | None = None
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing; the reason is on the exchange."""
+
+
+class _Exchange(asyncio.Protocol):
+    """Sends one request when connected and reads one final answer."""
+
+    def __init__(
+        self, request: bytes, timer: PhaseTimer, limit: int, answer: asyncio.Future[Answer]
+    ) -> None:
+        self._request = request
+        self._timer = timer
+        self._limit = limit
+        self._answer = answer
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._head_bytes = 0
+        self._headers: dict[str, str] = {}
+        self._status = 0
+        self._final = False  # the final (non-1xx) answer's headers are in
+        self._complete = False  # the final answer's message ended
+        self._decoder: BodyDecoder | None = None
+        self._body_error: BodyTooLargeError | BodyEncodingError | None = None
+        self._failure: BaseException | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        timer = self._timer
+        timer.conn_end = time.perf_counter()
+        tls = transport.get_extra_info("ssl_object")
+        if isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+            # DER: the parsed form is empty when verification is off, where expiry matters most.
+            der = tls.getpeercert(binary_form=True)
+            timer.peer_der = der if isinstance(der, bytes) else None
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(self._request)
+        timer.headers_sent = time.perf_counter()
+
+    def data_received(self, data: bytes) -> None:
+        if self._answer.done():
+            return
+        if not self._final:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except _Stop:
+            pass
+        except httptools.HttpParserError as exc:
+            if self._failure is None and self._body_error is None and not self._complete:
+                where = "body" if self._final else "response"
+                self._failure = ResponseParseError(str(exc) or type(exc).__name__, where=where)
+        if (
+            self._failure is None
+            and not self._final
+            and self._head_bytes > MAX_HEAD
+            and not self._complete
+        ):
+            self._failure = ResponseParseError(
+                f"status line and headers larger than {MAX_HEAD} bytes", where="response"
+            )
+        self._settle()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost settles
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._answer.done():
+            return
+        if self._failure is None and not self._complete and self._body_error is None:
+            self._failure = self._ended_early(exc)
+        self._settle()
+
+    def _ended_early(self, exc: Exception | None) -> BaseException | None:
+        """The connection ended before the answer did: an error, or the end of its body."""
+        if not self._final:
+            reason = f": {exc}" if exc is not None else ""
+            return ServerClosedError(f"server closed the connection before answering{reason}")
+        framed = "content-length" in self._headers or "chunked" in self._headers.get(
+            "transfer-encoding", ""
+        )
+        if exc is None and not framed:
+            self._complete = True  # a body delimited by the end of the connection
+            return None
+        got = f"connection closed before the whole body arrived ({exc or 'end of stream'})"
+        return ServerClosedError(got)
+
+    def _settle(self) -> None:
+        """Resolve the answer once known, and close the connection."""
+        if self._answer.done():
+            return
+        if self._failure is not None:
+            self._answer.set_exception(self._failure)
+        elif self._body_error is not None or self._complete:
+            self._timer.done = time.perf_counter()
+            body = b""
+            if self._body_error is None and self._decoder is not None:
+                try:
+                    body = self._decoder.finish()
+                except BodyEncodingError as exc:
+                    self._body_error = exc
+            self._answer.set_result(Answer(self._status, self._headers, body, self._body_error))
+        else:
+            return
+        if self._transport is not None:
+            self._transport.close()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Last one wins; the probe reads Content-Encoding, Content-Length and ETag only.
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._headers = {}  # an interim answer (100 Continue, 103 Early Hints)
+            return
+        self._status = status
+        self._final = True
+        self._timer.response = time.perf_counter()
+        try:
+            self._decoder = _decoder(self._headers, self._limit)
+        except (BodyTooLargeError, BodyEncodingError) as exc:
+            self._body_error = exc
+            raise _Stop from exc
+        if status == 101:
+            self._complete = True
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        if not self._final or self._decoder is None:
+            return
+        try:
+            self._decoder.feed(body)
+        except (BodyTooLargeError, BodyEncodingError) as exc:
+            self._body_error = exc
+            raise _Stop from exc
+        if self._decoder.complete:
+            self._complete = True  # a compressed stream that ended needs nothing after it
+            raise _Stop
+
+    def on_message_complete(self) -> None:
+        if self._final:
+            self._complete = True
+            raise _Stop
+
+
+def _decoder(headers: Mapping[str, str], limit: int) -> BodyDecoder:
+    decoder = BodyDecoder(headers.get("content-encoding", ""), limit)
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > decoder.encoded_limit:
+        raise BodyTooLargeError(limit, encoded=decoder.compressed)  # announced: read none
+    return decoder
+
+
+def _ip_family(host: str) -> socket.AddressFamily | None:
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
+def request_bytes(url: str, headers: Mapping[str, str]) -> tuple[bytes, str, int, bool]:
+    """The request's bytes for `url`, its host, port and whether it is TLS.
+
+    Raises:
+        ValueError: not an http(s) URL, or a header with a line break or NUL in it.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url[:80]!r}")
+    tls = parts.scheme == "https"
+    host = parts.hostname
+    port = parts.port or (443 if tls else 80)
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_PATH_SAFE)
+    name = host if host.isascii() else host.encode("idna").decode("ascii")
+    if _ip_family(host) == socket.AF_INET6:
+        name = f"[{host}]"
+    if parts.port is not None and parts.port != (443 if tls else 80):
+        name = f"{name}:{port}"
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {name}",
+        f"User-Agent: {USER_AGENT}",
+        "Accept: */*",
+        f"Accept-Encoding: {ACCEPT_ENCODING}",
+        "Connection: close",
+    ]
+    for key, value in headers.items():
+        if any(c in key or c in value for c in "\r\n\0") or ":" in key:
+            raise ValueError(f"header {key[:40]!r} has a line break, NUL or colon in it")
+        lines.append(f"{key}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"), host, port, tls
+
+
+class LeanClient:
+    """GETs on fresh connections; `resolver` is aiohttp's interface (the system's by default)."""
+
+    def __init__(self, resolver: AbstractResolver | None = None) -> None:
+        self._resolver = resolver
+        self._insecure: ssl.SSLContext | None = None
+        self._default: ssl.SSLContext | None = None
+
+    async def close(self) -> None:
+        """Release the resolver."""
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    async def __aenter__(self) -> LeanClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _context(self, tls: ssl.SSLContext | bool) -> ssl.SSLContext:
+        if isinstance(tls, ssl.SSLContext):
+            return tls
+        if tls is False:  # tls_verify: false, as aiohttp's ssl=False
+            if self._insecure is None:
+                self._insecure = ssl.create_default_context()
+                self._insecure.check_hostname = False
+                self._insecure.verify_mode = ssl.CERT_NONE
+            return self._insecure
+        if self._default is None:
+            self._default = ssl.create_default_context()
+        return self._default
+
+    async def _addresses(self, host: str, port: int, timer: PhaseTimer) -> list[Any]:
+        family = _ip_family(host)
+        if family is not None:
+            address = (host, port, 0, 0) if family == socket.AF_INET6 else (host, port)
+            return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+        if self._resolver is None:
+            self._resolver = DefaultResolver()
+        timer.dns_start = time.perf_counter()
+        try:
+            found = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
+        except OSError as exc:
+            raise ConnectFailedError(host, port, exc) from exc
+        timer.dns_end = time.perf_counter()
+        infos = []
+        for r in found:
+            six = r["family"] == socket.AF_INET6
+            address = (r["host"], r["port"], 0, 0) if six else (r["host"], r["port"])
+            infos.append((r["family"], socket.SOCK_STREAM, r["proto"], "", address))
+        return infos
+
+    async def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        tls: ssl.SSLContext | bool,
+        timer: PhaseTimer,
+        limit: int,
+    ) -> Answer:
+        """GET `url` on a new connection and read its answer, the body up to `limit` bytes.
+
+        Raises:
+            ConnectFailedError: DNS, the TCP connect or the TLS handshake failed.
+            ResponseParseError: the answer is not HTTP as the probe reads it.
+            ServerClosedError: the connection ended before the answer did.
+            ValueError: a URL or header the request cannot carry.
+        """
+        request, host, port, is_tls = request_bytes(url, headers)
+        loop = asyncio.get_running_loop()
+        timer.conn_start = time.perf_counter()
+        infos = await self._addresses(host, port, timer)
+        try:
+            sock = await aiohappyeyeballs.start_connection(
+                infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY
+            )
+        except OSError as exc:
+            raise ConnectFailedError(host, port, exc) from exc
+        timer.tcp_connected = time.perf_counter()
+        answer: asyncio.Future[Answer] = loop.create_future()
+        exchange = _Exchange(request, timer, limit, answer)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: exchange,
+                sock=sock,
+                ssl=self._context(tls) if is_tls else None,
+                server_hostname=host if is_tls else None,
+            )
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            sock.close()
+            raise ConnectFailedError(host, port, exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            return await answer
+        finally:
+            if not transport.is_closing():
+                transport.abort()  # cancelled (the check's timeout): nothing more to read

@@ -1,0 +1,256 @@
+"""The lean client's own edges (probe/lean.py), staged by raw TCP servers on 127.0.0.1.
+
+A health check on a fresh connection (the default) goes through the lean client, so every
+test of a check in this folder exercises it; these are the cases its own code decides:
+interim answers, bodies framed by the connection's end, answers cut short, heads without
+end, several addresses, and a connection closed when the check is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from probe.check import Checker, PhaseTimer
+from probe.config import TargetConfig
+from probe.lean import MAX_HEAD, LeanClient, request_bytes
+from tests.component.conftest import StaticResolver, injected_checker
+from wire.result import ErrorKind
+
+OK_BODY = b'{"status":"ok"}'
+
+
+class Staged:
+    """A raw server writing scripted pieces after the request; `closed` when the peer left."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, pieces: Sequence[bytes | float], *, close: bool = True) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+                for piece in pieces:
+                    if isinstance(piece, float):
+                        await asyncio.sleep(piece)
+                    else:
+                        writer.write(piece)
+                        await writer.drain()
+                if not close:
+                    await reader.read()  # until the client goes
+                    self.closed.set()
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+@pytest.fixture
+async def staged() -> AsyncIterator[Callable[..., Awaitable[tuple[str, Staged]]]]:
+    servers: list[Staged] = []
+
+    async def start(pieces: Sequence[bytes | float], *, close: bool = True) -> tuple[str, Staged]:
+        staged = Staged()
+        port = await staged.start(pieces, close=close)
+        servers.append(staged)
+        return f"http://127.0.0.1:{port}", staged
+
+    yield start
+    for s in servers:
+        if s.server is not None:
+            s.server.close()
+            await s.server.wait_closed()
+
+
+def target(url: str, **kw: Any) -> TargetConfig:
+    fields: dict[str, Any] = {
+        "name": "api",
+        "url": url,
+        "health_path": "/health",
+        "version_path": None,
+        "interval": 2,
+        "timeout": 1,
+    }
+    fields.update(kw)
+    return TargetConfig.model_validate(fields)
+
+
+def ok_answer(extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: 15\r\n\r\n"
+        + OK_BODY
+    )
+
+
+async def test_interim_answers_before_the_final_one_are_skipped(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """100 Continue and 103 Early Hints are not the answer: the 200 after them is."""
+    url, _ = await staged(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            ok_answer(),
+        ]
+    )
+    result = await checker.run(target(url), time.time())
+    assert result.ok, result.error
+    assert result.status_code == 200
+
+
+async def test_a_body_framed_by_the_end_of_the_connection_is_read_whole(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """HTTP/1.0 style: no Content-Length, no chunks; the body ends when the server closes."""
+    url, _ = await staged([b"HTTP/1.0 200 OK\r\n\r\n", b'{"status"', 0.05, b':"ok"}'])
+    result = await checker.run(target(url), time.time())
+    assert result.ok, result.error
+    assert result.phases.transfer is not None
+    assert result.phases.transfer >= 10  # the body's end waited for the close, 50 ms later
+
+
+@pytest.mark.parametrize(
+    ("pieces", "says"),
+    [
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n", b'{"status"'], "whole body"),
+        (
+            [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b'9\r\n{"status"\r\n'],
+            "whole body",
+        ),
+        ([b"HTTP/1.1 200 OK\r\nContent-"], "before answering"),
+        ([], "before answering"),
+    ],
+    ids=["content-length", "chunked", "mid-head", "no-answer"],
+)
+async def test_an_answer_cut_short_is_connect(
+    checker: Checker,
+    staged: Callable[..., Awaitable[tuple[str, Staged]]],
+    pieces: list[bytes],
+    says: str,
+) -> None:
+    """A connection that ends before the answer does is the network's failure, not a parse."""
+    url, _ = await staged(pieces)
+    result = await checker.run(target(url), time.time())
+    assert result.error_kind is ErrorKind.CONNECT
+    assert result.error is not None
+    assert says in result.error
+
+
+async def test_a_head_without_end_is_refused_at_its_bound(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """A header line that never ends: `protocol` once the head passes MAX_HEAD, memory flat."""
+    endless = [b"HTTP/1.1 200 OK\r\nX-Pad: "] + [b"a" * 16384] * (MAX_HEAD * 8 // 16384)
+    url, _ = await staged(endless)
+    tracemalloc.start()
+    try:
+        result = await checker.run(target(url), time.time())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.error_kind is ErrorKind.PROTOCOL
+    assert result.error is not None
+    assert f"larger than {MAX_HEAD} bytes" in result.error
+    assert peak < 4 * MAX_HEAD + 1024 * 1024  # not the 512 KiB the server sent, and more
+
+
+async def test_two_lengths_are_a_protocol_error(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """Conflicting framing (request smuggling's tool) is refused, never guessed."""
+    url, _ = await staged([ok_answer(b"Content-Length: 14\r\n")])
+    result = await checker.run(target(url), time.time())
+    assert result.error_kind is ErrorKind.PROTOCOL
+
+
+async def test_a_timed_out_check_closes_its_connection(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """The check's timeout cancels the read, and the connection is closed, not leaked."""
+    url, server = await staged([b"HTTP/1.1 200 OK\r\n"], close=False)
+    result = await checker.run(target(url, timeout=0.3), time.time())
+    assert result.error_kind is ErrorKind.TIMEOUT
+    async with asyncio.timeout(10):
+        await server.closed.wait()
+
+
+async def test_the_next_address_is_tried_when_one_refuses(
+    staged: Callable[..., Awaitable[tuple[str, Staged]]], closed_port: int
+) -> None:
+    """A name with two addresses, the first refusing: the check reaches the second."""
+    url, _ = await staged([ok_answer()])
+    live = int(url.rsplit(":", 1)[1])
+
+    class TwoAddresses(StaticResolver):
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+            first = (await super().resolve(host, port, family))[0]
+            return [{**first, "port": closed_port}, {**first, "port": live}]
+
+    async with injected_checker(TwoAddresses({"api.test": live})) as checker:
+        result = await checker.run(target("http://api.test"), time.time())
+    assert result.ok, result.error
+    assert result.phases.dns is not None
+
+
+async def test_the_request_says_who_asks_and_closes(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    url, server = await staged([ok_answer()])
+    await checker.run(target(url, headers={"X-Team": "sre"}), time.time())
+    head = server.requests[0].decode()
+    assert head.startswith("GET /health HTTP/1.1\r\n")
+    for line in ("Connection: close", "X-Vigil-Region: us-east", "X-Team: sre"):
+        assert f"\r\n{line}\r\n" in head
+    assert f"\r\nHost: {url.removeprefix('http://')}\r\n" in head
+
+
+async def test_the_phases_are_timed_in_order(
+    staged: Callable[..., Awaitable[tuple[str, Staged]]],
+) -> None:
+    url, _ = await staged([b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n", 0.05, OK_BODY])
+    timer = PhaseTimer(start=time.perf_counter())
+    async with LeanClient() as client:
+        answer = await client.get(url + "/health", {}, True, timer, 65536)
+    assert answer.status == 200
+    assert answer.body == OK_BODY
+    stamps = [timer.conn_start, timer.tcp_connected, timer.conn_end, timer.headers_sent]
+    stamps += [timer.response, timer.done]
+    assert all(s is not None for s in stamps)
+    assert stamps == sorted(stamps)  # type: ignore[type-var]
+    assert timer.done - timer.response >= 0.02  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("url", "host_line", "request_line"),
+    [
+        ("http://127.0.0.1:8080/a b?x=é", "Host: 127.0.0.1:8080", "GET /a%20b?x=%C3%A9 HTTP/1.1"),
+        ("https://[::1]/p", "Host: [::1]", "GET /p HTTP/1.1"),
+        ("http://bücher.example/", "Host: xn--bcher-kva.example", "GET / HTTP/1.1"),
+        ("http://h.test:80", "Host: h.test", "GET / HTTP/1.1"),
+    ],
+)
+def test_request_lines(url: str, host_line: str, request_line: str) -> None:
+    request, _host, _port, _tls = request_bytes(url, {})
+    lines = request.decode().split("\r\n")
+    assert lines[0] == request_line
+    assert host_line in lines
+
+
+@pytest.mark.parametrize(
+    "headers", [{"X-A": "v\r\nInjected: 1"}, {"X-A\nB": "v"}, {"X-A": "v\0"}, {"X:A": "v"}]
+)
+def test_a_header_that_would_split_the_request_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="line break, NUL or colon"):
+        request_bytes("http://h.test/", headers)
