@@ -117,10 +117,9 @@ class _Exchange(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except _Stop:
-            pass
         except httptools.HttpParserError as exc:
-            if self._failure is None and self._body_error is None and not self._complete:
+            # A callback's _Stop arrives wrapped (HttpParserCallbackError): not a parse error.
+            if not isinstance(exc.__context__, _Stop) and self._failure is None:
                 where = "body" if self._final else "response"
                 self._failure = ResponseParseError(str(exc) or type(exc).__name__, where=where)
         if (
@@ -274,8 +273,11 @@ class LeanClient:
 
     def __init__(self, resolver: AbstractResolver | None = None) -> None:
         self._resolver = resolver
-        self._insecure: ssl.SSLContext | None = None
-        self._default: ssl.SSLContext | None = None
+        # Built now, not inside a check's timed TLS phase (loading the CA bundle takes ~50 ms).
+        self._default = ssl.create_default_context()
+        self._insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # tls_verify: false
+        self._insecure.check_hostname = False
+        self._insecure.verify_mode = ssl.CERT_NONE
 
     async def close(self) -> None:
         """Release the resolver."""
@@ -291,15 +293,7 @@ class LeanClient:
     def _context(self, tls: ssl.SSLContext | bool) -> ssl.SSLContext:
         if isinstance(tls, ssl.SSLContext):
             return tls
-        if tls is False:  # tls_verify: false, as aiohttp's ssl=False
-            if self._insecure is None:
-                self._insecure = ssl.create_default_context()
-                self._insecure.check_hostname = False
-                self._insecure.verify_mode = ssl.CERT_NONE
-            return self._insecure
-        if self._default is None:
-            self._default = ssl.create_default_context()
-        return self._default
+        return self._insecure if tls is False else self._default
 
     async def _addresses(self, host: str, port: int, timer: PhaseTimer) -> list[Any]:
         family = _ip_family(host)
