@@ -19,6 +19,7 @@ exchange ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -95,11 +96,17 @@ class _Exchange(asyncio.Protocol):
         self._body_error: BodyTooLargeError | BodyEncodingError | None = None
         self._failure: BaseException | None = None
 
+    def connected(self) -> None:
+        """Stamp the end of the TCP connect, before any TLS handshake."""
+        self._timer.tcp_connected = time.perf_counter()
+
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         timer = self._timer
         timer.conn_end = time.perf_counter()
+        if timer.tcp_connected is None:  # connected in one call: no handshake between
+            timer.tcp_connected = timer.conn_end
         tls = transport.get_extra_info("ssl_object")
         if isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
             # DER: the parsed form is empty when verification is off, where expiry matters most.
@@ -226,6 +233,7 @@ def _decoder(headers: Mapping[str, str], limit: int) -> BodyDecoder:
     return decoder
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_family(host: str) -> socket.AddressFamily | None:
     try:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
@@ -233,12 +241,9 @@ def _ip_family(host: str) -> socket.AddressFamily | None:
         return None
 
 
-def request_bytes(url: str, headers: Mapping[str, str]) -> tuple[bytes, str, int, bool]:
-    """The request's bytes for `url`, its host, port and whether it is TLS.
-
-    Raises:
-        ValueError: not an http(s) URL, or a header with a line break or NUL in it.
-    """
+@functools.lru_cache(maxsize=4096)
+def _url_parts(url: str) -> tuple[bytes, str, int, bool]:
+    """The request's head up to the caller's headers, the host, port and whether TLS."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url[:80]!r}")
@@ -253,19 +258,27 @@ def request_bytes(url: str, headers: Mapping[str, str]) -> tuple[bytes, str, int
         name = f"[{host}]"
     if parts.port is not None and parts.port != (443 if tls else 80):
         name = f"{name}:{port}"
-    lines = [
-        f"GET {target} HTTP/1.1",
-        f"Host: {name}",
-        f"User-Agent: {USER_AGENT}",
-        "Accept: */*",
-        f"Accept-Encoding: {ACCEPT_ENCODING}",
-        "Connection: close",
-    ]
+    head = (
+        f"GET {target} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: {USER_AGENT}\r\n"
+        f"Accept: */*\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\nConnection: close\r\n"
+    )
+    return head.encode("ascii"), host, port, tls
+
+
+def request_bytes(url: str, headers: Mapping[str, str]) -> tuple[bytes, str, int, bool]:
+    """The request's bytes for `url`, its host, port and whether it is TLS.
+
+    Raises:
+        ValueError: not an http(s) URL, or a header with a line break or NUL in it.
+    """
+    head, host, port, tls = _url_parts(url)
+    lines = []
     for key, value in headers.items():
         if any(c in key or c in value for c in "\r\n\0") or ":" in key:
             raise ValueError(f"header {key[:40]!r} has a line break, NUL or colon in it")
-        lines.append(f"{key}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"), host, port, tls
+        lines.append(f"{key}: {value}\r\n")
+    lines.append("\r\n")
+    return head + "".join(lines).encode("utf-8"), host, port, tls
 
 
 class LeanClient:
@@ -315,6 +328,38 @@ class LeanClient:
             infos.append((r["family"], socket.SOCK_STREAM, r["proto"], "", address))
         return infos
 
+    async def _connect_in_two_steps(
+        self,
+        exchange: _Exchange,
+        infos: list[Any],
+        host: str,
+        port: int,
+        context: ssl.SSLContext | None,
+    ) -> asyncio.BaseTransport:
+        """Happy Eyeballs over `infos`, then the TLS handshake: connect and TLS timed apart."""
+        try:
+            sock = await aiohappyeyeballs.start_connection(
+                infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY
+            )
+        except OSError as exc:
+            raise ConnectFailedError(host, port, exc) from exc
+        exchange.connected()
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: exchange,
+                sock=sock,
+                ssl=context,
+                server_hostname=host if context is not None else None,
+            )
+        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
+            sock.close()
+            raise ConnectFailedError(host, port, exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return transport
+
     async def get(
         self,
         url: str,
@@ -335,30 +380,25 @@ class LeanClient:
         loop = asyncio.get_running_loop()
         timer.conn_start = time.perf_counter()
         infos = await self._addresses(host, port, timer)
-        try:
-            sock = await aiohappyeyeballs.start_connection(
-                infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY
-            )
-        except OSError as exc:
-            raise ConnectFailedError(host, port, exc) from exc
-        timer.tcp_connected = time.perf_counter()
         answer: asyncio.Future[Answer] = loop.create_future()
         exchange = _Exchange(request, timer, limit, answer)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: exchange,
-                sock=sock,
-                ssl=self._context(tls) if is_tls else None,
-                server_hostname=host if is_tls else None,
-            )
-        except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
-            sock.close()
-            raise ConnectFailedError(host, port, exc) from exc
-        except BaseException:
-            sock.close()
-            raise
+        transport: asyncio.BaseTransport
+        if not is_tls and len(infos) == 1:
+            # One address and no handshake to time apart: the loop connects in one call.
+            family, _type, _proto, _name, address = infos[0]
+            try:
+                transport, _ = await loop.create_connection(
+                    lambda: exchange, host=address[0], port=address[1], family=family
+                )
+            except OSError as exc:
+                raise ConnectFailedError(host, port, exc) from exc
+        else:
+            context = self._context(tls) if is_tls else None
+            transport = await self._connect_in_two_steps(exchange, infos, host, port, context)
         try:
             return await answer
         finally:
             if not transport.is_closing():
-                transport.abort()  # cancelled (the check's timeout): nothing more to read
+                cast(
+                    asyncio.Transport, transport
+                ).abort()  # cancelled (the check's timeout): nothing more to read
