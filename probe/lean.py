@@ -326,6 +326,9 @@ class LeanClient:
             six = r["family"] == socket.AF_INET6
             address = (r["host"], r["port"], 0, 0) if six else (r["host"], r["port"])
             infos.append((r["family"], socket.SOCK_STREAM, r["proto"], "", address))
+        if not infos:  # a resolver that answers with nothing: the name has no address
+            nothing = socket.gaierror(socket.EAI_NONAME, "no address for the name")
+            raise ConnectFailedError(host, port, nothing)
         return infos
 
     async def _connect_in_two_steps(

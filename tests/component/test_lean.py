@@ -204,6 +204,19 @@ async def test_the_next_address_is_tried_when_one_refuses(
     assert result.phases.dns is not None
 
 
+async def test_a_name_the_resolver_finds_no_address_for_is_dns() -> None:
+    """Not an IndexError filed as the probe's own bug (`internal`): the name is the problem."""
+
+    class Nothing(StaticResolver):
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+            return []
+
+    async with injected_checker(Nothing()) as checker:
+        result = await checker.run(target("http://api.test"), time.time())
+    assert result.error_kind is ErrorKind.DNS
+    assert result.error == "cannot connect to api.test:80: no address for the name"
+
+
 async def test_the_request_says_who_asks_and_closes(
     checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
 ) -> None:
