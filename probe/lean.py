@@ -19,6 +19,7 @@ exchange ends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import ipaddress
 import socket
@@ -27,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohappyeyeballs
 import httptools
@@ -87,7 +88,11 @@ class _Exchange(asyncio.Protocol):
         self._answer = answer
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._head_bytes = 0
+        # Bytes read, body bytes among them, chunks: what is not body (the head, chunk
+        # framing, trailers) is bounded, as httptools buffers a line without limit.
+        self._wire = 0
+        self._body_bytes = 0
+        self._chunks = 0
         self._headers: dict[str, str] = {}
         self._status = 0
         self._final = False  # the final (non-1xx) answer's headers are in
@@ -120,8 +125,7 @@ class _Exchange(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._answer.done():
             return
-        if not self._final:
-            self._head_bytes += len(data)
+        self._wire += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -129,16 +133,24 @@ class _Exchange(asyncio.Protocol):
             if not isinstance(exc.__context__, _Stop) and self._failure is None:
                 where = "body" if self._final else "response"
                 self._failure = ResponseParseError(str(exc) or type(exc).__name__, where=where)
-        if (
-            self._failure is None
-            and not self._final
-            and self._head_bytes > MAX_HEAD
-            and not self._complete
-        ):
-            self._failure = ResponseParseError(
+        if self._failure is None and self._body_error is None and not self._complete:
+            self._failure = self._oversized()
+        self._settle()
+
+    def _oversized(self) -> ResponseParseError | None:
+        """A head, chunk framing or trailers beyond their bound (a hostile or broken server)."""
+        framing = self._wire - self._body_bytes
+        if not self._final and framing > MAX_HEAD:
+            return ResponseParseError(
                 f"status line and headers larger than {MAX_HEAD} bytes", where="response"
             )
-        self._settle()
+        # Chunk-size lines and their CRLFs take a few bytes a chunk; extensions and
+        # trailers, which the probe never reads, get one more MAX_HEAD in all.
+        if self._final and framing > 2 * MAX_HEAD + 16 * self._chunks:
+            return ResponseParseError(
+                "chunk extensions and trailers larger than the probe reads", where="body"
+            )
+        return None
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost settles
@@ -155,9 +167,8 @@ class _Exchange(asyncio.Protocol):
         if not self._final:
             reason = f": {exc}" if exc is not None else ""
             return ServerClosedError(f"server closed the connection before answering{reason}")
-        framed = "content-length" in self._headers or "chunked" in self._headers.get(
-            "transfer-encoding", ""
-        )
+        # Any Transfer-Encoding is `chunked` here (on_headers_complete refuses the others).
+        framed = "content-length" in self._headers or "transfer-encoding" in self._headers
         if exc is None and not framed:
             self._complete = True  # a body delimited by the end of the connection
             return None
@@ -182,12 +193,16 @@ class _Exchange(asyncio.Protocol):
         else:
             return
         if self._transport is not None:
-            self._transport.close()
+            # Nothing more to send or read: no TLS close_notify exchange, which a peer that
+            # never answers would hold open for asyncio's 30 s shutdown timeout.
+            self._transport.abort()
 
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Last one wins; the probe reads Content-Encoding, Content-Length and ETag only.
+        if self._final:
+            return  # a trailer: never read
+        # Last one wins; the probe reads the framing headers and Content-Encoding only.
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -198,8 +213,17 @@ class _Exchange(asyncio.Protocol):
         self._status = status
         self._final = True
         self._timer.response = time.perf_counter()
+        coding = self._headers.get("transfer-encoding")
+        if coding is not None and coding.strip().lower() != "chunked":
+            # gzip or deflate as a transfer coding, or chunked not last (the body would run
+            # to the end of the connection): nothing servers send to a client that never
+            # offered TE.
+            self._failure = ResponseParseError(
+                f"unsupported Transfer-Encoding {coding[:40]!r}", where="response"
+            )
+            raise _Stop
         try:
-            self._decoder = _decoder(self._headers, self._limit)
+            self._decoder = _decoder(self._headers, self._limit, status)
         except (BodyTooLargeError, BodyEncodingError) as exc:
             self._body_error = exc
             raise _Stop from exc
@@ -207,7 +231,11 @@ class _Exchange(asyncio.Protocol):
             self._complete = True
             raise _Stop
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
         if not self._final or self._decoder is None:
             return
         try:
@@ -225,10 +253,11 @@ class _Exchange(asyncio.Protocol):
             raise _Stop
 
 
-def _decoder(headers: Mapping[str, str], limit: int) -> BodyDecoder:
+def _decoder(headers: Mapping[str, str], limit: int, status: int) -> BodyDecoder:
     decoder = BodyDecoder(headers.get("content-encoding", ""), limit)
     length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > decoder.encoded_limit:
+    # 204 and 304 never have a body, whatever length they announce (that of the resource).
+    if status not in (204, 304) and length.isdigit() and int(length) > decoder.encoded_limit:
         raise BodyTooLargeError(limit, encoded=decoder.compressed)  # announced: read none
     return decoder
 
@@ -242,8 +271,8 @@ def _ip_family(host: str) -> socket.AddressFamily | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _url_parts(url: str) -> tuple[bytes, str, int, bool]:
-    """The request's head up to the caller's headers, the host, port and whether TLS."""
+def _url_parts(url: str) -> tuple[str, dict[str, str], str, int, bool]:
+    """The request line, the default headers (lower-case name: line), host, port, TLS."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url[:80]!r}")
@@ -258,27 +287,40 @@ def _url_parts(url: str) -> tuple[bytes, str, int, bool]:
         name = f"[{host}]"
     if parts.port is not None and parts.port != (443 if tls else 80):
         name = f"{name}:{port}"
-    head = (
-        f"GET {target} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: {USER_AGENT}\r\n"
-        f"Accept: */*\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\nConnection: close\r\n"
-    )
-    return head.encode("ascii"), host, port, tls
+    defaults = {
+        "host": f"Host: {name}",
+        "user-agent": f"User-Agent: {USER_AGENT}",
+        "accept": "Accept: */*",
+        "accept-encoding": f"Accept-Encoding: {ACCEPT_ENCODING}",
+    }
+    if parts.username is not None:
+        # As aiohttp did with credentials in the URL: Basic authentication.
+        secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        defaults["authorization"] = "Authorization: Basic " + base64.b64encode(
+            secret.encode("utf-8")
+        ).decode("ascii")
+    return f"GET {target} HTTP/1.1", defaults, host, port, tls
 
 
 def request_bytes(url: str, headers: Mapping[str, str]) -> tuple[bytes, str, int, bool]:
     """The request's bytes for `url`, its host, port and whether it is TLS.
 
+    A header in `headers` replaces the default of the same name (`Host` for a virtual host,
+    `Accept-Encoding`, `Authorization` over credentials in the URL); `Connection` is always
+    `close`, as each check has a connection of its own.
+
     Raises:
         ValueError: not an http(s) URL, or a header with a line break or NUL in it.
     """
-    head, host, port, tls = _url_parts(url)
-    lines = []
+    request_line, defaults, host, port, tls = _url_parts(url)
+    lines = dict(defaults)
     for key, value in headers.items():
         if any(c in key or c in value for c in "\r\n\0") or ":" in key:
             raise ValueError(f"header {key[:40]!r} has a line break, NUL or colon in it")
-        lines.append(f"{key}: {value}\r\n")
-    lines.append("\r\n")
-    return head + "".join(lines).encode("utf-8"), host, port, tls
+        lines[key.lower()] = f"{key}: {value}"
+    lines["connection"] = "Connection: close"  # whatever the target's headers said
+    text = "\r\n".join((request_line, *lines.values())) + "\r\n\r\n"
+    return text.encode("utf-8"), host, port, tls
 
 
 class LeanClient:
@@ -355,6 +397,9 @@ class LeanClient:
                 ssl=context,
                 server_hostname=host if context is not None else None,
             )
+        except TimeoutError:
+            sock.close()
+            raise  # asyncio's own handshake timeout (60 s): a timeout, not a refusal
         except (ssl.SSLError, ssl.CertificateError, OSError) as exc:
             sock.close()
             raise ConnectFailedError(host, port, exc) from exc

@@ -9,6 +9,7 @@ end, several addresses, and a connection closed when the check is cancelled.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 import tracemalloc
@@ -166,6 +167,49 @@ async def test_a_head_without_end_is_refused_at_its_bound(
     assert peak < 4 * MAX_HEAD + 1024 * 1024  # not the 512 KiB the server sent, and more
 
 
+async def test_endless_trailers_are_refused_at_their_bound(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """After the last chunk, a trailer that never ends: `protocol` at once, not a timeout.
+
+    The review's finding: with only the head bounded, httptools grew the trailer by
+    copying it whole on every read, a core busy for the check's whole timeout.
+    """
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n" + OK_BODY
+    endless = [chunked + b"\r\n0\r\nX-T: "] + [b"a" * 16384] * (MAX_HEAD * 8 // 16384)
+    url, _ = await staged(endless, close=False)
+    result = await checker.run(target(url, interval=10, timeout=5), time.time())
+    assert result.error_kind is ErrorKind.PROTOCOL
+    assert result.error is not None
+    assert "trailers larger than the probe reads" in result.error
+
+
+@pytest.mark.parametrize("coding", ["gzip", "gzip, chunked", "chunked, gzip"])
+async def test_a_transfer_coding_other_than_chunked_is_refused(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]], coding: str
+) -> None:
+    """Never decoded, and `chunked, gzip` would run the body to the connection's end."""
+    head = f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n".encode()
+    url, _ = await staged([head, b"f\r\n" + OK_BODY + b"\r\n0\r\n\r\n"])
+    result = await checker.run(target(url), time.time())
+    assert result.error_kind is ErrorKind.PROTOCOL
+    assert result.error is not None
+    assert "unsupported Transfer-Encoding" in result.error
+
+
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+async def test_a_bodiless_answer_is_not_judged_by_the_length_it_announces(
+    staged: Callable[..., Awaitable[tuple[str, Staged]]], status: bytes
+) -> None:
+    """204 and 304 carry no body; their Content-Length is the resource's, not a bomb."""
+    url, _ = await staged([b"HTTP/1.1 " + status + b"\r\nContent-Length: 999999\r\n\r\n"])
+    async with LeanClient() as client:
+        answer = await client.get(url, {}, True, PhaseTimer(), 65536)
+    assert answer.status == int(status[:3])
+    assert answer.body_error is None
+    assert answer.body == b""
+
+
 async def test_two_lengths_are_a_protocol_error(
     checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
 ) -> None:
@@ -226,6 +270,38 @@ async def test_the_request_says_who_asks_and_closes(
     assert head.startswith("GET /health HTTP/1.1\r\n")
     for line in ("Connection: close", "X-Vigil-Region: us-east", "X-Team: sre"):
         assert f"\r\n{line}\r\n" in head
+    assert f"\r\nHost: {url.removeprefix('http://')}\r\n" in head
+
+
+async def test_the_target_s_headers_replace_the_defaults(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """A virtual host by IP: one Host line, the target's (two make servers answer 400).
+
+    The review's finding: the target's headers were added after the client's own.
+    """
+    url, server = await staged([ok_answer()])
+    headers = {"host": "shop.example", "Accept-Encoding": "identity", "Connection": "keep-alive"}
+    await checker.run(target(url, headers=headers), time.time())
+    lines = server.requests[0].decode().lower().split("\r\n")
+    assert [line for line in lines if line.startswith("host:")] == ["host: shop.example"]
+    assert [line for line in lines if line.startswith("accept-encoding:")] == [
+        "accept-encoding: identity"
+    ]
+    assert [line for line in lines if line.startswith("connection:")] == ["connection: close"]
+
+
+async def test_credentials_in_the_url_are_sent_as_basic_auth(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """As aiohttp did: `http://user:pass@host` is not silently a 401 on every check."""
+    url, server = await staged([ok_answer()])
+    with_user = url.replace("http://", "http://probe:s%40cret@")
+    await checker.run(target(with_user), time.time())
+    head = server.requests[0].decode()
+    expected = base64.b64encode(b"probe:s@cret").decode()
+    assert f"\r\nAuthorization: Basic {expected}\r\n" in head
+    assert "s%40cret" not in head.split("\r\n")[0]
     assert f"\r\nHost: {url.removeprefix('http://')}\r\n" in head
 
 
