@@ -446,7 +446,5 @@ class LeanClient:
         try:
             return await answer
         finally:
-            if not transport.is_closing():
-                cast(
-                    asyncio.Transport, transport
-                ).abort()  # cancelled (the check's timeout): nothing more to read
+            if not transport.is_closing():  # cancelled (the check's timeout): read no more
+                cast(asyncio.Transport, transport).abort()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -228,6 +229,38 @@ async def test_a_timed_out_check_closes_its_connection(
     assert result.error_kind is ErrorKind.TIMEOUT
     async with asyncio.timeout(10):
         await server.closed.wait()
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_checks_cancelled_at_every_stage_leak_no_descriptor(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]], closed_port: int
+) -> None:
+    """Timed out in the TLS handshake or mid-answer, refused: every socket is closed.
+
+    A probe checking a hung target every few seconds must not run out of descriptors.
+    """
+    # Each server closes its side only when the client has gone: a client socket left
+    # open keeps its server's open too, and both count below.
+    silent, _ = await staged([], close=False)  # accepts, never says a word
+    midway, _ = await staged([b"HTTP/1.1 200 OK\r\n"], close=False)
+    targets = [
+        target(silent.replace("http://", "https://"), timeout=0.2),  # stuck in the handshake
+        target(silent, timeout=0.2),  # stuck before the answer
+        target(midway, timeout=0.2),  # stuck mid-head
+        target(f"http://127.0.0.1:{closed_port}", timeout=0.2),  # refused
+    ]
+    await asyncio.gather(*(checker.run(t, time.time()) for t in targets))  # warm up
+    before = open_descriptors()
+    for _ in range(10):
+        results = await asyncio.gather(*(checker.run(t, time.time()) for t in targets * 5))
+        kinds = {r.error_kind for r in results}
+        assert kinds == {ErrorKind.TIMEOUT, ErrorKind.CONNECT}
+    async with asyncio.timeout(10):
+        while open_descriptors() > before:  # noqa: ASYNC110 - polling the kernel's table
+            await asyncio.sleep(0.05)
 
 
 async def test_the_next_address_is_tried_when_one_refuses(
