@@ -1,14 +1,17 @@
 """A lean HTTP/1.1 GET for health checks on a fresh connection: one request, one answer.
 
 Why not aiohttp here: a check on a fresh connection uses none of what a session is for
-(pooling, cookies, redirects, retries), and aiohttp's request path cost 620-660 us of CPU
-per check against 190-200 us for a bare `asyncio.Protocol` on the same loop
-(docs/performance.md); at 1,000 checks a second that difference is most of a core.
+(pooling, cookies, redirects, retries), and aiohttp's request path cost about 2.5 times
+this client's CPU per GET, and 4 times a bare `asyncio.Protocol`'s, on the same loop
+(`benchmarks/client_cost.py`, figures in docs/performance.md): at 1,000 checks a second
+the difference was a third of a core.
 What a check needs is kept: DNS through aiohttp's resolver interface (the same resolver,
 and the same seam for tests), Happy Eyeballs across addresses (`aiohappyeyeballs`, as
 aiohttp), TLS with the target's context, each phase timed, the peer certificate read,
 and bodies bounded and decoded by `BodyDecoder`. Responses are parsed by `httptools`
-(llhttp, the parser Node.js uses), with the head bounded here.
+(llhttp, the parser Node.js uses), with the head, chunk framing and trailers bounded
+here. A target's headers replace the defaults of the same name; credentials in the URL
+are sent as Basic authentication; redirects are not followed (as before).
 
 Failures are raised as the classes `probe.verdict.classify_exception` knows:
 `ConnectFailedError` (DNS, refused, TLS), `ResponseParseError`, `ServerClosedError`;
