@@ -567,14 +567,14 @@ Goal (full rate, p99 lateness under 10 ms, with an aiohttp target on the same ma
   the probe's CPU (15 s windows, 2 runs each).
 - One-off runs on this machine (2026-11-28, not repeated by this script; 1,000 checks/s
   against the aiohttp target, 10 s windows, two runs each): garbage collection
-  (`gc.callbacks`, 25 s) made ~230 young collections (p50 0.1 ms), ~20 middle ones (p50
-  2 ms, max 12-16 ms) and one full (23-29 ms); p99 lateness 9-19 ms at the young
-  threshold of 5,000 (run-to-run spread on this machine), worse when raised (18-29 ms at 30,000, 74-78 ms at 100,000) or
-  lowered (17-43 ms at 700 and 2,000), so 5,000 stays; with the garbage collector off,
-  9.4-9.5 ms. On asyncio's own loop instead of uvloop: p50 7.6-11 ms, p99 32-41 ms, CPU
-  92% against 68%. One deadline per publishing round instead of aiomqtt's per message
-  (a task and a timer fewer per result): no measurable change (p99 12-23 ms both ways,
-  CPU within noise), not kept.
+  (`gc.callbacks`, 25 s) made ~230 young collections (p50 0.1 ms), ~20 middle ones (p50 2
+  ms, max 12-16 ms) and one full (23-29 ms); p99 lateness 9-19 ms at the young threshold
+  of 5,000 (run-to-run spread on this machine), worse when raised (18-29 ms at 30,000,
+  74-78 ms at 100,000) or lowered (17-43 ms at 700 and 2,000), so 5,000 stays; with the
+  garbage collector off, 9.4-9.5 ms. On asyncio's own loop instead of uvloop: p50 7.6-11
+  ms, p99 32-41 ms, CPU 92% against 68%. One deadline per publishing round instead of
+  aiomqtt's per message (a task and a timer fewer per result): no measurable change (p99
+  12-23 ms both ways, CPU within noise), not kept.
 - Stalls found with py-spy and `gc.callbacks` at 1,000 targets: full garbage collections
   walking the config and the replay window's results (pauses of 80-90 ms). The probe freezes
   its start-up heap (`gc.freeze()`), keeps acknowledged results encoded, and collects the
