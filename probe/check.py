@@ -40,7 +40,7 @@ log = logging.getLogger("vigil.probe")
 
 @dataclass
 class PhaseTimer:
-    """perf_counter stamps of one request, filled in by aiohttp's trace hooks."""
+    """perf_counter stamps of one request, by the lean client or aiohttp's trace hooks."""
 
     start: float | None = None
     dns_start: float | None = None
