@@ -265,6 +265,10 @@ def _decoder(headers: Mapping[str, str], limit: int, status: int) -> BodyDecoder
     return decoder
 
 
+def _bad_name() -> socket.gaierror:
+    return socket.gaierror(socket.EAI_NONAME, "not a valid host name")
+
+
 @functools.lru_cache(maxsize=4096)
 def _ip_family(host: str) -> socket.AddressFamily | None:
     try:
@@ -285,7 +289,10 @@ def _url_parts(url: str) -> tuple[str, dict[str, str], str, int, bool]:
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target += "?" + quote(parts.query, safe=_PATH_SAFE)
-    name = host if host.isascii() else host.encode("idna").decode("ascii")
+    try:
+        name = host if host.isascii() else host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ConnectFailedError(host, port, _bad_name(), dns=True) from exc
     if _ip_family(host) == socket.AF_INET6:
         name = f"[{host}]"
     if parts.port is not None and parts.port != (443 if tls else 80):
@@ -364,7 +371,9 @@ class LeanClient:
         try:
             found = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
-            raise ConnectFailedError(host, port, exc) from exc
+            raise ConnectFailedError(host, port, exc, dns=True) from exc
+        except UnicodeError as exc:  # an empty or over-long label: the idna codec refuses it
+            raise ConnectFailedError(host, port, _bad_name(), dns=True) from exc
         timer.dns_end = time.perf_counter()
         infos = []
         for r in found:

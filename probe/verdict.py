@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import ssl
 from typing import NamedTuple
@@ -30,17 +31,22 @@ class BodyEncodingError(Exception):
 class ConnectFailedError(OSError):
     """DNS, the TCP connect or the TLS handshake of a check's own connection failed."""
 
-    def __init__(self, host: str, port: int, cause: BaseException) -> None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            reason = str(cause)
-        elif isinstance(cause, OSError):
-            reason = cause.strerror or str(cause) or type(cause).__name__
+    def __init__(self, host: str, port: int, cause: BaseException, *, dns: bool = False) -> None:
+        if isinstance(cause, ssl.SSLError | socket.gaierror) or not isinstance(cause, OSError):
+            reason = str(cause) if not isinstance(cause, socket.gaierror) else cause.strerror
+        elif cause.errno:
+            # The system's words for it ("Connection refused"), the same on every loop:
+            # asyncio's own text is "Connect call failed (...)", uvloop's the system's.
+            reason = os.strerror(cause.errno)
         else:
-            reason = str(cause) or type(cause).__name__
-        super().__init__(f"cannot connect to {host}:{port}: {reason}")
+            reason = cause.strerror or str(cause)
+        super().__init__(f"cannot connect to {host}:{port}: {reason or type(cause).__name__}")
         self.host = host
         self.port = port
         self.cause = cause
+        # Raised while resolving the name: a resolver's error is `dns` whatever its class
+        # (aiohttp's AsyncResolver raises a plain OSError, as its connector then reports).
+        self.dns = dns or isinstance(cause, socket.gaierror)
 
 
 class ResponseParseError(Exception):
@@ -151,7 +157,7 @@ def classify_exception(exc: BaseException) -> Failure:
         return Failure(ErrorKind.TIMEOUT, short(f"timed out: {exc}" if str(exc) else "timed out"))
     if isinstance(exc, ConnectFailedError):
         cause = exc.cause
-        if isinstance(cause, socket.gaierror):
+        if exc.dns:
             return Failure(ErrorKind.DNS, short(str(exc)))
         if isinstance(cause, ssl.SSLError | ssl.CertificateError):
             return Failure(ErrorKind.TLS, short(str(exc)))

@@ -294,6 +294,39 @@ async def test_a_name_the_resolver_finds_no_address_for_is_dns() -> None:
     assert result.error == "cannot connect to api.test:80: no address for the name"
 
 
+async def test_any_resolver_error_is_dns() -> None:
+    """Aiohttp's AsyncResolver (with aiodns) raises a plain OSError for an unknown name."""
+
+    class AsyncStyle(StaticResolver):
+        async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+            raise OSError(None, "Domain name not found")
+
+    async with injected_checker(AsyncStyle()) as checker:
+        result = await checker.run(target("http://api.test"), time.time())
+    assert result.error_kind is ErrorKind.DNS
+    assert result.error == "cannot connect to api.test:80: Domain name not found"
+
+
+@pytest.mark.parametrize("host", ["a..example", "b" * 64 + ".example", "ü..example"])
+async def test_a_host_name_no_resolver_can_ask_for_is_dns_not_internal(
+    checker: Checker, host: str
+) -> None:
+    """Accepted by the config, refused by the idna codec: the name's fault, every check."""
+    result = await checker.run(target(f"http://{host}/"), time.time())
+    assert result.error_kind is ErrorKind.DNS
+    assert not result.inconclusive
+    assert result.error is not None
+    assert result.error.endswith("not a valid host name")
+
+
+async def test_refused_says_so_in_the_system_s_words(checker: Checker, closed_port: int) -> None:
+    """Not asyncio's 'Connect call failed (...)': the same text on every loop and scheme."""
+    for scheme in ("http", "https"):
+        result = await checker.run(target(f"{scheme}://127.0.0.1:{closed_port}"), time.time())
+        assert result.error_kind is ErrorKind.CONNECT
+        assert result.error == f"cannot connect to 127.0.0.1:{closed_port}: Connection refused"
+
+
 async def test_the_request_says_who_asks_and_closes(
     checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
 ) -> None:
