@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.server
 import socket
@@ -48,6 +49,30 @@ def silent_listener() -> Iterator[int]:
         thread.join(5)
         for conn in held:
             conn.close()
+
+
+@contextlib.contextmanager
+def answering(body: bytes) -> Iterator[str]:
+    """An HTTP server on loopback answering every GET with 200 and `body`; its /healthz URL."""
+
+    class Fixed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fixed)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_promised_port_is_never_handed_out_again() -> None:
@@ -108,28 +133,8 @@ def test_a_promised_port_the_kernel_hands_out_is_asked_for_again(
 
 def test_another_http_server_on_the_port_is_not_the_aggregator() -> None:
     """It answers HTTP, but not Vigil's `/healthz`: still not ready."""
-
-    class Other(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status": "healthy"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
-        with pytest.raises(TimeoutError):
-            wait_http(url, alive=lambda: True, limit=2.0)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering(b'{"status": "healthy"}') as url, pytest.raises(TimeoutError):
+        wait_http(url, alive=lambda: True, limit=2.0)
 
 
 def test_free_ports_are_outside_the_ephemeral_range_and_never_repeat(
@@ -171,27 +176,9 @@ def test_a_proxy_in_the_environment_does_not_reach_loopback_children(
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
 
-    class Healthz(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status": "ok"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            return None
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+    with answering(b'{"status": "ok"}') as url:
         wait_http(url, alive=lambda: True, limit=10.0)
         assert loopback_get(url, timeout=5) == (200, b'{"status": "ok"}')
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_bind_error_says_why(silent_listener: int) -> None:
