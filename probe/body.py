@@ -35,6 +35,15 @@ class BodyDecoder:
         self._parts: list[bytes] = []
         self._size = 0
 
+    def refuse_announced(self, length: int | None) -> None:
+        """Refuse at once a body whose announced length (Content-Length) is over the limit.
+
+        Raises:
+            BodyTooLargeError: `length` is more than this decoder would read as sent.
+        """
+        if length is not None and length > self.encoded_limit:
+            raise BodyTooLargeError(self.limit, encoded=self.compressed)
+
     @property
     def complete(self) -> bool:
         """True once a compressed stream has ended: nothing after it needs reading."""

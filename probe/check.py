@@ -204,9 +204,7 @@ async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         aiohttp.ClientError: the connection failed or the framing was bad.
     """
     decoder = BodyDecoder(resp.headers.get("Content-Encoding", ""), limit)
-    if resp.content_length is not None and resp.content_length > decoder.encoded_limit:
-        # Announced too large: no need to read any of it.
-        raise BodyTooLargeError(limit, encoded=decoder.compressed)
+    decoder.refuse_announced(resp.content_length)  # announced too large: read none of it
     while not decoder.complete:
         chunk = await resp.content.read(READ_CHUNK)
         if not chunk:
@@ -457,9 +455,9 @@ class Checker:
                 body = await read_body(resp, target.max_body)
             except (BodyTooLargeError, BodyEncodingError) as exc:
                 timer.done = time.perf_counter()
-                return Answer(resp.status, {}, b"", exc)
+                return Answer(resp.status, b"", exc)
             timer.done = time.perf_counter()
-            return Answer(resp.status, {}, body)
+            return Answer(resp.status, body)
 
     async def detect_health(self, target: TargetConfig, state: TargetMemory) -> HealthOutcome:
         """Check the endpoint that answered last; on its 404 only, try the others in order.

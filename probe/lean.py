@@ -63,14 +63,13 @@ _PATH_SAFE = "/%?=&;:@!$'()*+,~-._#[]"
 
 @dataclass(slots=True)
 class Answer:
-    """What came back: the status, the headers (lower-case names) and the decoded body.
+    """What came back: the status and the decoded body.
 
     `body_error` is set instead of `body` when the body was too large or did not decode:
     the status still stands, and the caller decides what the body was needed for.
     """
 
     status: int
-    headers: dict[str, str]
     body: bytes
     body_error: BodyTooLargeError | BodyEncodingError | None = None
 
@@ -192,7 +191,7 @@ class _Exchange(asyncio.Protocol):
                     body = self._decoder.finish()
                 except BodyEncodingError as exc:
                     self._body_error = exc
-            self._answer.set_result(Answer(self._status, self._headers, body, self._body_error))
+            self._answer.set_result(Answer(self._status, body, self._body_error))
         else:
             return
         if self._transport is not None:
@@ -260,8 +259,8 @@ def _decoder(headers: Mapping[str, str], limit: int, status: int) -> BodyDecoder
     decoder = BodyDecoder(headers.get("content-encoding", ""), limit)
     length = headers.get("content-length", "")
     # 204 and 304 never have a body, whatever length they announce (that of the resource).
-    if status not in (204, 304) and length.isdigit() and int(length) > decoder.encoded_limit:
-        raise BodyTooLargeError(limit, encoded=decoder.compressed)  # announced: read none
+    if status not in (204, 304) and length.isdigit():
+        decoder.refuse_announced(int(length))  # announced too large: read none of it
     return decoder
 
 

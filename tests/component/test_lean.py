@@ -198,6 +198,17 @@ async def test_a_transfer_coding_other_than_chunked_is_refused(
     assert "unsupported Transfer-Encoding" in result.error
 
 
+async def test_a_body_announced_too_large_is_refused_before_any_of_it_is_read(
+    checker: Checker, staged: Callable[..., Awaitable[tuple[str, Staged]]]
+) -> None:
+    """Content-Length over max_body: `body_too_large` from the head alone, not a timeout."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n"
+    url, _ = await staged([head], close=False)  # then nothing: the body never comes
+    result = await checker.run(target(url), time.time())
+    assert result.error_kind is ErrorKind.BODY_TOO_LARGE
+    assert result.status_code == 200
+
+
 @pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
 async def test_a_bodiless_answer_is_not_judged_by_the_length_it_announces(
     staged: Callable[..., Awaitable[tuple[str, Staged]]], status: bytes
