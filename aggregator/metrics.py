@@ -516,7 +516,8 @@ class AggregatorMetrics:
         )
         self.ignored = Counter(
             "vigil_results_ignored",
-            "Valid results that changed nothing: duplicate or older.",
+            "Valid results that changed nothing: duplicate, older, or from before their target"
+            " was forgotten.",
             ["reason"],
             registry=own,
         )

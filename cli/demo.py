@@ -280,7 +280,12 @@ def watch_line(topic: str, payload: bytes, verdicts: dict[str, str]) -> str | No
             p = Presence.from_json(payload)
             return f"{'':8} probe {p.probe_id} ({p.region}) is {p.status}"
         if kind is Kind.STATE:
+            if not payload:
+                return None  # a deleted record
             record = StateRecord.from_json(payload)
+            if record.forgotten_at is not None:
+                verdicts.pop(record.target, None)
+                return f"{'':8} >>> {record.target} is forgotten (nobody reports it)"
             verdict = record.verdict.value + (
                 " (degraded quorum)" if record.quorum_degraded else ""
             )

@@ -45,7 +45,7 @@ class ProbeMetrics:
         )
         self.results = Counter(
             "vigil_probe_results",
-            "Checks completed, by outcome: ok or the error kind.",
+            "Checks completed, by outcome: ok, the error kind, or inconclusive (probe-side error).",
             ["target", "outcome"],
             registry=registry,
         )
@@ -103,6 +103,11 @@ class ProbeMetrics:
         """Record one check's result."""
         t = result.target
         children = self._of(t)
+        if result.inconclusive:
+            # The probe's own failure says nothing about the target: counted apart, and
+            # probe_success keeps what the last real check said.
+            self.results.labels(t, "inconclusive").inc()
+            return
         children.success.set(1 if result.ok else 0)
         children.duration.set(result.duration_ms / 1000.0)
         children.status_code.set(result.status_code or 0)

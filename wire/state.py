@@ -46,3 +46,7 @@ class StateRecord(WireModel):
     regions: Annotated[dict[Name, RegionRecord], Field(max_length=1000)] = {}
     updated_at: EpochSeconds
     aggregator: Annotated[str, Field(max_length=128)] = ""
+    # Set on a tombstone: the aggregator forgot the target (nobody reported it for
+    # `forget_after`) at this time, so a retained result from before it is old news and must
+    # not bring the target back after a restart. A newer result does.
+    forgotten_at: EpochSeconds | None = None

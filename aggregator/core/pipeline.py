@@ -32,7 +32,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.recorder import NoHistory, Recorder
 from runtime.logs import Throttle
 from wire.result import Presence, ProbeResult
-from wire.topics import state_topic
+from wire.topics import Kind, state_topic, topic_kind
 
 log = logging.getLogger("vigil.aggregator")
 
@@ -140,6 +140,8 @@ class Pipeline:
         now = self._clock()
         if retain:
             self._last_retained = now
+        if not payload and topic_kind(topic) is Kind.STATE:
+            return  # a state record deleted (an expired tombstone): nothing to restore
         s = self._settings
         decoded = decode(
             topic,
@@ -198,6 +200,8 @@ class Pipeline:
             # State records (only this instance's: see `aggregator_filters`) matter only to
             # rebuild verdicts at start; later they are this process's own echo.
             self._engine.restore(decoded)
+            if decoded.forgotten_at is not None and decoded.target not in self._engine:
+                self._store.forget(decoded.target)  # its retained results came first
 
     def _clock_skew(self, result: ProbeResult, skew: float) -> None:
         # Bounded: a region's credentials could otherwise mint a series per made-up probe id.
@@ -301,7 +305,17 @@ class Pipeline:
                 self._history.forget(name)
             except Exception as exc:  # history never stops the clock
                 self._target_failed(Stage.HISTORY)(name, exc)
+            # Retained, so a restart does not bring it back from its retained results.
+            tombstone = self._engine.tombstone(name, now, self._settings.client_id)
+            if tombstone is not None:
+                self._publish_state(
+                    state_topic(self._settings.client_id, name), tombstone.to_json()
+                )
             log.info("target_forgotten", extra={"target": name})
+        # Past max_result_age a forgotten target's results are rejected anyway: its retained
+        # tombstone is deleted (an empty retained message), so tombstones do not pile up.
+        for name in self._engine.expire_tombstones(now - self._settings.max_result_age):
+            self._publish_state(state_topic(self._settings.client_id, name), b"")
         # Once per tick, changed or not: resends fall due with time.
         self._alert(now)
         history = self._history.tick_slices(now)

@@ -64,6 +64,8 @@ class Applied(enum.StrEnum):
     OLDER = "older"
     # A new target (or a region new to it) beyond `max_targets`/`max_targets_per_region`.
     REFUSED = "refused"
+    # A result from before the target was forgotten (a retained one, after a restart).
+    FORGOTTEN = "forgotten"
 
 
 def next_failing(prior: bool, failures: int, successes: int, rule: Rule) -> bool:
@@ -327,6 +329,8 @@ class Engine:
         self._default_interval = default_interval
         self._forget_after = forget_after
         self._targets: dict[str, TargetState] = {}
+        # Targets forgotten, and when: results that started before are old news.
+        self._forgotten: dict[str, float] = {}
         self._probes: dict[tuple[str, str], ProbeState] = {}
 
     def _target(self, name: str, now: float, region: str | None) -> TargetState | None:
@@ -465,6 +469,11 @@ class Engine:
 
         Does not evaluate the verdict: call `evaluate` (after a batch, or per result).
         """
+        forgotten_at = self._forgotten.get(r.target)
+        if forgotten_at is not None:
+            if r.started_at <= forgotten_at:
+                return Applied.FORGOTTEN
+            del self._forgotten[r.target]  # checked again since: it is back
         admitted = self._target(r.target, now, r.region)
         if admitted is None:
             return Applied.REFUSED
@@ -647,6 +656,9 @@ class Engine:
         as results, so the outcome does not depend on whether the record or the region's
         retained result arrives first.
         """
+        if record.forgotten_at is not None:
+            self._restore_tombstone(record.target, record.forgotten_at)
+            return
         state = self._target(record.target, record.since, None)
         if state is None or state.evaluation is not None:
             return
@@ -931,13 +943,58 @@ class Engine:
         return out
 
     def forget(self, now: float) -> list[str]:
-        """Drop targets nobody has reported for `forget_after`; returns their names."""
+        """Drop targets nobody has reported for `forget_after`; returns their names.
+
+        Each is remembered as forgotten at `now` (see `tombstone`), so its retained results
+        do not bring it back.
+        """
         gone = [n for n, s in self._targets.items() if now - s.last_seen > self._forget_after]
         for name in gone:
-            state = self._targets.pop(name)
-            for region in state.regions.keys() | state.expected:
-                self._per_region[region] -= 1
+            self._drop(name)
+            self._forgotten[name] = now
         return gone
+
+    def _drop(self, name: str) -> None:
+        state = self._targets.pop(name)
+        for region in state.regions.keys() | state.expected:
+            self._per_region[region] -= 1
+
+    def tombstone(self, name: str, now: float, aggregator: str) -> StateRecord | None:
+        """The retained record that keeps a forgotten target forgotten across restarts."""
+        at = self._forgotten.get(name)
+        if at is None:
+            return None
+        return StateRecord(
+            target=name,
+            verdict=Verdict.UNKNOWN,
+            since=at,
+            updated_at=now,
+            aggregator=aggregator,
+            forgotten_at=at,
+        )
+
+    def expire_tombstones(self, older_than: float) -> list[str]:
+        """Stop remembering targets forgotten before `older_than`; returns their names.
+
+        Past `max_result_age` their retained results are rejected as too old anyway, so the
+        memory (and the retained tombstone) can go.
+        """
+        expired = [n for n, at in self._forgotten.items() if at < older_than]
+        for name in expired:
+            del self._forgotten[name]
+        return expired
+
+    def _restore_tombstone(self, name: str, forgotten_at: float) -> None:
+        # Retained results may have arrived before the tombstone: they are the old news it
+        # speaks of unless one started after it, or a probe online now still lists the target.
+        self._forgotten[name] = max(forgotten_at, self._forgotten.get(name, forgotten_at))
+        state = self._targets.get(name)
+        if state is None:
+            return
+        if state.expected or any(v.started_at > forgotten_at for v in state.regions.values()):
+            del self._forgotten[name]
+            return
+        self._drop(name)
 
     def region_last_heard(self, region: str) -> float | None:
         """When `region` was last heard of, by the probes' clock; None if it never was.

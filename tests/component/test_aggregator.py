@@ -444,3 +444,51 @@ async def test_the_api_shows_pending_regions_and_no_up_verdict_at_a_cold_start()
     assert target["verdict"] == "unknown"
     assert [r["pending"] for r in target["regions"]] == [True, True, True]
     assert {r["counted_as"] for r in explain["regions"]} == {"pending"}
+
+
+@pytest.mark.parametrize("tombstone_first", [True, False])
+def test_a_forgotten_target_stays_forgotten_after_a_restart(tombstone_first: bool) -> None:
+    """A restarted aggregator reading the tombstone and an old result keeps the target gone.
+
+    The forget leaves a retained tombstone; read back with the target's old retained result
+    (in either order), it keeps the target from coming back.
+    """
+    clock = Clock()
+    agg = build(
+        AggregatorConfig(regions=list(REGIONS), forget_after=60),
+        CollectorRegistry(),
+        None,
+        clock=clock,
+    )
+    agg.pipeline.set_connected(True)
+    warm_up(agg, clock)
+    probe = RegionProbe("us-east")
+    retained = probe.check(True, clock.now)
+    agg.pipeline.handle(result_topic("us-east", "api"), retained.to_json(), False)
+    clock.now += 120
+    agg.pipeline.tick(subscribed=True)
+    assert "api" not in agg.engine
+    tombstone = published(agg, STATE_API)
+    assert StateRecord.from_json(tombstone).forgotten_at == clock.now
+
+    clock.now += 600
+    restarted = build(
+        AggregatorConfig(regions=list(REGIONS), forget_after=60),
+        CollectorRegistry(),
+        None,
+        clock=clock,
+    )
+    restarted.pipeline.set_connected(True)
+    messages = [(STATE_API, tombstone), (result_topic("us-east", "api"), retained.to_json())]
+    for topic, payload in messages if tombstone_first else reversed(messages):
+        restarted.pipeline.handle(topic, payload, True)
+    warm_up(restarted, clock)
+    assert "api" not in restarted.engine
+    # Its tombstone stays retained at the broker; nothing overwrites it.
+    assert restarted.outbox.latest(STATE_API) is None
+    # A new result brings it back.
+    clock.now += 10
+    restarted.pipeline.handle(
+        result_topic("us-east", "api"), probe.check(True, clock.now).to_json(), False
+    )
+    assert "api" in restarted.engine

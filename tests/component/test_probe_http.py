@@ -76,3 +76,15 @@ def test_metrics_keep_targets_apart_and_add_phases_as_they_appear() -> None:
     assert get("probe_http_duration_seconds", {"target": "web", "phase": "connect"}) is None
     assert get("vigil_probe_results_total", {"target": "api", "outcome": "ok"}) == 2
     assert get("vigil_probe_results_total", {"target": "web", "outcome": "ok"}) == 1
+
+
+def test_an_inconclusive_result_is_counted_apart_and_leaves_success_alone() -> None:
+    """A probe-side error counts as `inconclusive`, not as the target failing."""
+    registry = CollectorRegistry()
+    metrics = ProbeMetrics(registry)
+    metrics.observe(result(True, status_code=200))
+    metrics.observe(result(False, error_kind="internal", inconclusive=True, consecutive_failures=0))
+    get = registry.get_sample_value
+    assert get("probe_success", {"target": "api"}) == 1
+    assert get("vigil_probe_results_total", {"target": "api", "outcome": "inconclusive"}) == 1
+    assert get("vigil_probe_results_total", {"target": "api", "outcome": "internal"}) is None

@@ -371,3 +371,55 @@ def test_forget_drops_silent_targets() -> None:
     assert e.forget(T0 + 50) == []
     assert e.forget(T0 + 101) == ["api"]
     assert "api" not in e
+
+
+def test_a_forgotten_target_ignores_its_old_results_and_returns_with_a_new_one() -> None:
+    """Results from before the forget are old news; one that started after brings it back."""
+    e = engine(forget_after=100)
+    probe = RegionProbe("us-east")
+    old = probe.check(True, T0)
+    e.apply_result(old, T0)
+    assert e.forget(T0 + 101) == ["api"]
+    assert e.apply_result(old, T0 + 102) is Applied.FORGOTTEN
+    assert "api" not in e
+    assert e.apply_result(probe.check(True, T0 + 110), T0 + 110) is Applied.APPLIED
+    assert "api" in e
+    assert e.tombstone("api", T0 + 111, "agg") is None
+
+
+def test_a_tombstone_drops_a_target_its_old_retained_results_brought_back() -> None:
+    """After a restart the tombstone wins over retained results older than it, in any order."""
+    probe = RegionProbe("us-east")
+    old = probe.check(True, T0)
+    forgetting = engine(forget_after=100)
+    forgetting.apply_result(old, T0)
+    forgetting.forget(T0 + 101)
+    tombstone = forgetting.tombstone("api", T0 + 101, "agg")
+    assert tombstone is not None
+    assert tombstone.forgotten_at == T0 + 101
+    # The retained result first, then the tombstone.
+    e = engine(forget_after=100)
+    e.apply_result(old, T0 + 500)
+    e.restore(tombstone)
+    assert "api" not in e
+    assert e.targets_in("us-east") == 0
+    # The tombstone first, then the retained result.
+    e = engine(forget_after=100)
+    e.restore(tombstone)
+    assert e.apply_result(old, T0 + 500) is Applied.FORGOTTEN
+    assert "api" not in e
+    # A result newer than the tombstone keeps the target.
+    e = engine(forget_after=100)
+    e.apply_result(probe.check(True, T0 + 200), T0 + 500)
+    e.restore(tombstone)
+    assert "api" in e
+
+
+def test_tombstones_expire() -> None:
+    """A tombstone older than the given age is dropped and named, so it can be deleted."""
+    e = engine(forget_after=100)
+    e.apply_result(RegionProbe("us-east").check(True, T0), T0)
+    e.forget(T0 + 101)
+    assert e.expire_tombstones(T0 + 100) == []
+    assert e.expire_tombstones(T0 + 102) == ["api"]
+    assert e.tombstone("api", T0 + 103, "agg") is None
