@@ -98,6 +98,10 @@ class RegionView:
     # Why the latest version fetch gave no version (a VersionErrorKind value); `version`
     # then still holds the last one known.
     version_error: str | None = None
+    # The HTTP status behind `version_error` (403 for a refused key), when one came.
+    version_status: int | None = None
+    # The health endpoint that gave the latest result (a profile may move between several).
+    health_path: str | None = None
     failing: bool = False
     failing_since: float | None = None
     # Learned from consecutive results of one probe process: seconds between checks.
@@ -144,6 +148,7 @@ class RegionEvidence:
     failing_at: float | None = None
     last_failure_at: float | None = None
     version_error: str | None = None
+    version_status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +247,10 @@ class RegionSnapshot(Protocol):
     def version_since(self) -> float | None: ...
     @property
     def version_error(self) -> str | None: ...
+    @property
+    def version_status(self) -> int | None: ...
+    @property
+    def health_path(self) -> str | None: ...
     @property
     def failing(self) -> bool: ...
     @property
@@ -568,6 +577,8 @@ class Engine:
         view.error = r.error
         view.version, view.version_since = version, version_since
         view.version_error = r.version_error.value if r.version_error else None
+        view.version_status = r.version_status if r.version_error else None
+        view.health_path = r.health_path
         view.failing, view.failing_since = failing, prior_since if failing else None
         view.interval = interval
         view.phases = r.phases
@@ -684,7 +695,15 @@ class Engine:
             elif not failing:
                 view.became_failing = None
             if failing and rr.failing and rr.failing_since is not None:
-                view.failing_since = min(rr.failing_since, view.failing_since or rr.failing_since)
+                estimate = view.failing_since
+                # A retained result that came first dates the streak by counting intervals
+                # back, off by the checks' own lateness; the record holds the date the last
+                # process saw. The same streak (within an interval of it) keeps that date.
+                step = view.interval or self.interval(record.target, region)
+                if estimate is None or abs(estimate - rr.failing_since) <= step + 1.0:
+                    view.failing_since = rr.failing_since
+                else:
+                    view.failing_since = min(rr.failing_since, estimate)
             elif not failing:
                 view.failing_since = None
             view.failing = failing
@@ -812,6 +831,7 @@ class Engine:
                     failing_at=view.failing_at if view else None,
                     last_failure_at=view.last_failure_at if view else None,
                     version_error=view.version_error if view else None,
+                    version_status=view.version_status if view else None,
                 )
             )
         return Evaluation(

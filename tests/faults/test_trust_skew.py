@@ -30,16 +30,26 @@ async def lag(t: Trial, region: str) -> float:
     return time.time() - float(view["last_result"]["started_at"])
 
 
-async def test_probe_clocks_behind_keep_one_service_down_with_one_starts_at(
-    broker: Broker, demo_target: str, tmp_path: Path, serve: Serve
+@pytest.mark.parametrize(
+    "clocks",
+    [
+        # Every probe: one alone cannot resolve ServiceDown (a degraded quorum keeps it down).
+        dict.fromkeys(REGIONS, "-2.5s"),
+        # Ahead, within max_clock_skew (30 s): accepted, and its alert's times clamped.
+        {"eu-west": "+25s"},
+    ],
+    ids=["all-2.5s-behind", "one-25s-ahead"],
+)
+async def test_skewed_probe_clocks_keep_one_service_down_with_one_starts_at(
+    broker: Broker, demo_target: str, tmp_path: Path, serve: Serve, clocks: dict[str, str]
 ) -> None:
-    """With every probe 2.5 s behind, an outage is one ServiceDown with one startsAt, no more."""
-    # Every probe: one alone cannot resolve ServiceDown (a degraded quorum keeps it down).
-    clocks = dict.fromkeys(REGIONS, "-2.5s")
+    """With probe clocks skewed, an outage is one ServiceDown with one startsAt, no more."""
     async with trial(broker, demo_target, tmp_path, serve, interval=INTERVAL, clocks=clocks) as t:
         s = t.system
-        for region in REGIONS:
-            assert await lag(t, region) > 2.4, f"the {region} probe's clock is not behind"
+        for region, shift in clocks.items():
+            seconds = float(shift.rstrip("s"))
+            # lag() is how far behind the result says it started: the shift, negated.
+            assert abs(await lag(t, region) + seconds) < 1.0, f"{region} is not {shift}"
 
         await s.break_target("fail")
         fired = await t.wait_posted("ServiceDown")
@@ -67,6 +77,8 @@ async def test_probe_clocks_behind_keep_one_service_down_with_one_starts_at(
                 alerts,
             )
         assert (await s.wait_verdict("down", limit=5))["quorum_degraded"] is False
+        refused = [p for p in t.tap.posted if p.status != 200]
+        assert not refused, (describe(refused), t.tap.answers)
 
 
 async def test_a_probe_clock_ahead_never_gets_an_alert_refused(

@@ -319,6 +319,32 @@ def test_restore_keeps_a_real_outage_through_a_restart(record_first: bool) -> No
     assert state(e).regions["us-east"].failing_since == T0
 
 
+@pytest.mark.parametrize("record_first", [True, False])
+def test_restore_keeps_the_recorded_failing_since_over_an_estimate(record_first: bool) -> None:
+    """The record's exact start of a streak wins over one estimated from a retained result.
+
+    The estimate counts intervals back, off by the checks' lateness; in either order.
+    """
+    e = engine()
+    probe = RegionProbe("us-east")
+    first = probe.check(False, T0 + 0.01)  # the streak's first check started a little late
+    for i in range(1, 5):
+        latest = probe.check(False, T0 + 10 * i)
+    record = StateRecord(
+        target="api",
+        verdict=Verdict.DEGRADED,
+        since=T0 + 20,
+        regions={"us-east": RegionRecord(failing=True, failing_since=first.started_at)},
+        updated_at=T0 + 40,
+    )
+    if record_first:
+        e.restore(record)
+    e.apply_result(latest, T0 + 41)
+    if not record_first:
+        e.restore(record)
+    assert state(e).regions["us-east"].failing_since == first.started_at
+
+
 def test_restore_does_not_invent_an_outage() -> None:
     """A record saying down is overruled by retained results showing K successes."""
     e = engine()
