@@ -262,6 +262,14 @@ class SloConfig(StrictModel):
         list[Annotated[float, Field(gt=0, le=600_000)]], Field(max_length=8)
     ] = [5.0, 20.0, 50.0]
 
+    @field_validator("window")
+    @classmethod
+    def _whole_days(cls, window: float) -> float:
+        # Measured on the daily rollups: any other length would be rounded, silently.
+        if window < 86400 or window % 86400:
+            raise ValueError(f"must be a whole number of days (e.g. '30d'), got {window:g} s")
+        return window
+
 
 class AggregatorConfig(StrictModel):
     """The whole aggregator config file."""
@@ -297,6 +305,9 @@ class AggregatorConfig(StrictModel):
     default_interval: Duration = 10.0
     # A target nobody has reported for this long is dropped, with its metric series.
     forget_after: Duration = 3600.0
+    # How long SIGTERM may take to exit. There is nothing to flush (state is retained at the
+    # broker), so this only bounds the broker's goodbye and the requests in flight.
+    shutdown_timeout: Duration = 5.0
     # Recent results kept per (target, region) for the API's history and the sparklines.
     history: Annotated[int, Field(ge=0, le=500)] = 20
     limits: Limits = Limits()

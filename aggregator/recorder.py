@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from aggregator.config import StorageConfig
 from aggregator.core.incidents import Incident, IncidentBook
@@ -33,45 +32,6 @@ log = logging.getLogger("vigil.aggregator.history")
 MAX_ANNOUNCEMENT_CHARS = 500
 MAX_NOTE_CHARS = 2000
 MAX_REASON_CHARS = 500
-
-
-class Recorder(Protocol):
-    """What the pipeline tells the history."""
-
-    def observe(self, result: ProbeResult, now: float) -> None:
-        """One applied result."""
-
-    def transitions(self, transitions: list[Transition], now: float) -> None:
-        """Transitions the engine emitted."""
-
-    def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
-        """State is loaded: every target's verdict as it stands."""
-
-    def tick_slices(self, now: float) -> Iterator[None]:
-        """Once a second; yields between slices of work so the event loop can run."""
-
-    def forget(self, target: str) -> None:
-        """The engine forgot a target."""
-
-
-class NoHistory:
-    """The recorder when history is off."""
-
-    def observe(self, result: ProbeResult, now: float) -> None:
-        """Nothing to do."""
-
-    def transitions(self, transitions: list[Transition], now: float) -> None:
-        """Nothing to do."""
-
-    def loaded(self, targets: Iterable[TargetSnapshot], now: float) -> None:
-        """Nothing to do."""
-
-    def tick_slices(self, now: float) -> Iterator[None]:
-        """Nothing to do."""
-        return iter(())
-
-    def forget(self, target: str) -> None:
-        """Nothing to do."""
 
 
 @dataclass

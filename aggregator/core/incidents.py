@@ -3,7 +3,9 @@
 An incident opens when a target's verdict becomes degraded or down and none is open for it,
 and closes when the verdict is `up` again (`unknown` in between changes nothing: no evidence
 either way). It keeps its peak verdict, each region that failed with the time its failures
-began and its first error, and the versions the regions ran at onset and at recovery.
+began and its first error, and the versions the regions ran at onset and at recovery. An
+incident closed without a recovering evaluation (up again across a restart, or its target
+forgotten) ends with the last versions the book saw while it was open.
 `edges/historydb.py` stores them; ids are given here, so no write waits on the database.
 """
 
@@ -99,6 +101,11 @@ class IncidentBook:
         self._next_id = next_id
         self._open: dict[str, Incident] = {i.target: i for i in open_incidents if i.open}
         self._in_maintenance = in_maintenance
+        # Target -> the versions last seen while its incident is open: its versions at the end
+        # when it closes with no evaluation of its own. Restored incidents start from onset's.
+        self._last_versions: dict[str, dict[str, str]] = {
+            t: dict(i.versions_start) for t, i in self._open.items()
+        }
 
     def open_for(self, target: str) -> Incident | None:
         """The target's open incident, if any."""
@@ -115,6 +122,8 @@ class IncidentBook:
             if t.target is None or t.evaluation is None:
                 continue
             incident = self._open.get(t.target)
+            if incident is not None and t.evaluation.versions:
+                self._last_versions[t.target] = dict(t.evaluation.versions)
             if t.kind is Change.VERDICT:
                 new = Verdict(t.new)
                 if incident is None and new in _OPENS:
@@ -148,7 +157,7 @@ class IncidentBook:
         for target, incident in list(self._open.items()):
             held = verdicts.get(target)
             if held is not None and held[0] is Verdict.UP:
-                self._close(incident, max(held[1], incident.started_at), {})
+                self._close(incident, max(held[1], incident.started_at), self._last(target))
                 out.append(incident)
         return out
 
@@ -156,7 +165,7 @@ class IncidentBook:
         """The engine forgot the target (silent for `forget_after`): its incident ends now."""
         incident = self._open.get(target)
         if incident is not None:
-            self._close(incident, now, {})
+            self._close(incident, now, self._last(target))
         return incident
 
     def ensure(
@@ -181,11 +190,15 @@ class IncidentBook:
             maintenance=self._in_maintenance(target, at),
         )
         self._next_id += 1
+        self._last_versions[target] = dict(ev.versions)
         # Started when the verdict changed (dated from results, as the alert's startsAt);
         # each region's own first failure, often earlier, is kept with it.
         _involve(incident, ev, at)
         self._open[target] = incident
         return incident
+
+    def _last(self, target: str) -> dict[str, str]:
+        return dict(self._last_versions.get(target, {}))
 
     def _end(self, incident: Incident, at: float, ev: Evaluation) -> None:
         self._close(incident, at, dict(ev.versions))
@@ -196,3 +209,4 @@ class IncidentBook:
         if not incident.maintenance and self._in_maintenance(incident.target, at):
             incident.maintenance = True
         self._open.pop(incident.target, None)
+        self._last_versions.pop(incident.target, None)

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from aggregator.core.alerts import AlertBook, AlertSettings, DesiredAlerts, restored_alerts
 from aggregator.core.history import SeriesStore
 from aggregator.core.ingest import Rejected, decode
+from aggregator.core.recording import NoHistory, Recorder
 from aggregator.core.rules import (
     RECORDED,
     Applied,
@@ -29,7 +30,6 @@ from aggregator.core.rules import (
     Transition,
 )
 from aggregator.metrics import AggregatorMetrics
-from aggregator.recorder import NoHistory, Recorder
 from runtime.logs import Throttle
 from wire.result import Presence, ProbeResult
 from wire.topics import Kind, state_topic, topic_kind

@@ -123,7 +123,7 @@ def _uptime(
         split = q.time_splits(conn, Tier.MINUTE, minute - n * 60, minute, target)
         return split.get(target, TimeSplit()).availability(count)
 
-    days = max(1, round(slo.window / 86400))
+    days = int(slo.window) // 86400  # whole days, checked at config load
     today = bucket_of(now, Tier.DAY)
     slo_start = today - (days - 1) * 86400
     slo_split = q.time_splits(conn, Tier.DAY, slo_start, today + 86400, target)

@@ -463,6 +463,16 @@ class HistoryDB:
             return {}
         return {(t, r): int(pid) for pid, t, r in rows}
 
+    def has_target(self, target: str) -> bool:
+        """Whether the file holds a history of `target` (its verdict rows were ever written).
+
+        Answered from the writer's map of pair ids, without a query: asking about names
+        anyone can invent costs nothing. Called on the event loop while the writer may add
+        to the map: a dict lookup is atomic, and a pair whose insert is being rolled back
+        only costs the caller a query that finds nothing.
+        """
+        return (target, "") in self._pair_ids
+
     def _pair(self, conn: sqlite3.Connection, target: str, region: str) -> int:
         key = (target, region)
         pid = self._pair_ids.get(key)

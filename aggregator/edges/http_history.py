@@ -4,7 +4,8 @@ Incidents, uptime, latency, badges, banner, notes and maintenance windows. Thin:
 `present/historyviews.py` or `History`, answer.
 
 With no `storage.path` the history routes answer 404 saying so; the status badge still works
-(it reads the live verdict).
+(it reads the live verdict). The uptime badge answers for a target with a live verdict or a
+history in the file, 404 for one with neither.
 """
 
 from __future__ import annotations
@@ -465,7 +466,9 @@ class HistoryRoutes:
         if window not in hv.WINDOWS:
             return _error(400, f"window must be one of {', '.join(hv.WINDOWS)}")
         name = request.match_info["target"]
-        if self._verdict_of(name) is None:  # before any query: names cost nothing to invent
+        # A target the engine forgot (or has not relearned since a restart) still has its
+        # history. Both checks come before any query: names cost nothing to invent.
+        if self._verdict_of(name) is None and not self._history.db.has_target(name):
             return _error(404, f"unknown target {name!r}")
         key = f"badge/{window}/{name}"
         cached = self._cached(key)

@@ -283,3 +283,63 @@ async def test_badges_of_unknown_targets_are_404_and_ask_the_database_nothing(db
             assert "%" in await resp.text()
         assert len(asked) == 1
     close(agg)
+
+
+async def test_five_down_minutes_burn_the_budget_at_its_whole_rate_and_are_sev1(
+    db: Path,
+) -> None:
+    """Five closed minutes all down: the 5 m burn rate is 1/(1-slo), and that is SEV-1."""
+    clock = Clock(START)
+    agg = started(db, clock)
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    run(agg, clock, probes, 600, dict.fromkeys(REGIONS, True))
+    assert agg.history is not None
+    before = await get(agg, "/api/v1/targets/api/uptime")
+    assert before["burn_rate_5m"] == 0.0
+    assert before["severity"] is None
+    # Down within 30 s (3 failures 10 s apart), then 5 whole minutes and a little more.
+    run(agg, clock, probes, 60 + 5 * 60 + 10, dict.fromkeys(REGIONS, False))
+    assert agg.engine.snapshot("api").verdict.value == "down"  # type: ignore[union-attr]
+    assert agg.history.db.flush(10)
+    doc = await get(agg, "/api/v1/targets/api/uptime")
+    slo = doc["slo"]
+    assert slo == 0.999
+    assert doc["burn_rate_5m"] == pytest.approx(1 / (1 - slo), rel=1e-9)
+    # The hour holds the 10 up minutes too: it burns, but slower.
+    assert 2.0 <= doc["burn_rate_1h"] < doc["burn_rate_5m"]
+    assert doc["burn_thresholds"] == {"sev1_5m": 6.0, "sev2_1h": 2.0}
+    assert doc["severity"] == "SEV-1"
+    close(agg)
+
+
+async def test_the_uptime_badge_of_a_target_with_history_but_no_live_verdict(db: Path) -> None:
+    """A target known only from its history has an uptime badge; one with neither is 404."""
+    clock = Clock(START)
+    agg = started(db, clock)
+    probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
+    run(agg, clock, probes, 180, dict.fromkeys(REGIONS, True))
+    close(agg)
+    # A new process on the same file that has not heard of `api` (yet).
+    clock.now += 5
+    again = build(config(db), CollectorRegistry(), None, clock=clock)
+    assert again.engine.snapshot("api") is None
+    assert again.history is not None
+    asked: list[object] = []
+    read = again.history.db.read
+
+    async def counting(fn: Any) -> Any:
+        asked.append(fn)
+        return await read(fn)
+
+    again.history.db.read = counting  # type: ignore[method-assign]
+    async with TestClient(TestServer(make_app(again.http_deps()), host="127.0.0.1")) as c:
+        resp = await c.get("/badge/api/uptime.svg?window=24h")
+        assert resp.status == 200, await resp.text()
+        assert "100.00% 24h" in await resp.text()
+        assert len(asked) == 1
+        # The status badge shows the live verdict only: there is none.
+        assert (await c.get("/badge/api/status.svg")).status == 404
+        resp = await c.get("/badge/no-such-target/uptime.svg")
+        assert resp.status == 404
+        assert len(asked) == 1  # a name with neither costs no query
+    close(again)

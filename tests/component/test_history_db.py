@@ -6,6 +6,7 @@ stop, an orphaned incident.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Generator
 from dataclasses import replace
@@ -226,3 +227,21 @@ def test_a_flush_abandoned_half_way_is_finished_not_lost(tmp_path: Path) -> None
     db = opened(path, clock)
     assert one(db, "SELECT COUNT(*), SUM(checks) FROM region_minutes") == (1200, 1200)
     db.close()
+
+
+def test_an_incident_closed_after_a_restart_keeps_the_versions_it_knew(tmp_path: Path) -> None:
+    """An open incident taken back from the file and closed as an orphan ends at its versions."""
+    clock = Clock(DAY)
+    path = tmp_path / "h.sqlite"
+    db = opened(path, clock)
+    versions = {"us-east": "3.8.34", "eu-west": "3.8.34"}
+    db.write_incidents([Incident(3, "legacy", DAY - 600, Verdict.DOWN, versions_start=versions)])
+    db.close()
+    history = History.open(StorageConfig(path=path), clock=clock, forget_after=60)
+    history.loaded([], clock.now)
+    clock.now += 61
+    list(history.tick_slices(clock.now))
+    assert history.incidents.open_for("legacy") is None
+    (stored,) = one(history.db, "SELECT versions_end FROM incidents WHERE id = 3")
+    assert json.loads(cast(str, stored)) == versions
+    history.close()

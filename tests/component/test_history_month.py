@@ -5,7 +5,9 @@ every 120 s for 30 days, with scripted outages. The rule is made instant (`failu
 `recoveries: 1`, `stale_after: 180s`) and every check lands on a scripted edge, so each
 scripted outage turns the verdict at the very check that starts or ends it: no detection
 delay, except going `unknown`, which the rule places one tick after the silence began (see
-`SILENT`). The uptime API must then give these times to the second.
+`SILENT`). The uptime API must then give these times to the second. The month runs twice:
+with `slo.count_maintenance` off (the default: down time in a maintenance window is left out)
+and on (it counts as down).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def at(day: int, hh: int, mm: int = 0) -> int:
     return D0 + day * DAY + hh * HOUR + mm * MIN
 
 
-# The last tick: day 29, 23:54. The 30d window is days 0..29 (today included), 7d days 23..29,
-# 24h the hours 00..23 of day 29; each ends at 23:54 (the open hour and day are written at
-# every minute's close, so the API is exact up to the last tick).
+# The last tick: day 29, 23:54. The 90d window is days -60..29 (today included; nothing was
+# recorded before day 0), 30d days 0..29, 7d days 23..29, 24h the hours 00..23 of day 29; each
+# ends at 23:54. The open hour and day are written only every 15 minutes (a checkpoint for a
+# restart), so the last ones in the file lag; the API adds the open buckets held in memory, and
+# so is exact up to the last tick.
 END = at(29, 23, 54)
 # (start, end, failing regions): each check in [start, end) fails in those regions.
 FAILURES: list[tuple[int, int, frozenset[str]]] = [
@@ -64,29 +68,52 @@ WINDOW = (at(20, 9, 30), at(20, 11, 30))
 SILENT = (at(25, 6), at(25, 9))
 UNKNOWN_S = 3 * HOUR - CHECK
 
+# Each window's [start, end): whole hours (24h) or whole UTC days, the current one included.
+RANGES = {
+    "24h": (at(29, 0), at(30, 0)),
+    "7d": (at(23, 0), at(30, 0)),
+    "30d": (at(0, 0), at(30, 0)),
+    "90d": (at(-60, 0), at(30, 0)),
+}
 # Judged (or unknown) time: from the first check (day 0, 00:00) to END.
 TOTAL_30D = END - D0
+TOTAL_90D = TOTAL_30D  # the 60 days before day 0 have no rows: a gap, not downtime
 TOTAL_7D = END - at(23, 0)
 TOTAL_24H = END - at(29, 0)
 
 
-def split(total: int, down: int, degraded: int, maint: int, unknown: int) -> dict[str, float]:
+def split(
+    total: int, down: int, degraded: int, maint: int, unknown: int, count_maintenance: bool
+) -> dict[str, float]:
     up = total - down - degraded - maint - unknown
+    # Counted, maintenance is down time; else it is left out on both sides, as unknown is.
+    judged_down = down + (maint if count_maintenance else 0)
     return {
         "up_s": up,
         "degraded_s": degraded,
         "down_s": down,
         "maintenance_s": maint,
         "unknown_s": unknown,
-        "availability": (up + degraded) / (up + degraded + down),
+        "availability": (up + degraded) / (up + degraded + judged_down),
     }
 
 
-EXPECTED: dict[str, dict[str, float]] = {
-    "24h": split(TOTAL_24H, down=360, degraded=600, maint=0, unknown=0),
-    "7d": split(TOTAL_7D, down=360, degraded=600, maint=0, unknown=UNKNOWN_S),
-    "30d": split(TOTAL_30D, down=7200 + 360, degraded=1800 + 600, maint=3600, unknown=UNKNOWN_S),
-}
+def expected(count_maintenance: bool) -> dict[str, dict[str, float]]:
+    """Each window's split, with maintenance counted as down or left out."""
+    c = count_maintenance
+    month = {"down": 7200 + 360, "degraded": 1800 + 600, "maint": 3600, "unknown": UNKNOWN_S}
+    return {
+        "24h": split(TOTAL_24H, down=360, degraded=600, maint=0, unknown=0, count_maintenance=c),
+        "7d": split(
+            TOTAL_7D, down=360, degraded=600, maint=0, unknown=UNKNOWN_S, count_maintenance=c
+        ),
+        "30d": split(TOTAL_30D, **month, count_maintenance=c),
+        "90d": split(TOTAL_90D, **month, count_maintenance=c),
+    }
+
+
+EXPECTED = {count: expected(count) for count in (False, True)}
+WINDOWS = sorted(EXPECTED[False])
 
 
 def n(seconds: int) -> int:
@@ -100,24 +127,22 @@ CHECKS = {
     "24h": n(TOTAL_24H),
     "7d": n(TOTAL_7D) - n(3 * HOUR),
     "30d": n(TOTAL_30D) - n(3 * HOUR),
+    "90d": n(TOTAL_90D) - n(3 * HOUR),
 }
 _DAY29 = {EAST: n(360), WEST: n(600) + n(360), SOUTH: n(360)}
-REGION_FAILURES = {
-    "24h": _DAY29,
-    "7d": _DAY29,
-    "30d": {
-        EAST: n(7200) + n(1800) + n(3600) + _DAY29[EAST],
-        WEST: n(7200) + n(3600) + _DAY29[WEST],
-        SOUTH: n(7200) + n(3600) + _DAY29[SOUTH],
-    },
+_MONTH = {
+    EAST: n(7200) + n(1800) + n(3600) + _DAY29[EAST],
+    WEST: n(7200) + n(3600) + _DAY29[WEST],
+    SOUTH: n(7200) + n(3600) + _DAY29[SOUTH],
 }
+REGION_FAILURES = {"24h": _DAY29, "7d": _DAY29, "30d": _MONTH, "90d": _MONTH}
 
 
 def failing(t: int) -> frozenset[str]:
     return frozenset().union(*(regions for s, e, regions in FAILURES if s <= t < e))
 
 
-def simulate(db: Path) -> Aggregator:
+def simulate(db: Path, count_maintenance: bool) -> Aggregator:
     """Run the month; return the aggregator with every write done."""
     config = AggregatorConfig.model_validate(
         {
@@ -132,6 +157,7 @@ def simulate(db: Path) -> Aggregator:
             },
             # The silence must not make the engine forget the target.
             "forget_after": "7d",
+            "slo": {"count_maintenance": count_maintenance},
         }
     )
     clock = Clock(D0 - 120.0)
@@ -161,9 +187,14 @@ def simulate(db: Path) -> Aggregator:
     return agg
 
 
-@pytest.fixture(scope="module")
-def month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    agg = simulate(tmp_path_factory.mktemp("month") / "history.sqlite")
+@pytest.fixture(
+    scope="module", params=[False, True], ids=["maintenance_left_out", "maintenance_counted"]
+)
+def month(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    count_maintenance: bool = request.param
+    agg = simulate(tmp_path_factory.mktemp("month") / "history.sqlite", count_maintenance)
 
     async def fetch() -> dict[str, Any]:
         async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
@@ -171,7 +202,11 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             assert uptime.status == 200, await uptime.text()
             incidents = await c.get("/api/v1/incidents?target=api")
             assert incidents.status == 200, await incidents.text()
-            return {"uptime": await uptime.json(), "incidents": await incidents.json()}
+            return {
+                "uptime": await uptime.json(),
+                "incidents": await incidents.json(),
+                "count_maintenance": count_maintenance,
+            }
 
     docs = asyncio.run(fetch())
     assert agg.history is not None
@@ -179,11 +214,17 @@ def month(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return docs
 
 
-@pytest.mark.parametrize("window", sorted(EXPECTED))
+def test_every_window_is_served(month: dict[str, Any]) -> None:
+    """The uptime API answers each window checked here, and no other."""
+    assert sorted(w["window"] for w in month["uptime"]["windows"]) == WINDOWS
+
+
+@pytest.mark.parametrize("window", WINDOWS)
 def test_window_times_and_availability_are_exact(month: dict[str, Any], window: str) -> None:
     """Each window's up/degraded/down/maintenance/unknown seconds match the script exactly."""
     doc = next(w for w in month["uptime"]["windows"] if w["window"] == window)
-    want = EXPECTED[window]
+    assert (doc["start"], doc["end"]) == RANGES[window]
+    want = EXPECTED[month["count_maintenance"]][window]
     got = {k: doc[k] for k in want}
     assert got == pytest.approx(want, abs=1e-9, rel=1e-12), (window, got, want)
 
@@ -202,7 +243,8 @@ def test_region_availability_is_checks_passed_over_checks(
 def test_slo_window_budget_and_daily_bar(month: dict[str, Any]) -> None:
     """The 30-day SLO figures follow from the 30d split; days with no data are None."""
     uptime = month["uptime"]
-    availability = EXPECTED["30d"]["availability"]
+    counted = month["count_maintenance"]
+    availability = EXPECTED[counted]["30d"]["availability"]
     assert uptime["availability_slo_window"] == pytest.approx(availability, rel=1e-12)
     assert uptime["budget_left"] == pytest.approx(1 - (1 - availability) / (1 - 0.999), rel=1e-9)
     daily = uptime["daily"]
@@ -212,7 +254,9 @@ def test_slo_window_budget_and_daily_bar(month: dict[str, Any]) -> None:
     # Before day 0 nothing was recorded: no bar, not a perfect one.
     assert [d["availability"] for d in daily[:60]] == [None] * 60
     want = [1.0] * 30
-    want[3] = (DAY - 7200) / DAY  # degraded, maintenance and unknown days stay 1.0
+    want[3] = (DAY - 7200) / DAY  # degraded and unknown days stay 1.0
+    if counted:  # and maintenance days too, unless maintenance counts
+        want[20] = (DAY - 3600) / DAY
     want[29] = (TOTAL_24H - 360) / TOTAL_24H
     assert [d["availability"] for d in daily[60:]] == pytest.approx(want, rel=1e-12)
 

@@ -243,3 +243,64 @@ def test_maintenance_marks_incidents_that_start_or_end_in_a_window() -> None:
     (ends_in,) = play(book, [Step(D, 50, ALL), Step(U, 120)], target="b")
     (outside,) = play(book, [Step(D, 10, ALL), Step(U, 20)], target="c")
     assert (inside.maintenance, ends_in.maintenance, outside.maintenance) == (True, True, False)
+
+
+OLD = dict.fromkeys(REGIONS, "3.8.34")
+NEW = dict.fromkeys(REGIONS, "3.8.35")
+
+
+@pytest.mark.parametrize(
+    ("steps", "want"),
+    [
+        pytest.param([Step(D, 10, ALL, OLD)], OLD, id="the-onset-versions"),
+        pytest.param(
+            [Step(D, 10, ALL, OLD), Step(D, 20, ALL, NEW, kind=Change.REGION)],
+            NEW,
+            id="a-deploy-seen-while-open",
+        ),
+        pytest.param(
+            [Step(D, 10, ALL, OLD), Step(X, 20), Step(D, 30, ALL, NEW)],
+            NEW,
+            id="seen-on-a-verdict-change",
+        ),
+        pytest.param(
+            [Step(D, 10, ALL, OLD), Step(X, 20)],
+            OLD,
+            id="an-evaluation-without-versions-forgets-none",
+        ),
+        pytest.param([Step(D, 10, ALL)], {}, id="none-ever-seen"),
+    ],
+)
+def test_forgotten_ends_with_the_last_versions_seen(
+    steps: list[Step], want: dict[str, str]
+) -> None:
+    """A forgotten target's incident ends with the versions last seen while it was open."""
+    book = IncidentBook()
+    play(book, steps)
+    ended = book.forgotten("api", T0 + 3600)
+    assert ended is not None
+    assert ended.versions_end == want
+
+
+def test_reconcile_ends_with_the_last_versions_known() -> None:
+    """Up again across a restart: the stored onset versions, or newer ones seen since load."""
+    stored = [
+        Incident(id=1, target="a", started_at=T0 + 10, peak=D, versions_start=OLD),
+        Incident(id=2, target="b", started_at=T0 + 10, peak=D, versions_start=OLD),
+        Incident(id=3, target="c", started_at=T0 + 10, peak=D),
+    ]
+    book = IncidentBook(4, stored)
+    play(book, [Step(D, 20, ALL, NEW, kind=Change.REGION)], target="b")
+    got = book.reconcile(dict.fromkeys("abc", (U, T0 + 50)), T0 + 100)
+    assert {i.target: i.versions_end for i in got} == {"a": OLD, "b": NEW, "c": {}}
+    # The onset's versions are the onset's still.
+    assert [i.versions_start for i in got] == [OLD, OLD, {}]
+
+
+def test_the_next_incident_starts_from_its_own_versions() -> None:
+    """Versions seen in one incident never become the end versions of the next one."""
+    book = IncidentBook()
+    play(book, [Step(D, 10, ALL, OLD), Step(U, 20, {}, NEW), Step(D, 30, ALL)])
+    ended = book.forgotten("api", T0 + 3600)
+    assert ended is not None
+    assert ended.versions_end == {}

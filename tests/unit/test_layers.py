@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,7 +74,14 @@ LAYERS = {
     "aggregator/core": lambda n: (
         not does_io(n)
         and top(n) not in {"aiohttp", "aiomqtt", "paho", "tenacity", "probe"}
-        and n not in {"aggregator.edges", "aggregator.present", "aggregator.app", "runtime.mqtt"}
+        and n
+        not in {
+            "aggregator.edges",
+            "aggregator.present",
+            "aggregator.app",
+            "aggregator.recorder",
+            "runtime.mqtt",
+        }
     ),
     # Presentation reads the core; it neither speaks HTTP nor MQTT.
     "aggregator/present": lambda n: (
@@ -97,3 +105,21 @@ def test_the_rules_see_imports() -> None:
     """The checker finds real imports, so an empty offender list means something."""
     assert "aggregator.core" in imports_of("aggregator/core")["aggregator/core/pipeline.py"]
     assert offenders("aggregator/edges", LAYERS["aggregator/present"])  # edges speak HTTP
+
+
+def test_importing_the_core_loads_no_io() -> None:
+    """The core's imports, followed all the way down, load no database, socket or loop."""
+    code = (
+        "import sys, aggregator.core.pipeline, aggregator.core.alerts;"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    loaded = [
+        m
+        for m in out
+        if m in {"sqlite3", "aiohttp", "aiomqtt", "paho", "asyncio"}
+        or m.startswith(("aggregator.edges", "aggregator.present", "aggregator.recorder"))
+    ]
+    assert loaded == []
