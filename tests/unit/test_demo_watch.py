@@ -8,6 +8,8 @@ import pytest
 
 from cli.demo import watch_line
 from tests.rulekit import T0, RegionProbe
+from wire.state import StateRecord, Verdict
+from wire.topics import state_topic
 
 
 @pytest.mark.parametrize(
@@ -41,3 +43,17 @@ def test_a_valid_result_prints_its_line() -> None:
     line = watch_line("vigil/v1/results/us-east/api", result.to_json(), {})
     assert line is not None
     assert "FAIL" in line
+
+
+def test_a_tombstone_says_forgotten_and_a_deleted_record_says_nothing() -> None:
+    """A forgotten target's tombstone is one line; its deletion (an empty payload) none."""
+    topic = state_topic("vigil-aggregator", "api")
+    verdicts = {"api": "up"}
+    up = StateRecord(target="api", verdict=Verdict.UP, since=T0, updated_at=T0)
+    tombstone = up.model_copy(update={"verdict": Verdict.UNKNOWN, "forgotten_at": T0 + 5})
+    line = watch_line(topic, tombstone.to_json(), verdicts)
+    assert line is not None
+    assert "api is forgotten" in line
+    assert "api" not in verdicts
+    assert watch_line(topic, b"", verdicts) is None
+    assert watch_line(topic, up.to_json(), verdicts) is not None  # known again, said again
