@@ -18,7 +18,7 @@ import json
 import re
 import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -46,6 +46,9 @@ DEFAULT_INTERVAL = 10.0
 UNREACHABLE_KINDS = frozenset({ErrorKind.CONNECT, ErrorKind.DNS, ErrorKind.TIMEOUT})
 # Header names whose values are credentials: the entry refers to them as ${VAR}, never inline.
 _SECRET_HEADER = re.compile(r"authorization|cookie|token|key|secret|session|password|auth", re.I)
+# Headers that log a caller in: when the health endpoint answers without them, the entry
+# sends them to the version endpoint only (`version_headers`), not with every health check.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 _VERSION_HINTS = {
@@ -201,11 +204,18 @@ def env_name(header: str) -> str:
 
 
 def target_entry(
-    name: str, url: str, fit: Fit, headers: Mapping[str, str], timeout: float
+    name: str,
+    url: str,
+    fit: Fit,
+    headers: Mapping[str, str],
+    timeout: float,
+    version_only: Collection[str] = (),
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The probe.yaml `targets:` entry for `fit`, and the ${VAR}s it reads (name to value).
 
     Credential headers go in as `${VIGIL_...}` so the entry can be pasted without a secret.
+    Headers named in `version_only` go to `version_headers` (the version endpoint only)
+    rather than `headers` (every request).
     """
     if fit.profile is None:
         raise ValueError("no profile fits: there is no entry to write")
@@ -217,15 +227,17 @@ def target_entry(
     if timeout >= DEFAULT_INTERVAL:
         entry["interval"] = timeout * 2
     env: dict[str, str] = {}
-    if headers:
-        written: dict[str, str] = {}
-        for key, value in headers.items():
-            if _SECRET_HEADER.search(key):
-                env[env_name(key)] = value
-                written[key] = "${" + env_name(key) + "}"
-            else:
-                written[key] = value
+    written: dict[str, str] = {}
+    version: dict[str, str] = {}
+    for key, value in headers.items():
+        if _SECRET_HEADER.search(key):
+            env[env_name(key)] = value
+            value = "${" + env_name(key) + "}"
+        (version if key in version_only else written)[key] = value
+    if written:
         entry["headers"] = written
+    if version:
+        entry["version_headers"] = version
     return entry, env
 
 
@@ -266,7 +278,10 @@ def version_hint(target: TargetConfig, result: ProbeResult) -> str | None:
     if result.version_error is None:
         return "no version check (version_path: null)"
     why = _VERSION_HINTS.get(result.version_error, "the request failed")
-    return f"{result.version_error} from {where}: {why}"
+    kind = str(result.version_error)
+    if result.version_status is not None:
+        kind += f" ({result.version_status})"
+    return f"{kind} from {where}: {why}"
 
 
 async def observe(checker: Checker, base: Mapping[str, Any]) -> list[Answer]:
@@ -294,6 +309,34 @@ async def observe(checker: Checker, base: Mapping[str, Any]) -> list[Answer]:
         )
         for (profile_name, primary, endpoint, _), out in zip(jobs, outcomes, strict=True)
     ]
+
+
+async def credentials_for_version_only(
+    checker: Checker, base: Mapping[str, Any], fit: Fit
+) -> frozenset[str]:
+    """The credential headers the fitted health endpoint answers without (none or all).
+
+    The endpoint is asked once more without Authorization and Cookie; when it answers as it
+    did with them (passing, or in the profile's shape when unhealthy), they are needed only
+    for the version endpoint.
+    """
+    headers: Mapping[str, str] = base.get("headers", {})
+    credentials = frozenset(k for k in headers if k.lower() in CREDENTIAL_HEADERS)
+    if fit.profile is None or not credentials:
+        return frozenset()
+    endpoints = PROFILES[fit.profile].endpoints
+    path = fit.health_path or endpoints[0].path
+    endpoint = next(e for e in endpoints if e.path == path)
+    bare = {k: v for k, v in headers.items() if k not in credentials}
+    target = TargetConfig.model_validate({**base, "profile": fit.profile, "headers": bare})
+    kept = dataclasses.replace(endpoint, version_field=endpoint.version_field or "-")
+    out = await checker.health(target, kept)
+    if fit.healthy:
+        answered = out.failure is None
+    else:
+        shaped = is_shaped(out.body, endpoint.json_field)
+        answered = shaped and out.status_code not in (401, 403)
+    return credentials if answered else frozenset()
 
 
 async def diagnose(
@@ -325,7 +368,8 @@ async def diagnose(
             return Report(
                 url, name, timeout, answers, fit, None, (), None, None, exit_code(fit, None)
             )
-        entry, env = target_entry(name, url.rstrip("/"), fit, headers, timeout)
+        version_only = await credentials_for_version_only(checker, base, fit)
+        entry, env = target_entry(name, url.rstrip("/"), fit, headers, timeout, version_only)
         text = snippet(entry)
         target = parse_snippet(text, env)
         result = await checker.run(target, time.time())
@@ -401,6 +445,7 @@ def render_json(report: Report) -> str:
         "error": result.error if result else None,
         "version": result.version if result else None,
         "version_error": result.version_error if result else None,
+        "version_status": result.version_status if result else None,
         "version_hint": report.version_hint,
         "snippet": report.snippet,
         "env": list(report.env),

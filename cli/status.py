@@ -114,6 +114,9 @@ def _cell(region: Mapping[str, Any]) -> str:
         text = f"ok +{region['consecutive_successes']}"
     # Read from the API's JSON, as any client would; the aggregator's page says it alike.
     version, why = region.get("version"), region.get("version_error")
+    status = region.get("version_status")
+    if why and isinstance(status, int):
+        why = f"{why} ({status})"  # the status a refused fetch got: `auth (403)`
     if version and why:
         text += f" {version} (last fetch: {why})"
     elif version:

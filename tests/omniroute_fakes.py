@@ -11,21 +11,30 @@ is 403 `Invalid management token` with a Bearer key and 200 only with the cookie
 
 Both serve one `OmniRouteState`, which a test changes as it goes: break the service, expire
 the sessions, switch the generation (an upgrade or a rollback), delay the first request.
+
+`readme_configs` gives the README's "Watching OmniRoute" configs, one per generation, for
+the tests that run them as written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from aiohttp import web
 
 Generation = Literal["source", "3.7"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The URL the README's configs watch, replaced by a fake's in tests.
+README_URL = "http://127.0.0.1:20128"
 
 PUBLIC_37 = frozenset({"/api/monitoring/health", "/api/auth/login"})
 STATE: web.AppKey[OmniRouteState] = web.AppKey("omniroute_state")
@@ -181,3 +190,18 @@ def release_37_app(state: OmniRouteState | None = None) -> web.Application:
     state = state or OmniRouteState()
     state.generation = "3.7"
     return omniroute_app(state)
+
+
+def readme_section(title: str) -> str:
+    """The README's `## title` section, up to the next `## ` heading."""
+    text = README.read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def readme_configs() -> dict[Generation, str]:
+    """The probe configs of "Watching OmniRoute": the source tree's, then the 3.7.x one."""
+    snippets = re.findall(r"```yaml\n(.*?)```", readme_section("Watching OmniRoute"), re.S)
+    assert len(snippets) == 2, "one config per generation"
+    return {"source": snippets[0], "3.7": snippets[1]}

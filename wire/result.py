@@ -47,6 +47,7 @@ EpochSeconds = Annotated[float, Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False)
 Millis = Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
 StreakCount = Annotated[int, Field(ge=0, le=MAX_STREAK)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_ERROR_CHARS)]
+HttpStatus = Annotated[int, Field(ge=100, le=599)]
 
 
 class ErrorKind(enum.StrEnum):
@@ -123,12 +124,15 @@ class ProbeResult(WireModel):
     started_at: EpochSeconds
     duration_ms: Millis
     ok: bool
-    status_code: Annotated[int, Field(ge=100, le=599)] | None = None
+    status_code: HttpStatus | None = None
     error_kind: ErrorKind | None = None
     error: ShortText | None = None
     phases: Phases = Phases()
     version: Annotated[str, StringConstraints(max_length=MAX_VERSION_CHARS)] | None = None
     version_error: VersionErrorKind | None = None
+    # The HTTP status of the version request (or login) behind `version_error`, so `auth`
+    # reads as 401 or 403; absent when no answer came, and from older probes.
+    version_status: HttpStatus | None = None
     tls_not_after: (
         Annotated[float, Field(ge=0, le=MAX_CERT_EPOCH_S, allow_inf_nan=False)] | None
     ) = None

@@ -66,12 +66,18 @@ def _clock(ts: float | None) -> str:
     return rfc3339(ts)[:-5] + "Z" if ts else "unknown"
 
 
-def version_text(version: str | None, version_error: str | None) -> str | None:
+def version_text(
+    version: str | None, version_error: str | None, version_status: int | None = None
+) -> str | None:
     """A region's version in words, with why the latest fetch failed; None when neither is known.
 
     A failed fetch keeps the last version known, so both can show: during an outage the
     version endpoint fails too, and the version that was running is what a rollback needs.
+    The failed fetch's HTTP status follows its kind (`auth (403)`): 401 and 403 call for
+    different fixes.
     """
+    if version_error and version_status is not None:
+        version_error = f"{version_error} ({version_status})"
     if version and version_error:
         return f"version {version} (last fetch: {version_error})"
     if version:
@@ -115,7 +121,7 @@ def _region_line(r: RegionEvidence) -> str:
             text += f", last error {r.error_kind}: {r.error}"
     else:
         text = f"{r.region}: ok ({r.consecutive_successes} consecutive successes)"
-    version = version_text(r.version, r.version_error)
+    version = version_text(r.version, r.version_error, r.version_status)
     if version:
         text += f", {version}"
     return text

@@ -121,9 +121,12 @@ def _cell(r: RegionStatus, history: Sequence[RecentPoint]) -> str:
         css, state = "ok", "✔ OK"
     last = r.last_result
     detail = f"{last.status_code or '—'} in {last.duration_ms:.0f} ms"
+    if last.health_path:
+        # Which endpoint answered: a profile may have moved to another generation's.
+        detail += f" on {last.health_path}"
     if last.error_kind:
         detail += f" · {last.error_kind}: {last.error or ''}"
-    said = version_text(r.version, r.version_error)
+    said = version_text(r.version, r.version_error, r.version_status)
     version = f'<span class="ver">{escape(said)}</span>' if said else ""
     return (
         f'<td class="cell {css}" data-region="{escape(r.region)}">'

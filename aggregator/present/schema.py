@@ -30,6 +30,9 @@ class LastResult(_Model):
     error: str | None
     duration_ms: float
     phases: Phases | None
+    # The health endpoint that answered (a profile may move between several); None from
+    # probes that do not say.
+    health_path: str | None = None
 
 
 class RegionStatus(_Model):
@@ -48,6 +51,8 @@ class RegionStatus(_Model):
     version_since: float | None
     # Why the latest version fetch gave no version; `version` is then the last one known.
     version_error: VersionErrorKind | None
+    # The HTTP status behind `version_error` (e.g. 403 for `auth`), when an answer came.
+    version_status: int | None = None
     last_result: LastResult | None
 
 

@@ -63,6 +63,7 @@ def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
                 error=view.error,
                 duration_ms=view.duration_ms,
                 phases=view.phases,
+                health_path=view.health_path,
             )
         regions.append(
             RegionStatus(
@@ -77,6 +78,7 @@ def _target_status(src: Sources, name: str, now: float) -> TargetStatus:
                 version=r.version,
                 version_since=view.version_since if view else None,
                 version_error=VersionErrorKind(r.version_error) if r.version_error else None,
+                version_status=r.version_status,
                 last_result=last,
             )
         )

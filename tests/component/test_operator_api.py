@@ -159,17 +159,27 @@ async def test_pages_render(client: TestClient[Any, Any]) -> None:
     assert (await client.get("/targets/nope")).status == 404
 
 
+MONITORING = "/api/monitoring/health"
+
+
 def with_version_errors() -> Aggregator:
-    """`fed()` plus `cms`: us-east read 3.7.9 then got 403, eu-west never got past auth."""
+    """`fed()` plus `cms`: us-east read 3.7.9 then got 403, eu-west never got past a 401.
+
+    us-east and eu-west say their health endpoint (monitoring/health); ap-southeast's probe
+    is older and says neither an endpoint nor a version status.
+    """
     agg, clock = fed()
     us, eu, ap = (RegionProbe(r, target="cms") for r in REGIONS)
     auth = {"version": None, "version_error": VersionErrorKind.AUTH}
+    path = {"health_path": MONITORING}
     for i in range(2):
         clock.now += 1
-        first = us.check(True, clock.now, "3.7.9")
+        first = us.check(True, clock.now, "3.7.9").model_copy(update=path)
         results = [
-            first if i == 0 else first.model_copy(update=auth),
-            eu.check(True, clock.now, None).model_copy(update=auth),
+            first if i == 0 else first.model_copy(update={**auth, "version_status": 403}),
+            eu.check(True, clock.now, None).model_copy(
+                update={**auth, **path, "version_status": 401}
+            ),
             ap.check(True, clock.now, "3.7.9"),
         ]
         for r in results:
@@ -192,19 +202,35 @@ async def test_api_shows_each_regions_version_error(
     body = await (await versions_client.get("/api/v1/status")).json()
     assert validator("StatusResponse").is_valid(body)
     cms = next(t for t in body["targets"] if t["target"] == "cms")
-    said = {r["region"]: (r["version"], r["version_error"]) for r in cms["regions"]}
+    said = {
+        r["region"]: (r["version"], r["version_error"], r["version_status"]) for r in cms["regions"]
+    }
     assert said == {
-        "us-east": ("3.7.9", "auth"),
-        "eu-west": (None, "auth"),
-        "ap-southeast": ("3.7.9", None),
+        "us-east": ("3.7.9", "auth", 403),
+        "eu-west": (None, "auth", 401),
+        "ap-southeast": ("3.7.9", None, None),
     }
 
 
-async def test_page_shows_why_a_version_is_unknown(versions_client: TestClient[Any, Any]) -> None:
-    """The page says "version unknown: auth", and a failed fetch beside a known version."""
+async def test_api_and_page_show_which_health_endpoint_answered(
+    versions_client: TestClient[Any, Any],
+) -> None:
+    """Each region's last result names the health endpoint that answered; None when unsaid."""
+    body = await (await versions_client.get("/api/v1/status")).json()
+    cms = next(t for t in body["targets"] if t["target"] == "cms")
+    said = {r["region"]: r["last_result"]["health_path"] for r in cms["regions"]}
+    assert said == {"us-east": MONITORING, "eu-west": MONITORING, "ap-southeast": None}
+    detail = await (await versions_client.get("/api/v1/targets/cms")).json()
+    assert detail["regions"][0]["last_result"]["health_path"] == MONITORING
     html = await (await versions_client.get("/")).text()
-    assert "version 3.7.9 (last fetch: auth)" in html
-    assert "version unknown: auth" in html
+    assert f"in 12 ms on {MONITORING}" in html
+
+
+async def test_page_shows_why_a_version_is_unknown(versions_client: TestClient[Any, Any]) -> None:
+    """The page says "version unknown: auth (401)", and a failed fetch beside a known version."""
+    html = await (await versions_client.get("/")).text()
+    assert "version 3.7.9 (last fetch: auth (403))" in html
+    assert "version unknown: auth (401)" in html
 
 
 async def test_vigil_status_prints_why_a_version_is_unknown(
@@ -216,8 +242,8 @@ async def test_vigil_status_prints_why_a_version_is_unknown(
     code = await asyncio.to_thread(cli_status.run, url, "cms", False, None, out)
     assert code == cli_status.EXIT_UP
     [_header, row] = out.getvalue().splitlines()
-    assert "ok +2 3.7.9 (last fetch: auth)" in row
-    assert "ok +2 version unknown: auth" in row
+    assert "ok +2 3.7.9 (last fetch: auth (403))" in row
+    assert "ok +2 version unknown: auth (401)" in row
 
 
 async def test_bearer_auth() -> None:

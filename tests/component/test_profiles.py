@@ -10,13 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from probe.check import Checker
 from probe.config import TargetConfig, parse_config
 from probe.verdict import error_detail, judge_health, parse_version
 from tests.conftest import Serve
-from tests.omniroute_fakes import OmniRouteState, release_37_app, source_tree_app
+from tests.omniroute_fakes import (
+    README_URL,
+    OmniRouteState,
+    readme_configs,
+    release_37_app,
+    source_tree_app,
+)
 from tests.polling import wait_until
-from wire.result import ErrorKind, ProbeResult, VersionErrorKind
+from wire.result import MAX_ERROR_CHARS, ErrorKind, ProbeResult, VersionErrorKind
 
 PING = "/api/health/ping"
 MONITORING = "/api/monitoring/health"
@@ -127,10 +135,14 @@ async def test_release_37_broken_is_a_failure_not_a_switch(checker: Checker, ser
     assert state.hits[PING] == 1  # only the first check's detection
 
 
+HINT = "(a 3.7.x release answers on /api/monitoring/health: set health_path)"
+
+
 async def test_401_on_ping_never_switches(checker: Checker, serve: Serve) -> None:
     """3.7.x without auth answers 401 on ping: a failure with its object error, never a switch.
 
-    Without the change: the error text drops the object error (`HTTP 401, expected 200`).
+    The error ends with a hint to pin monitoring/health. Without the change: the error text
+    drops the object error (`HTTP 401, expected 200`), and says nothing of where to look.
     """
     state = OmniRouteState()
     url = await serve(release_37_app(state))
@@ -139,9 +151,43 @@ async def test_401_on_ping_never_switches(checker: Checker, serve: Serve) -> Non
         result = await check(checker, target)
         assert not result.ok
         assert result.status_code == 401
-        assert result.error == "HTTP 401, expected 200: Authentication required (AUTH_001)"
+        assert result.error == (
+            f"HTTP 401, expected 200: Authentication required (AUTH_001) {HINT}"
+        )
         assert result.health_path == PING
     assert state.hits[MONITORING] == 0
+
+
+async def test_the_auth_hint_is_bounded_and_only_for_the_profiles_primary_401(
+    checker: Checker, serve: Serve
+) -> None:
+    """A long 403 body is clipped between the status and the hint; others carry no hint.
+
+    No hint for a target pinned to monitoring/health, a generic target, or a 503 on ping.
+    """
+
+    async def refuse(_request: web.Request) -> web.Response:
+        return web.json_response({"error": "x" * 1000}, status=403)
+
+    app = web.Application()
+    app.router.add_get(PING, refuse)
+    app.router.add_get(MONITORING, refuse)
+    url = await serve(app)
+    long = await check(checker, omniroute(url, version_path=None))
+    assert long.error is not None
+    assert long.error.startswith("HTTP 403, expected 200: xxx")
+    assert long.error.endswith(f"… {HINT}")
+    assert len(long.error) <= MAX_ERROR_CHARS
+    pinned = omniroute(url, version_path=None, health_path=MONITORING)
+    generic = omniroute(url, version_path=None, profile="generic")
+    for target in (pinned, generic):
+        result = await check(checker, target)
+        assert result.status_code == 403
+        assert result.error is not None
+        assert "3.7.x" not in result.error
+    source = await serve(source_tree_app(OmniRouteState(healthy=False)))
+    down = await check(checker, omniroute(source, version_path=None))
+    assert down.error == "HTTP 503, expected 200: database unreachable"
 
 
 async def test_source_tree_503_never_switches(checker: Checker, serve: Serve) -> None:
@@ -352,3 +398,74 @@ async def test_a_failed_login_keeps_its_kind_during_the_backoff(
         VersionErrorKind.CONNECT,
         VersionErrorKind.CONNECT,
     )
+    assert (first.version_status, second.version_status) == (None, None)  # no answer came
+
+
+async def test_version_errors_carry_the_status(
+    checker: Checker, serve: Serve, tmp_path: Path
+) -> None:
+    """A version error names the status that caused it: 401, 403, a refused login, a 500.
+
+    Without the change: every one of them is a bare `auth` or `http_status`.
+    """
+    source = await serve(source_tree_app(OmniRouteState(version="3.8.0-dev")))
+    no_key = await check(checker, omniroute(source))
+    assert (no_key.version_error, no_key.version_status) == (VersionErrorKind.AUTH, 401)
+
+    state = OmniRouteState()
+    release = await serve(release_37_app(state))
+    healthy = {"json_field": "status", "equals": "healthy"}
+    # A body of its own pins the endpoint without its version field: the version endpoint
+    # is the only source, and 3.7.x refuses a Bearer key there with 403.
+    bearer = omniroute(
+        release, health_path=MONITORING, body=healthy, version_auth_header="Bearer sk-test"
+    )
+    refused = await check(checker, bearer)
+    assert (refused.version_error, refused.version_status) == (VersionErrorKind.AUTH, 403)
+
+    secret = tmp_path / "pw"
+    secret.write_text("wrong")
+    login = login_target(release, secret, body=healthy)
+    for _ in range(2):  # the second inside the backoff, reporting the same login failure
+        result = await check(checker, login)
+        assert (result.version_error, result.version_status) == (VersionErrorKind.AUTH, 401)
+    assert state.logins == {"refused": 1}
+
+    state.healthy = False  # the version carried by monitoring/health's 500 body
+    broken = await check(checker, omniroute(release, health_path=MONITORING))
+    assert (broken.version_error, broken.version_status) == (VersionErrorKind.HTTP_STATUS, 500)
+
+
+async def test_readme_configs_watch_their_generation(
+    checker: Checker, serve: Serve, tmp_path: Path
+) -> None:
+    """Each README OmniRoute config, its URL swapped for its fake's, is ok with the version.
+
+    Without the README's `health_path` the 3.7.x config fails on the ping path's 401; a
+    version credential that does not reach its endpoint loses the source tree's version.
+    """
+    configs = readme_configs()
+    source = OmniRouteState(version="3.8.0-dev")
+    release = OmniRouteState(version="3.7.9")
+    password = tmp_path / "omniroute-password"
+    password.write_text(release.password + "\n")
+    env = {
+        "OMNIROUTE_API_KEY": source.api_key,
+        "OMNIROUTE_PASSWORD_FILE": str(password),
+        "PROBE_PORT": "0",
+    }
+    cases = [
+        (configs["source"], await serve(source_tree_app(source)), PING, "3.8.0-dev"),
+        (configs["3.7"], await serve(release_37_app(release)), MONITORING, "3.7.9"),
+    ]
+    for text, url, path, version in cases:
+        assert README_URL in text
+        config = parse_config(text.replace(README_URL, url), source="README.md", env=env)
+        [target] = config.targets
+        result = await check(checker, target)
+        assert result.ok, result.error
+        assert (result.health_path, result.version, result.version_error) == (path, version, None)
+    # The 3.7.x version came through the login the config names.
+    assert release.logins == {"ok": 1}
+    assert release.last_headers["/api/system/version"]["Cookie"].startswith("auth_token=")
+    assert "Authorization" not in source.last_headers[PING]

@@ -68,7 +68,10 @@ def closed_port() -> int:
 async def test_source_tree_fits_omniroute_with_version(
     capsys: pytest.CaptureFixture[str], serve: Serve
 ) -> None:
-    """A source-tree build fits omniroute on ping, its version is read, the entry loads."""
+    """A source-tree build fits omniroute on ping, its version is read, the entry loads.
+
+    The ping answers without the API key, so the entry sends it to the version endpoint only.
+    """
     state = OmniRouteState(version="3.8.0-dev")
     url = await serve(source_tree_app(state))
     code, doc = await check_json(
@@ -84,7 +87,40 @@ async def test_source_tree_fits_omniroute_with_version(
     target = parse_snippet(doc["snippet"], {"VIGIL_AUTHORIZATION": "Bearer sk-test"})
     assert (target.name, target.url, target.profile) == ("omni", url, "omniroute")
     assert target.health_path == PING
-    assert target.headers == {"Authorization": "Bearer sk-test"}
+    assert target.headers == {}
+    assert target.version_header_values() == {"Authorization": "Bearer sk-test"}
+    assert "version_headers:" in doc["snippet"]
+    # The entry's own check (the last request to each path) read the version with the key
+    # and asked the ping without it.
+    assert "Authorization" not in state.last_headers[PING]
+    assert state.last_headers["/api/system/version"]["Authorization"] == "Bearer sk-test"
+
+
+def guarded_ping_app() -> web.Application:
+    """A service whose ping wants the key too: 401 without it, `ok` with it."""
+
+    async def ping(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer sk-test":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get(PING, ping)
+    return app
+
+
+async def test_a_credential_the_health_endpoint_needs_stays_in_headers(
+    capsys: pytest.CaptureFixture[str], serve: Serve
+) -> None:
+    """When the health endpoint refuses a caller without the key, the entry sends it there."""
+    url = await serve(guarded_ping_app())
+    code, doc = await check_json(
+        capsys, url, "--header", "Authorization: Bearer sk-test", "--header", "X-Trace: 1"
+    )
+    assert code == 0, doc
+    target = parse_snippet(doc["snippet"], {"VIGIL_AUTHORIZATION": "Bearer sk-test"})
+    assert target.headers == {"Authorization": "Bearer sk-test", "X-Trace": "1"}
+    assert target.version_header_values() == {}
 
 
 async def test_source_tree_without_key_says_why_no_version(
@@ -94,7 +130,8 @@ async def test_source_tree_without_key_says_why_no_version(
     url = await serve(source_tree_app())
     code, doc = await check_json(capsys, url)
     assert code == 0
-    assert (doc["version"], doc["version_error"]) == (None, "auth")
+    assert (doc["version"], doc["version_error"], doc["version_status"]) == (None, "auth", 401)
+    assert doc["version_hint"].startswith("auth (401) from /api/system/version:")
     assert "credentials" in doc["version_hint"]
 
 

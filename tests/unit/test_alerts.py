@@ -56,10 +56,14 @@ def test_service_down_labels_and_annotations() -> None:
 
 
 def test_service_down_says_each_regions_version_and_why_it_is_unknown() -> None:
-    """ServiceDown names the running version per region and, where none is known, why."""
+    """ServiceDown names the running version per region and, where none is known, why.
+
+    The why carries the status the version endpoint answered (`auth (403)`), and nothing
+    where no answer came (`connect`).
+    """
     e = engine()
     us, eu, ap = (RegionProbe(r) for r in REGIONS)
-    auth = {"version": None, "version_error": VersionErrorKind.AUTH}
+    auth = {"version": None, "version_error": VersionErrorKind.AUTH, "version_status": 403}
     for i in range(4):
         t = T0 + 10 * i
         ok = i == 0
@@ -78,7 +82,7 @@ def test_service_down_says_each_regions_version_and_why_it_is_unknown() -> None:
     assert "us-east: failing since" in description
     assert "version 3.7.9 (last fetch: connect)" in description
     assert "eu-west: failing since" in description
-    assert "version unknown: auth" in description
+    assert "version unknown: auth (403)" in description
     assert "Versions seen: 3.7.9." in description
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from aggregator.config import Rule
 from probe.config import ProbeConfig, TargetConfig, parse_config
 from probe.profiles import PROFILES, HealthEndpoint
 from probe.verdict import error_detail
 from runtime.config import ConfigError
+from tests.omniroute_fakes import Generation, readme_configs, readme_section
 
-ROOT = Path(__file__).resolve().parents[2]
 HEAD = """
 region: us-east
 probe_id: us-east-1
@@ -155,23 +156,56 @@ def test_every_profile_is_valid_data() -> None:
         TargetConfig.model_validate({"name": "x", "url": "http://h", "profile": name})
 
 
-def readme_section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index(f"## {title}")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end > 0 else None]
+THREE_PROBES = [
+    {"VIGIL_REGION": region, "VIGIL_PROBE_ID": f"{region}-1", "PROBE_PORT": str(port)}
+    for region, port in (("us-east", 9101), ("eu-west", 9102), ("ap-southeast", 9103))
+]
 
 
-def test_readme_omniroute_configs_load(tmp_path: Path) -> None:
-    """Every YAML snippet in the README's "Watching OmniRoute" section is a valid config."""
+@pytest.mark.parametrize("generation", ["source", "3.7"])
+def test_readme_omniroute_configs_run_three_probes_on_one_host(
+    generation: Generation, tmp_path: Path
+) -> None:
+    """Each README OmniRoute config, unchanged, gives three probes their own port and broker.
+
+    Without `listen: ${PROBE_PORT}` all three take 9101 and two of them cannot start.
+    """
     password = tmp_path / "omniroute-password"
     password.write_text("pw")
-    snippets = re.findall(r"```yaml\n(.*?)```", readme_section("Watching OmniRoute"), re.S)
-    assert len(snippets) >= 2
-    env = {"OMNIROUTE_API_KEY": "sk-1", "OMNIROUTE_PASSWORD_FILE": str(password)}
-    for snippet in snippets:
-        config = parse_config(snippet, source="README.md", env=env)
-        assert all(t.profile == "omniroute" for t in config.targets)
+    text = readme_configs()[generation]
+    env = {
+        "OMNIROUTE_API_KEY": "sk-1",
+        "OMNIROUTE_PASSWORD_FILE": str(password),
+        "VIGIL_MQTT_URL": "mqtt://127.0.0.1:1884",
+    }
+    configs = [
+        parse_config(text, source="README.md", env={**env, **probe}) for probe in THREE_PROBES
+    ]
+    assert [c.listen for c in configs] == [f"127.0.0.1:{p['PROBE_PORT']}" for p in THREE_PROBES]
+    assert len({(c.region, c.probe_id) for c in configs}) == 3
+    # The broker comes from the environment, as the section says.
+    assert all(c.mqtt is not None and c.mqtt.url == "mqtt://127.0.0.1:1884" for c in configs)
+    assert all(t.profile == "omniroute" for c in configs for t in c.targets)
+
+
+def test_readme_omniroute_detection_time_matches_the_configs(tmp_path: Path) -> None:
+    """The section's 14 s is interval + (N - 1) x retry_interval at both configs' values."""
+    password = tmp_path / "omniroute-password"
+    password.write_text("pw")
+    env = {
+        "OMNIROUTE_API_KEY": "sk-1",
+        "OMNIROUTE_PASSWORD_FILE": str(password),
+        **THREE_PROBES[0],
+    }
+    failures = Rule().failures
+    for text in readme_configs().values():
+        [target] = parse_config(text, source="README.md", env=env).targets
+        assert target.retry_interval is not None
+        assert target.confirm_retries >= failures - 1  # the retries reach N in time
+        worst = target.interval + (failures - 1) * target.retry_interval
+        assert (target.interval, target.retry_interval, failures, worst) == (10, 2, 3, 14)
+    section = readme_section("Watching OmniRoute")
+    assert "= 10 + 2 x 2 = 14 s at most" in " ".join(section.split())
 
 
 @pytest.mark.parametrize(

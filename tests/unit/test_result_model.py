@@ -55,12 +55,21 @@ def test_failed_result_round_trip() -> None:
             consecutive_failures=3,
             consecutive_successes=0,
             version_error="auth",
+            version_status=403,
         )
     )
     again = ProbeResult.from_json(result.to_json())
     assert again.error_kind is ErrorKind.HTTP_STATUS
     assert again.version_error is VersionErrorKind.AUTH
+    assert again.version_status == 403
     assert again.consecutive_failures == 3
+
+
+def test_a_result_without_version_status_stays_valid() -> None:
+    """An older probe's result (no `version_status`) parses, and none is written for it."""
+    result = ProbeResult.from_json(json.dumps(good(version_error="auth", version=None)))
+    assert (result.version_error, result.version_status) == (VersionErrorKind.AUTH, None)
+    assert "version_status" not in json.loads(result.to_json())
 
 
 def test_unknown_fields_are_tolerated() -> None:
@@ -82,6 +91,8 @@ def test_unknown_fields_are_tolerated() -> None:
         ({"duration_ms": float("nan")}, "duration_ms"),
         ({"started_at": 1_790_000_000_000.0}, "started_at"),
         ({"status_code": 42}, "status_code"),
+        ({"version_status": 600}, "version_status"),
+        ({"version_status": 99}, "version_status"),
         ({"error": "x" * 257, "ok": False, "error_kind": "connect"}, "error"),
         ({"version": "v" * 65}, "version"),
         ({"error_kind": "exploded"}, "error_kind"),
