@@ -45,10 +45,8 @@ log = logging.getLogger("vigil.aggregator")
 
 TICK_SECONDS = 1.0
 
-# How long a stop may take, SIGTERM to exit. The aggregator has nothing to flush (its state
-# is retained at the broker), so this only bounds the broker's goodbye and the requests in
-# flight, which answer in milliseconds; a client that reads or sends slowly is cut off.
-SHUTDOWN_TIMEOUT = 5.0
+# The default stop budget, SIGTERM to exit; a run uses its config's `shutdown_timeout`.
+SHUTDOWN_TIMEOUT: float = AggregatorConfig.model_fields["shutdown_timeout"].default
 
 
 @dataclass
@@ -395,7 +393,8 @@ async def run_aggregator(
         tasks = [asyncio.create_task(subscriber.run()), asyncio.create_task(ticking())]
         tasks += [asyncio.create_task(sender.run()) for sender in agg.senders]
         code = await until_stopped_or_crashed(stop, tasks, log)
-        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        # A client that reads or sends slowly is cut off at the deadline.
+        deadline = time.monotonic() + config.shutdown_timeout
         log.info("aggregator_stopping")
         for task in tasks:
             task.cancel()

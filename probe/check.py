@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import datetime
 import logging
 import ssl
@@ -11,10 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from probe.body import BodyDecoder
 from probe.config import TargetConfig
@@ -28,9 +31,10 @@ from probe.verdict import (
     classify_exception,
     judge_health,
     parse_version,
+    short,
     version_error_kind,
 )
-from wire.result import ErrorKind, Phases, ProbeResult, VersionErrorKind
+from wire.result import MAX_ERROR_CHARS, ErrorKind, Phases, ProbeResult, VersionErrorKind
 
 # Bodies are read off the socket in pieces of at most this many bytes.
 READ_CHUNK = 16 * 1024
@@ -52,8 +56,6 @@ class PhaseTimer:
     response: float | None = None
     done: float | None = None
     reused: bool = False
-    # The connection's protocol, kept so the certificate can be read once TLS is up.
-    protocol: Any = None
     # The leaf certificate as DER: present with and without verification.
     peer_der: bytes | None = None
 
@@ -110,11 +112,32 @@ class TimedConnector(aiohttp.TCPConnector):
             protocol = inner()
             if timer is not None:
                 timer.tcp_connected = time.perf_counter()
-                timer.protocol = protocol
             return protocol
 
         setattr(self, "_factory", factory)  # noqa: B010 - private attribute, see docstring
         self.splits_tls = True
+
+    async def connect(
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - the signature of aiohttp's connect
+    ) -> Connection:
+        """A connection from the pool or a new one, its peer's certificate put on the timer.
+
+        Read here, for a reused connection as for a new one, and before the request is sent:
+        a small response completes and releases the connection before the caller regains
+        control. The DER form, because the parsed dict is empty when verification is off,
+        which is where expiry matters most.
+        """
+        connection = await super().connect(req, traces, timeout)
+        timer = _current_timer.get()
+        transport = connection.transport
+        tls = transport.get_extra_info("ssl_object") if transport is not None else None
+        if timer is not None and isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+            der = tls.getpeercert(binary_form=True)
+            timer.peer_der = der if isinstance(der, bytes) else None
+        return connection
 
 
 def _timer_of(ctx: SimpleNamespace) -> PhaseTimer | None:
@@ -140,14 +163,6 @@ def _trace_config() -> aiohttp.TraceConfig:
         if timer is None:
             return
         timer.conn_end = time.perf_counter()
-        # Read the certificate now: a small response completes and closes the connection
-        # before the caller regains control. The DER form, because the parsed dict is empty
-        # when verification is off, which is where expiry matters most.
-        transport = getattr(timer.protocol, "transport", None)
-        tls = transport.get_extra_info("ssl_object") if transport is not None else None
-        if isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
-            der = tls.getpeercert(binary_form=True)
-            timer.peer_der = der if isinstance(der, bytes) else None
 
     async def reused(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
         timer = _timer_of(ctx)
@@ -318,12 +333,35 @@ class HealthOutcome:
     body: bytes = b""
 
 
+def with_auth_hint(outcome: HealthOutcome) -> HealthOutcome:
+    """`outcome`, its 401/403 error followed by the endpoint's `auth_hint` when it has one.
+
+    The status and the hint are kept whole; the body's detail between them is clipped.
+    """
+    hint, failure = outcome.endpoint.auth_hint, outcome.failure
+    if hint is None or failure is None or outcome.status_code not in (401, 403):
+        return outcome
+    suffix = f" ({hint})"
+    text = short(failure.error, MAX_ERROR_CHARS - len(suffix)) + suffix
+    return dataclasses.replace(outcome, failure=failure._replace(error=text))
+
+
 @dataclass
 class VersionCache:
     """The last version and its ETag, so an unchanged version costs a 304."""
 
     etag: str | None = None
     version: str | None = None
+
+
+class VersionRead(NamedTuple):
+    """What the version leg of a check found: the version, or why not and the HTTP status."""
+
+    version: str | None = None
+    error: VersionErrorKind | None = None
+    # The status of the request that answered (the version endpoint, or the login that
+    # failed); None when no answer came.
+    status: int | None = None
 
 
 # After a failed login the next waits this long, doubling per failure up to the cap, so a
@@ -342,6 +380,7 @@ class LoginState:
     not_before: float = 0.0
     # Why the last login failed, reported again while waiting (a timeout is not `auth`).
     last_error: VersionErrorKind = VersionErrorKind.AUTH
+    last_status: int | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -471,7 +510,7 @@ class Checker:
         outcome = await self.health(target, endpoints[active])
         if outcome.status_code != 404 or len(endpoints) == 1:
             state.endpoint = active
-            return outcome
+            return with_auth_hint(outcome) if len(endpoints) > 1 else outcome
         answered: HealthOutcome | None = None
         # Each endpoint asked has the target's timeout: a check that has to look elsewhere
         # (rare: a first detection, an upgrade) may take longer than one interval, and the
@@ -500,14 +539,14 @@ class Checker:
         # failure is the honest one to report, though: the 404 only said "not here".
         return answered or outcome
 
-    async def _login(self, target: TargetConfig, login: LoginState) -> VersionErrorKind | None:
+    async def _login(self, target: TargetConfig, login: LoginState) -> VersionRead | None:
         """POST the password to the login URL and keep the session cookie; None on success."""
         spec, url = target.version_login, target.login_url
         if spec is None or url is None:
             return None
         now = time.monotonic()
         if now < login.not_before:
-            return login.last_error
+            return VersionRead(None, login.last_error, login.last_status)
         status: int | None = None
         error: VersionErrorKind
         try:
@@ -531,7 +570,7 @@ class Checker:
         except Exception as exc:
             error = version_error_kind(classify_exception(exc))
         login.failures += 1
-        login.last_error = error
+        login.last_error, login.last_status = error, status
         wait = min(LOGIN_BACKOFF * 2 ** (login.failures - 1), LOGIN_BACKOFF_MAX)
         login.not_before = now + wait
         # The status and the kind only: never the password nor any cookie.
@@ -539,25 +578,23 @@ class Checker:
             "version_login_failed",
             extra={"target": target.name, "status": status, "kind": str(error), "retry_in": wait},
         )
-        return error
+        return VersionRead(None, error, status)
 
     async def _session_cookie(
         self, target: TargetConfig, renew: str | None
-    ) -> tuple[str | None, VersionErrorKind | None]:
+    ) -> tuple[str | None, VersionRead | None]:
         """The login cookie, logging in when there is none or when `renew` was refused."""
         login = self._logins.setdefault(target.name, LoginState())
         async with login.lock:
             if renew is not None and login.cookie == renew:
                 login.cookie = None
             if login.cookie is None:
-                error = await self._login(target, login)
-                if error is not None:
-                    return None, error
+                failed = await self._login(target, login)
+                if failed is not None:
+                    return None, failed
             return login.cookie, None
 
-    async def version(
-        self, target: TargetConfig, cache: VersionCache
-    ) -> tuple[str | None, VersionErrorKind | None]:
+    async def version(self, target: TargetConfig, cache: VersionCache) -> VersionRead:
         """GET the version endpoint with If-None-Match; updates `cache` on a fresh answer.
 
         With `version_login`, the session cookie is obtained first and, when the version
@@ -565,26 +602,26 @@ class Checker:
         the request retried once.
         """
         if target.version_url is None:
-            return None, None
+            return VersionRead()
         cookie: str | None = None
         if target.version_login is not None:
-            cookie, error = await self._session_cookie(target, renew=None)
-            if error is not None:
-                return None, error
-        version, error, status = await self._get_version(target, cache, cookie)
-        if status == 401 and cookie is not None:
-            cookie, error = await self._session_cookie(target, renew=cookie)
-            if error is not None:
-                return None, error
-            version, error, status = await self._get_version(target, cache, cookie)
-        return version, error
+            cookie, failed = await self._session_cookie(target, renew=None)
+            if failed is not None:
+                return failed
+        read = await self._get_version(target, cache, cookie)
+        if read.status == 401 and cookie is not None:
+            cookie, failed = await self._session_cookie(target, renew=cookie)
+            if failed is not None:
+                return failed
+            read = await self._get_version(target, cache, cookie)
+        return read
 
     async def _get_version(
         self, target: TargetConfig, cache: VersionCache, cookie: str | None
-    ) -> tuple[str | None, VersionErrorKind | None, int | None]:
+    ) -> VersionRead:
         url = target.version_url
         if url is None:
-            return None, None, None
+            return VersionRead()
         headers = {**self._id_headers, **target.headers, **target.version_header_values()}
         if cookie is not None:
             headers["Cookie"] = cookie
@@ -600,7 +637,7 @@ class Checker:
                     timeout=aiohttp.ClientTimeout(total=None),
                 ) as resp:
                     if resp.status == 304 and cache.version is not None:
-                        return cache.version, None, resp.status
+                        return VersionRead(cache.version, None, resp.status)
                     # Only a success's body is read: a 401 is `auth` whatever page comes with it.
                     ok = 200 <= resp.status < 300
                     body = await read_body(resp, target.max_body) if ok else b""
@@ -608,20 +645,18 @@ class Checker:
                     if version is not None:
                         cache.version = version
                         cache.etag = resp.headers.get("ETag")
-                    return version, error, resp.status
+                    return VersionRead(version, error, resp.status)
         except Exception as exc:
-            return None, version_error_kind(classify_exception(exc)), None
+            return VersionRead(None, version_error_kind(classify_exception(exc)))
 
-    async def _bounded_version(
-        self, target: TargetConfig, cache: VersionCache
-    ) -> tuple[str | None, VersionErrorKind | None]:
+    async def _bounded_version(self, target: TargetConfig, cache: VersionCache) -> VersionRead:
         # A login, the request and one renewal share the target's timeout: the health
         # result waits for this leg, and a check must not outlast its interval.
         try:
             async with asyncio.timeout(target.timeout):
                 return await self.version(target, cache)
         except TimeoutError:
-            return None, VersionErrorKind.TIMEOUT
+            return VersionRead(None, VersionErrorKind.TIMEOUT)
 
     async def run(self, target: TargetConfig, scheduled_at: float) -> ProbeResult:
         """Check health and version concurrently and return the next result for `target`."""
@@ -631,10 +666,9 @@ class Checker:
         # the config gave the version endpoint credentials on purpose.
         carried = endpoints[min(state.endpoint, len(endpoints) - 1)].version_field is not None
         ask = not carried or target.has_version_credentials
-        version: str | None = None
-        version_error: VersionErrorKind | None = None
+        read = VersionRead()
         if ask and target.version_url is not None:
-            outcome, (version, version_error) = await asyncio.gather(
+            outcome, read = await asyncio.gather(
                 self.detect_health(target, state), self._bounded_version(target, state.version)
             )
         else:
@@ -642,13 +676,18 @@ class Checker:
             # and a turn of the event loop before the health request starts.
             outcome = await self.detect_health(target, state)
         field_name = outcome.endpoint.version_field
-        if field_name is not None and version is None:
+        if field_name is not None and read.version is None:
             if outcome.status_code is None and outcome.failure is not None:
-                version, version_error = None, version_error_kind(outcome.failure)
+                read = VersionRead(None, version_error_kind(outcome.failure))
             elif outcome.status_code is not None:
-                version, version_error = parse_version(
-                    outcome.status_code, outcome.body, field_name
+                read = VersionRead(
+                    *parse_version(outcome.status_code, outcome.body, field_name),
+                    outcome.status_code,
                 )
+        # Only a failed read carries its status, and only one the wire can hold.
+        version_status = read.status if read.error is not None else None
+        if version_status is not None and not 100 <= version_status <= 599:
+            version_status = None
         ok = outcome.failure is None
         # Read after the check: moving to another endpoint makes the target cold again.
         warm = state.warm
@@ -673,8 +712,9 @@ class Checker:
             error_kind=outcome.failure.kind if outcome.failure else None,
             error=outcome.failure.error if outcome.failure else None,
             phases=outcome.phases,
-            version=version,
-            version_error=version_error,
+            version=read.version,
+            version_error=read.error,
+            version_status=version_status,
             tls_not_after=outcome.tls_not_after,
             consecutive_failures=state.streak.failures,
             consecutive_successes=state.streak.successes,

@@ -46,6 +46,7 @@ from probe.verdict import (
     ResponseParseError,
     ServerClosedError,
 )
+from runtime.tls import client_context
 
 if TYPE_CHECKING:
     from probe.check import PhaseTimer
@@ -338,10 +339,8 @@ class LeanClient:
     def __init__(self, resolver: AbstractResolver | None = None) -> None:
         self._resolver = resolver
         # Built now, not inside a check's timed TLS phase (loading the CA bundle takes ~50 ms).
-        self._default = ssl.create_default_context()
-        self._insecure = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # tls_verify: false
-        self._insecure.check_hostname = False
-        self._insecure.verify_mode = ssl.CERT_NONE
+        self._default = client_context()
+        self._insecure = client_context(insecure=True)  # tls_verify: false
 
     async def close(self) -> None:
         """Release the resolver."""

@@ -112,11 +112,12 @@ def _parse_failure(exc: BaseException) -> Failure | None:
     if isinstance(exc, ResponseParseError):
         return Failure(ErrorKind.PROTOCOL, short(f"probe could not parse the {exc.where}: {exc}"))
     if isinstance(exc, aiohttp.ClientResponseError):
-        # The probe never calls raise_for_status: this is the status line or a header.
-        return Failure(
-            ErrorKind.PROTOCOL,
-            short(f"probe could not parse the response: {_parse_detail(exc.message)}"),
-        )
+        # The probe never calls raise_for_status: this is the status line or a header, or the
+        # chunk framing when it arrived in the same read as the head (aiohttp's parser then
+        # fails the whole response with a bare BadHttpMessage; only its text tells where).
+        detail = _parse_detail(exc.message)
+        where = "body" if "chunk" in detail.lower() else "response"
+        return Failure(ErrorKind.PROTOCOL, short(f"probe could not parse the {where}: {detail}"))
     cause = exc.__cause__
     if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(
         cause, http_exceptions.HttpProcessingError

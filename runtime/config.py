@@ -165,6 +165,14 @@ class MqttSettings(StrictModel):
                 key_file=self.key_file,
                 insecure=self.tls_insecure,
             )
+            return self
+        # Refused rather than checked: on a plain url the file would never be used, and
+        # whoever named it expects TLS, so the service must not quietly run in plain text.
+        for key in ("ca_file", "cert_file", "key_file"):
+            if getattr(self, key) is not None:
+                raise ValueError(
+                    f"{key} is set but url is plain mqtt://: use mqtts:// for TLS, or remove {key}"
+                )
         return self
 
     @property

@@ -125,7 +125,7 @@ class Pipeline:
         self._subscribed_at: float | None = None
         self._last_retained = 0.0
         # A hostile publisher must not turn into a log flood.
-        self._rejections_logged = Throttle(1.0)
+        self._rejections_logged = Throttle(60.0)
         self._errors_logged = Throttle(60.0)
         self._refusals_logged = Throttle(60.0)
         # Probe ids with a clock-skew series, per region, least recently heard first.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -492,3 +494,44 @@ def test_a_forgotten_target_stays_forgotten_after_a_restart(tombstone_first: boo
         result_topic("us-east", "api"), probe.check(True, clock.now).to_json(), False
     )
     assert "api" in restarted.engine
+
+
+@pytest.mark.parametrize("skew", [30.0, 90.0])
+def test_the_clock_skew_limit_is_the_configured_one(skew: float) -> None:
+    """Through the pipeline, a result 1 s past max_clock_skew ahead is future_timestamp."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg = build(
+        AggregatorConfig(regions=list(REGIONS), max_clock_skew=skew),
+        registry,
+        None,
+        clock=clock,
+    )
+    agg.pipeline.set_connected(True)
+    warm_up(agg, clock)
+    labels = {"reason": "future_timestamp"}
+    send(agg, RegionProbe("us-east"), True, clock.now + skew + 1)
+    assert registry.get_sample_value("vigil_results_rejected_total", labels) == 1
+    assert "api" not in agg.engine
+    send(agg, RegionProbe("eu-west"), True, clock.now + skew - 1)
+    assert registry.get_sample_value("vigil_results_rejected_total", labels) == 1
+    assert "api" in agg.engine
+
+
+async def test_oversized_messages_are_all_counted_but_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two 64 KiB-cap rejections over a second apart: both counted, one `message_rejected` log."""
+    clock = Clock()
+    registry = CollectorRegistry()
+    agg, _ = make(clock, registry)
+    warm_up(agg, clock)
+    with caplog.at_level(logging.WARNING, logger="vigil.aggregator"):
+        agg.pipeline.handle(result_topic("us-east", "api"), b"{" * 70_000, False)
+        # Past a one-second throttle's window (the log's own clock is real time).
+        await asyncio.sleep(1.2)
+        agg.pipeline.handle(result_topic("us-east", "api"), b"{" * 70_000, False)
+    logged = [r for r in caplog.records if r.getMessage() == "message_rejected"]
+    assert [getattr(r, "reason", None) for r in logged] == ["too_large"]
+    count = registry.get_sample_value("vigil_results_rejected_total", {"reason": "too_large"})
+    assert count == 2

@@ -135,9 +135,15 @@ def target(url: str, **kw: Any) -> TargetConfig:
     return TargetConfig.model_validate(fields)
 
 
+# Both HTTP paths a health check can take: the lean client on a fresh connection, and
+# aiohttp's pooled session (`reuse_connections: true`).
+BOTH_PATHS = pytest.mark.parametrize("reuse", [False, True], ids=["fresh", "pooled"])
+
+
+@BOTH_PATHS
 @pytest.mark.parametrize("kind", ["gzip", "deflate", "raw-deflate", "endless-gzip"])
 async def test_a_bomb_is_body_too_large_with_its_status(
-    checker: Checker, hostile: tuple[Hostile, str], kind: str
+    checker: Checker, hostile: tuple[Hostile, str], kind: str, reuse: bool
 ) -> None:
     """A decompression bomb fails as `body_too_large` with status 200, read only to the cap."""
     app, url = hostile
@@ -147,7 +153,7 @@ async def test_a_bomb_is_body_too_large_with_its_status(
     else:
         app.body("/health", bomb(kind), coding(kind))
         app.body("/version", bomb(kind), coding(kind))
-    result = await checker.run(target(url), time.time())
+    result = await checker.run(target(url, reuse_connections=reuse), time.time())
     assert not result.ok
     assert result.error_kind is ErrorKind.BODY_TOO_LARGE
     assert result.status_code == 200
@@ -161,13 +167,15 @@ async def test_a_bomb_is_body_too_large_with_its_status(
     assert {seen["Accept-Encoding"] for seen in app.seen} == {"gzip, deflate"}
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("kind", ["identity", "gzip", "deflate", "raw-deflate"])
 async def test_the_cap_is_on_the_decoded_body(
-    checker: Checker, hostile: tuple[Hostile, str], kind: str
+    checker: Checker, hostile: tuple[Hostile, str], kind: str, reuse: bool
 ) -> None:
     """A body of exactly max_body bytes passes; one byte more is `body_too_large`."""
     app, url = hostile
     cap = 4096
+    capped = target(url, max_body=cap, version_path=None, reuse_connections=reuse)
 
     def answer(size: int) -> None:
         body = sized_ok(size)
@@ -177,18 +185,19 @@ async def test_the_cap_is_on_the_decoded_body(
             app.body("/health", compress(body, WBITS[kind]), coding(kind))
 
     answer(cap)
-    at_cap = await checker.run(target(url, max_body=cap, version_path=None), time.time())
+    at_cap = await checker.run(capped, time.time())
     assert at_cap.ok, at_cap.error
     answer(cap + 1)
-    over = await checker.run(target(url, max_body=cap, version_path=None), time.time())
+    over = await checker.run(capped, time.time())
     assert over.error_kind is ErrorKind.BODY_TOO_LARGE
     assert over.status_code == 200
     assert over.error is not None
     assert f"max_body ({cap} bytes" in over.error
 
 
+@BOTH_PATHS
 async def test_a_wrong_status_wins_over_a_bomb(
-    checker: Checker, hostile: tuple[Hostile, str]
+    checker: Checker, hostile: tuple[Hostile, str], reuse: bool
 ) -> None:
     """A 503 carrying a bomb is `http_status`, and a 401 carrying one is `auth`."""
     app, url = hostile
@@ -198,22 +207,24 @@ async def test_a_wrong_status_wins_over_a_bomb(
         return web.Response(status=status, body=bomb("gzip"), headers={"Content-Encoding": "gzip"})
 
     app.answers["/health"] = app.answers["/version"] = answer
-    result = await checker.run(target(url), time.time())
+    result = await checker.run(target(url, reuse_connections=reuse), time.time())
     assert result.error_kind is ErrorKind.HTTP_STATUS
     assert result.error == "HTTP 503, expected 200"
     assert result.status_code == 503
     assert result.version_error is VersionErrorKind.AUTH
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("kind", ["identity", "gzip"])
 async def test_a_status_only_check_passes_a_large_page(
-    checker: Checker, hostile: tuple[Hostile, str], kind: str
+    checker: Checker, hostile: tuple[Hostile, str], kind: str, reuse: bool
 ) -> None:
     """`body: null` means any body passes: a 200 KB page (or a bomb) with 200 is ok."""
     app, url = hostile
     page = b"<html>" + b"x" * 200_000 + b"</html>"
     app.body("/health", page if kind == "identity" else bomb("gzip"), coding(kind))
-    result = await checker.run(target(url, body=None, version_path=None), time.time())
+    status_only = target(url, body=None, version_path=None, reuse_connections=reuse)
+    result = await checker.run(status_only, time.time())
     assert result.ok, result.error
     assert result.status_code == 200
     assert result.duration_ms < 900
@@ -271,13 +282,17 @@ async def raw_server() -> AsyncIterator[Callable[[bytes], Awaitable[str]]]:
         await server.wait_closed()
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 async def test_a_malformed_answer_is_a_protocol_error(
-    checker: Checker, raw_server: Callable[[bytes], Awaitable[str]], case: str
+    checker: Checker,
+    raw_server: Callable[[bytes], Awaitable[str]],
+    case: str,
+    reuse: bool,
 ) -> None:
     """An answer the probe cannot parse is `protocol`, said as the probe's, never as a 400."""
     url = await raw_server(MALFORMED[case])
-    result = await checker.run(target(url, body=None), time.time())
+    result = await checker.run(target(url, body=None, reuse_connections=reuse), time.time())
     assert result.error_kind is ErrorKind.PROTOCOL
     assert result.error is not None
     assert result.error.startswith(PARSE_TEXT[case]), result.error
@@ -388,8 +403,9 @@ def self_signed(tmp_path: Path, not_after: datetime.datetime) -> tuple[Path, Pat
     ],
     ids=["utctime", "generalizedtime"],
 )
+@BOTH_PATHS
 async def test_expiry_is_measured_without_verification(
-    checker: Checker, serve: Serve, tmp_path: Path, not_after: datetime.datetime
+    checker: Checker, serve: Serve, tmp_path: Path, not_after: datetime.datetime, reuse: bool
 ) -> None:
     """With tls_verify false the self-signed certificate's notAfter is reported, to the second."""
     cert_path, key_path = self_signed(tmp_path, not_after)
@@ -402,7 +418,34 @@ async def test_expiry_is_measured_without_verification(
 
     app.router.add_get("/health", ok)
     url = await serve(app, context)
-    result = await checker.run(target(url, tls_verify=False, version_path=None), time.time())
+    unverified = target(url, tls_verify=False, version_path=None, reuse_connections=reuse)
+    result = await checker.run(unverified, time.time())
     assert result.ok, result.error
     assert result.tls_not_after == not_after.timestamp()
     assert json.loads(result.to_json())["tls_not_after"] == not_after.timestamp()
+
+
+async def test_expiry_is_measured_on_a_reused_pooled_connection(
+    checker: Checker, serve: Serve, tmp_path: Path
+) -> None:
+    """A pooled check riding a kept-alive TLS connection still reports the certificate's expiry."""
+    not_after = datetime.datetime(2031, 5, 17, 12, 34, 56, tzinfo=datetime.UTC)
+    cert_path, key_path = self_signed(tmp_path, not_after)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    app = web.Application()
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/health", ok)
+    url = await serve(app, context)
+    pooled = target(url, tls_verify=False, version_path=None, reuse_connections=True)
+    first = await checker.run(pooled, time.time())
+    second = await checker.run(pooled, time.time())
+    assert first.ok, first.error
+    assert second.ok, second.error
+    # The second check rode the first one's connection: no connect phase of its own.
+    assert first.phases.connect is not None
+    assert second.phases.connect is None
+    assert [first.tls_not_after, second.tls_not_after] == [not_after.timestamp()] * 2

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import ssl
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ import pytest
 from probe.check import Checker, PhaseTimer
 from probe.config import TargetConfig
 from probe.lean import MAX_HEAD, LeanClient, request_bytes
+from runtime.tls import client_context
 from tests.component.conftest import StaticResolver, injected_checker
 from wire.result import ErrorKind
 
@@ -420,3 +422,17 @@ def test_request_lines(url: str, host_line: str, request_line: str) -> None:
 def test_a_header_that_would_split_the_request_is_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="line break, NUL or colon"):
         request_bytes("http://h.test/", headers)
+
+
+def test_tls_contexts_come_from_runtime_s_one_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lean client's verifying and `tls_verify: false` contexts are runtime.tls's."""
+    built: list[dict[str, Any]] = []
+    real = client_context
+
+    def spy(**kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr("probe.lean.client_context", spy)
+    LeanClient()
+    assert built == [{}, {"insecure": True}]

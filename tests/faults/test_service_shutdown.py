@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 import yaml
 
-from aggregator.app import SHUTDOWN_TIMEOUT as AGGREGATOR_SHUTDOWN_TIMEOUT
 from demo.local import free_port, wait_port
 from tests.integration.conftest import Broker, Process
 from tests.polling import wait_until
@@ -28,6 +27,8 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.integration
 
 PROBE_SHUTDOWN_TIMEOUT = 2.0
+# Well under the 5 s default, so a stop that ignored the config would overrun.
+AGGREGATOR_SHUTDOWN_TIMEOUT = 1.0
 # Beyond the budget: the interpreter's own exit on a busy two-core machine.
 MARGIN = 2.5
 
@@ -51,6 +52,7 @@ def service_config(service: str, broker_url: str, port: int) -> dict[str, Any]:
         "listen": f"127.0.0.1:{port}",
         "regions": ["us-east", "eu-west", "ap-southeast"],
         "client_id": "vigil-aggregator-shutdown-test",
+        "shutdown_timeout": AGGREGATOR_SHUTDOWN_TIMEOUT,
     }
 
 

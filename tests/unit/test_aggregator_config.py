@@ -36,6 +36,15 @@ def test_per_target_override_merges() -> None:
     assert config.rule_for("other").failures == 3
 
 
+def test_shutdown_timeout() -> None:
+    """The stop budget defaults to 5 s, takes a duration, and a bad one names the key."""
+    assert parse_config(MINIMAL, source="agg.yaml", env={}).shutdown_timeout == 5.0
+    config = parse_config(MINIMAL + "shutdown_timeout: 1500ms\n", source="agg.yaml", env={})
+    assert config.shutdown_timeout == 1.5
+    with pytest.raises(ConfigError, match=r"agg\.yaml: shutdown_timeout: .*invalid duration"):
+        parse_config(MINIMAL + "shutdown_timeout: soon\n", source="agg.yaml", env={})
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

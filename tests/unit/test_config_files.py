@@ -74,6 +74,11 @@ CASES: list[tuple[str, str, Callable[[str], str]]] = [
         lambda p: probe_yaml(target=_key("version_auth_header_file", p)),
     ),
     ("probe", "ca_file", lambda p: probe_yaml(target=_key("ca_file", p))),
+    (
+        "probe",
+        "targets[0].version_login.password_file",
+        lambda p: probe_yaml(target=f", version_login: {{url: /login, password_file: '{p}'}}"),
+    ),
     ("aggregator", "mqtt.password_file", lambda p: aggregator_yaml(mqtt=_key("password_file", p))),
     ("aggregator", "ca_file", lambda p: aggregator_yaml(mqtt=_key("ca_file", p))),
     (
@@ -179,6 +184,51 @@ def test_good_files_load_once_and_are_used(pki: dict[str, Path]) -> None:
     finally:
         for path in pki.values():
             path.with_name(path.name + ".moved").rename(path)
+
+
+@pytest.mark.parametrize(
+    ("service", "block"),
+    [("probe", "mqtt"), ("aggregator", "mqtt"), ("aggregator", "alertmanager")],
+)
+def test_a_missing_key_file_is_named(
+    service: str,
+    block: str,
+    pki: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A missing key_file beside a good certificate is exit 2 naming key_file and its path."""
+    missing = tmp_path / "absent" / "client.key"
+    files = _key("cert_file", str(pki["cert"])) + _key("key_file", str(missing))
+    text = probe_yaml(mqtt=files) if service == "probe" else aggregator_yaml(**{block: files})
+    config = tmp_path / f"{service}.yaml"
+    config.write_text(text)
+    assert MAINS[service](["--config", str(config), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"key_file: cannot read {missing}: No such file" in err
+
+
+@pytest.mark.parametrize("service", ["probe", "aggregator"])
+@pytest.mark.parametrize(
+    ("key", "file"), [("ca_file", "ca"), ("cert_file", "cert"), ("key_file", "key")]
+)
+def test_a_tls_file_with_a_plain_mqtt_url_is_refused(
+    service: str,
+    key: str,
+    file: str,
+    pki: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An MQTT TLS file beside a plain mqtt:// url is exit 2 naming the key, never ignored."""
+    named = _key(key, str(pki[file]))
+    text = probe_yaml(mqtt=named) if service == "probe" else aggregator_yaml(mqtt=named)
+    config = tmp_path / f"{service}.yaml"
+    config.write_text(text.replace("mqtts://127.0.0.1:8883", "mqtt://127.0.0.1:1883"))
+    assert MAINS[service](["--config", str(config), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err
+    assert f"{key} is set but url is plain mqtt://" in err
 
 
 def test_key_without_certificate_is_a_config_error(pki: dict[str, Path]) -> None:
