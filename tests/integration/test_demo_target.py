@@ -112,13 +112,16 @@ async def test_demo_watches_a_service_by_its_options(
             svc.accept_cookie = False
 
             async def auth_error_everywhere() -> bool:
-                return all(r["version_error"] == "auth" for r in await regions())
+                return all(
+                    r["version_error"] == "auth" and r["version_status"] == 403
+                    for r in await regions()
+                )
 
             await wait_until_async(auth_error_everywhere, 30, what="version_error auth")
         printed = io.StringIO()
         code = await asyncio.to_thread(cli_status.run, base, "shop", False, None, printed)
         assert code == cli_status.EXIT_UP
-        assert printed.getvalue().count("3.7.9 (last fetch: auth)") == 3
+        assert printed.getvalue().count("3.7.9 (last fetch: auth (403))") == 3
     finally:
         proc.send_signal(signal.SIGINT)
         code = await asyncio.to_thread(proc.wait, 60)
