@@ -314,7 +314,7 @@ class Pipeline:
             log.info("target_forgotten", extra={"target": name})
         # Past max_result_age a forgotten target's results are rejected anyway: its retained
         # tombstone is deleted (an empty retained message), so tombstones do not pile up.
-        for name in self._engine.expire_tombstones(now - self._settings.max_result_age):
+        for name in self._engine.expire_tombstones(now - self._settings.max_result_age, now):
             self._publish_state(state_topic(self._settings.client_id, name), b"")
         # Once per tick, changed or not: resends fall due with time.
         self._alert(now)

@@ -56,6 +56,10 @@ MAX_LOOKBACK_S = 365 * 24 * 3600.0
 RECORDED = frozenset({Change.VERDICT, Change.QUORUM, Change.REGION, Change.VERSION_SKEW})
 
 
+# Forgotten targets remembered at most (see `Engine.expire_tombstones`).
+MAX_TOMBSTONES = 100_000
+
+
 class Applied(enum.StrEnum):
     """What became of one result."""
 
@@ -480,7 +484,9 @@ class Engine:
         """
         forgotten_at = self._forgotten.get(r.target)
         if forgotten_at is not None:
-            if r.started_at <= forgotten_at:
+            # Never a live result: a tombstone dated by a clock that jumped ahead must not
+            # set aside what probes report now (a real outage would go unjudged).
+            if r.started_at <= min(forgotten_at, now - self._max_clock_skew):
                 return Applied.FORGOTTEN
             del self._forgotten[r.target]  # checked again since: it is back
         admitted = self._target(r.target, now, r.region)
@@ -640,6 +646,8 @@ class Engine:
             p.region, p.probe_id, p.boot_id, online, p.at, targets, received_at=now
         )
         for name in p.targets:
+            # An online probe checking the target outranks any tombstone's date.
+            self._forgotten.pop(name, None)
             state = self._target(name, now, p.region)
             if state is None:
                 continue
@@ -993,15 +1001,24 @@ class Engine:
             forgotten_at=at,
         )
 
-    def expire_tombstones(self, older_than: float) -> list[str]:
-        """Stop remembering targets forgotten before `older_than`; returns their names.
+    def expire_tombstones(self, older_than: float, now: float) -> list[str]:
+        """Stop remembering some forgotten targets; returns their names.
 
-        Past `max_result_age` their retained results are rejected as too old anyway, so the
-        memory (and the retained tombstone) can go.
+        Those forgotten before `older_than` (past `max_result_age` their retained results are
+        rejected as too old anyway), those dated ahead of `now` (a clock that jumped), and
+        the oldest beyond `MAX_TOMBSTONES` (a region inventing names cannot grow the memory
+        or the broker's retained store without bound).
         """
-        expired = [n for n, at in self._forgotten.items() if at < older_than]
+        ahead = now + self._max_clock_skew
+        expired = [n for n, at in self._forgotten.items() if at < older_than or at > ahead]
         for name in expired:
             del self._forgotten[name]
+        excess = len(self._forgotten) - MAX_TOMBSTONES
+        if excess > 0:
+            oldest = sorted(self._forgotten, key=self._forgotten.__getitem__)[:excess]
+            for name in oldest:
+                del self._forgotten[name]
+            expired += oldest
         return expired
 
     def _restore_tombstone(self, name: str, forgotten_at: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aggregator.config import Rule
+from aggregator.core import rules
 from aggregator.core.rules import (
     PRESENCE_SETTLE_S,
     Applied,
@@ -446,6 +447,50 @@ def test_tombstones_expire() -> None:
     e = engine(forget_after=100)
     e.apply_result(RegionProbe("us-east").check(True, T0), T0)
     e.forget(T0 + 101)
-    assert e.expire_tombstones(T0 + 100) == []
-    assert e.expire_tombstones(T0 + 102) == ["api"]
+    assert e.expire_tombstones(T0 + 100, T0 + 200) == []
+    assert e.expire_tombstones(T0 + 102, T0 + 200) == ["api"]
     assert e.tombstone("api", T0 + 103, "agg") is None
+
+
+def test_a_tombstone_from_a_clock_ahead_never_hides_live_results() -> None:
+    """A tombstone dated by a clock 2 h ahead never sets aside a live result.
+
+    The aggregator's clock jumped, forgot everything, and was set right: a real outage is
+    judged, and the future-dated tombstone expires.
+    """
+    e = engine(forget_after=100)
+    probes = {r: RegionProbe(r) for r in REGIONS}
+    for p in probes.values():
+        e.apply_result(p.check(True, T0), T0)
+    assert e.forget(T0 + 7200) == ["api"]
+    for i in range(1, 4):
+        for p in probes.values():
+            at = T0 + 10 * i
+            assert e.apply_result(p.check(False, at), at) is Applied.APPLIED
+    e.evaluate("api", T0 + 30)
+    assert verdict(e) is Verdict.DOWN
+    e.forget(T0 + 7200)  # forgotten again by the same wrong clock
+    assert e.expire_tombstones(T0 + 40 - 86400, T0 + 40) == ["api"]
+
+
+def test_an_online_probe_listing_the_target_clears_its_tombstone() -> None:
+    """A probe that comes online checking a forgotten target brings it back at once."""
+    e = engine(forget_after=100)
+    probe = RegionProbe("us-east")
+    old = probe.check(True, T0)
+    e.apply_result(old, T0)
+    e.forget(T0 + 101)
+    e.apply_presence(online("us-east", at=T0 + 102), T0 + 102)
+    assert e.tombstone("api", T0 + 103, "agg") is None
+    assert e.apply_result(old, T0 + 103) is not Applied.FORGOTTEN
+
+
+def test_tombstones_are_capped_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond MAX_TOMBSTONES the oldest go (named, so their retained records are deleted)."""
+    monkeypatch.setattr(rules, "MAX_TOMBSTONES", 2)
+    e = engine(forget_after=100)
+    for i, name in enumerate(("a", "b", "c")):
+        e.apply_result(RegionProbe("us-east", target=name).check(True, T0 + i), T0 + i)
+        e.forget(T0 + 101 + i)
+    assert e.expire_tombstones(T0, T0 + 200) == ["a"]
+    assert e.tombstone("b", T0 + 200, "agg") is not None
