@@ -448,6 +448,18 @@ async def test_the_api_shows_pending_regions_and_no_up_verdict_at_a_cold_start()
     assert {r["counted_as"] for r in explain["regions"]} == {"pending"}
 
 
+def forgetful(clock: Clock) -> Aggregator:
+    """A connected aggregator that forgets a target silent for a minute."""
+    agg = build(
+        AggregatorConfig(regions=list(REGIONS), forget_after=60),
+        CollectorRegistry(),
+        None,
+        clock=clock,
+    )
+    agg.pipeline.set_connected(True)
+    return agg
+
+
 @pytest.mark.parametrize("tombstone_first", [True, False])
 def test_a_forgotten_target_stays_forgotten_after_a_restart(tombstone_first: bool) -> None:
     """A restarted aggregator reading the tombstone and an old result keeps the target gone.
@@ -456,13 +468,7 @@ def test_a_forgotten_target_stays_forgotten_after_a_restart(tombstone_first: boo
     (in either order), it keeps the target from coming back.
     """
     clock = Clock()
-    agg = build(
-        AggregatorConfig(regions=list(REGIONS), forget_after=60),
-        CollectorRegistry(),
-        None,
-        clock=clock,
-    )
-    agg.pipeline.set_connected(True)
+    agg = forgetful(clock)
     warm_up(agg, clock)
     probe = RegionProbe("us-east")
     retained = probe.check(True, clock.now)
@@ -474,13 +480,7 @@ def test_a_forgotten_target_stays_forgotten_after_a_restart(tombstone_first: boo
     assert StateRecord.from_json(tombstone).forgotten_at == clock.now
 
     clock.now += 600
-    restarted = build(
-        AggregatorConfig(regions=list(REGIONS), forget_after=60),
-        CollectorRegistry(),
-        None,
-        clock=clock,
-    )
-    restarted.pipeline.set_connected(True)
+    restarted = forgetful(clock)
     messages = [(STATE_API, tombstone), (result_topic("us-east", "api"), retained.to_json())]
     for topic, payload in messages if tombstone_first else reversed(messages):
         restarted.pipeline.handle(topic, payload, True)

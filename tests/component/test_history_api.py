@@ -25,8 +25,9 @@ def config(db: Path, **extra: Any) -> AggregatorConfig:
     )
 
 
-def started(db: Path, clock: Clock) -> Aggregator:
-    agg = build(config(db), CollectorRegistry(), None, clock=clock)
+def started(db: Path, clock: Clock, **extra: Any) -> Aggregator:
+    """A connected aggregator past warm-up, every region's probe online for `api`."""
+    agg = build(config(db, **extra), CollectorRegistry(), None, clock=clock)
     agg.pipeline.set_connected(True)
     agg.pipeline.tick(subscribed=True)
     clock.now += 2
@@ -59,6 +60,20 @@ def close(agg: Aggregator) -> None:
     assert agg.history is not None
     assert agg.history.db.flush(10)
     agg.history.close()
+
+
+def count_reads(agg: Aggregator) -> list[object]:
+    """From now on, every read the history database is asked for, in order."""
+    assert agg.history is not None
+    asked: list[object] = []
+    read = agg.history.db.read
+
+    async def counting(fn: Any) -> Any:
+        asked.append(fn)
+        return await read(fn)
+
+    agg.history.db.read = counting  # type: ignore[method-assign]
+    return asked
 
 
 @pytest.fixture
@@ -265,14 +280,7 @@ async def test_badges_of_unknown_targets_are_404_and_ask_the_database_nothing(db
     probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
     run(agg, clock, probes, 70, dict.fromkeys(REGIONS, True))
     assert agg.history is not None
-    asked: list[object] = []
-    read = agg.history.db.read
-
-    async def counting(fn: Any) -> Any:
-        asked.append(fn)
-        return await read(fn)
-
-    agg.history.db.read = counting  # type: ignore[method-assign]
+    asked = count_reads(agg)
     async with TestClient(TestServer(make_app(agg.http_deps()), host="127.0.0.1")) as c:
         resp = await c.get("/badge/no-such-target/uptime.svg")
         assert resp.status == 404
@@ -324,14 +332,7 @@ async def test_the_uptime_badge_of_a_target_with_history_but_no_live_verdict(db:
     again = build(config(db), CollectorRegistry(), None, clock=clock)
     assert again.engine.snapshot("api") is None
     assert again.history is not None
-    asked: list[object] = []
-    read = again.history.db.read
-
-    async def counting(fn: Any) -> Any:
-        asked.append(fn)
-        return await read(fn)
-
-    again.history.db.read = counting  # type: ignore[method-assign]
+    asked = count_reads(again)
     async with TestClient(TestServer(make_app(again.http_deps()), host="127.0.0.1")) as c:
         resp = await c.get("/badge/api/uptime.svg?window=24h")
         assert resp.status == 200, await resp.text()

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import CollectorRegistry
 
-from aggregator.app import Aggregator, build
-from aggregator.config import AggregatorConfig
+from aggregator.app import Aggregator
 from aggregator.edges.http import make_app
-from tests.rulekit import REGIONS, Clock, RegionProbe, online
-from wire.topics import presence_topic, result_topic
+from tests.component.test_history_api import run, started
+from tests.rulekit import REGIONS, Clock, RegionProbe
 
 START = 1_790_000_040.0
 TOKEN = "tok-public-test"
@@ -35,34 +33,12 @@ PRIVATE = (
 
 def outage(db: Path, *, public_badges: bool, public_page: bool) -> Aggregator:
     """An aggregator with tokens set, after `api` was up, then down (its outage still open)."""
-    config = AggregatorConfig.model_validate(
-        {
-            "regions": list(REGIONS),
-            "storage": {"path": str(db)},
-            "api": {
-                "tokens": [TOKEN],
-                "public_badges": public_badges,
-                "public_page": public_page,
-            },
-        }
-    )
     clock = Clock(START)
-    agg = build(config, CollectorRegistry(), None, clock=clock)
-    agg.pipeline.set_connected(True)
-    agg.pipeline.tick(subscribed=True)
-    clock.now += 2
-    agg.pipeline.tick(subscribed=True)
-    for region in REGIONS:
-        presence = online(region, ("api",), clock.now)
-        agg.pipeline.handle(presence_topic(region, f"{region}-1"), presence.to_json(), False)
+    api = {"tokens": [TOKEN], "public_badges": public_badges, "public_page": public_page}
+    agg = started(db, clock, api=api)
     probes = {r: RegionProbe(r, successes=1) for r in REGIONS}
-    for step in range(180):
-        clock.now += 1
-        if step % 10 == 0:
-            for r, p in probes.items():
-                result = p.check(step < 90, clock.now, version=VERSION)
-                agg.pipeline.handle(result_topic(r, "api"), result.to_json(), False)
-        agg.pipeline.tick(subscribed=True)
+    run(agg, clock, probes, 90, dict.fromkeys(REGIONS, True), version=VERSION)
+    run(agg, clock, probes, 90, dict.fromkeys(REGIONS, False), version=VERSION)
     assert agg.engine.snapshot("api").verdict.value == "down"  # type: ignore[union-attr]
     assert agg.history is not None
     assert agg.history.db.flush(10)

@@ -395,6 +395,20 @@ def self_signed(tmp_path: Path, not_after: datetime.datetime) -> tuple[Path, Pat
     return cert_path, key_path
 
 
+async def healthy_tls_server(serve: Serve, tmp_path: Path, not_after: datetime.datetime) -> str:
+    """A healthy /health over TLS with a self-signed certificate valid until `not_after`."""
+    cert_path, key_path = self_signed(tmp_path, not_after)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    app = web.Application()
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/health", ok)
+    return await serve(app, context)
+
+
 @pytest.mark.parametrize(
     "not_after",
     [
@@ -408,16 +422,7 @@ async def test_expiry_is_measured_without_verification(
     checker: Checker, serve: Serve, tmp_path: Path, not_after: datetime.datetime, reuse: bool
 ) -> None:
     """With tls_verify false the self-signed certificate's notAfter is reported, to the second."""
-    cert_path, key_path = self_signed(tmp_path, not_after)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    app = web.Application()
-
-    async def ok(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app.router.add_get("/health", ok)
-    url = await serve(app, context)
+    url = await healthy_tls_server(serve, tmp_path, not_after)
     unverified = target(url, tls_verify=False, version_path=None, reuse_connections=reuse)
     result = await checker.run(unverified, time.time())
     assert result.ok, result.error
@@ -430,16 +435,7 @@ async def test_expiry_is_measured_on_a_reused_pooled_connection(
 ) -> None:
     """A pooled check riding a kept-alive TLS connection still reports the certificate's expiry."""
     not_after = datetime.datetime(2031, 5, 17, 12, 34, 56, tzinfo=datetime.UTC)
-    cert_path, key_path = self_signed(tmp_path, not_after)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    app = web.Application()
-
-    async def ok(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app.router.add_get("/health", ok)
-    url = await serve(app, context)
+    url = await healthy_tls_server(serve, tmp_path, not_after)
     pooled = target(url, tls_verify=False, version_path=None, reuse_connections=True)
     first = await checker.run(pooled, time.time())
     second = await checker.run(pooled, time.time())
