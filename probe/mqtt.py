@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from probe.buffer import ResultBuffer
 from runtime.config import MqttSettings
@@ -18,15 +21,117 @@ from wire.topics import presence_topic, result_topic
 
 log = logging.getLogger("vigil.probe.mqtt")
 
-# Results in flight at the broker at once (paho's max_inflight). aiomqtt hands each publish
-# to paho synchronously and in call order, so order on the wire is kept.
+# Results in flight at the broker at once (paho's max_inflight). Each is handed to paho
+# synchronously and in order, so order on the wire is kept.
 PUBLISH_WINDOW = 100
-# Results taken from the buffer per round. A round takes a few turns of the event loop, and
-# a loop busy with checks makes each turn long: at 100 a round the publisher fell behind
-# whatever the probe could check and results stopped reaching the broker (at 2,000 checks/s
-# offered, about 100 a second arrived). Beyond the window paho queues them, in order, and
-# sends each as an acknowledgement frees a slot, without waiting for another turn.
-PUBLISH_BATCH = 1000
+# Results handed to paho and not yet acknowledged, at most. Beyond the window paho queues
+# them, in order, and sends each as an acknowledgement frees a slot, without waiting for a
+# turn of the event loop: at 100 (the window alone) a probe busy with checks fell behind
+# what it could check (at 2,000 checks/s offered, about 100 results a second arrived).
+PUBLISH_LIMIT = 1000
+
+
+class _Sent(NamedTuple):
+    item_id: int
+    mid: int
+    at: float
+
+
+class _Inflight:
+    """One connection's result publishes, in order; acknowledges the buffer as they complete.
+
+    Results go to paho directly rather than through `aiomqtt.Client.publish`, which costs
+    two tasks, an event and a timer per message: on a probe running 1,000 checks a second
+    that was a tenth of its CPU. Paho's PUBACK callback is chained: mids this connection
+    sent are settled here, every other one (presence, through aiomqtt) goes on to aiomqtt.
+
+    A result is acknowledged once it and every one before it were: the buffer removes in
+    order. A publish paho refuses, or one unacknowledged for `timeout` seconds, fails the
+    connection: the sender raises, reconnects, and sends again what was not acknowledged.
+    """
+
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        buffer: ResultBuffer,
+        on_published: Callable[[int], None],
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._paho = client._client
+        self._buffer = buffer
+        self._on_published = on_published
+        self._timeout = timeout
+        self._clock = clock
+        self._order: deque[_Sent] = deque()
+        # Mids sent by this object and not acknowledged yet.
+        self._pending: set[int] = set()
+        self._failure: aiomqtt.MqttError | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._open = True
+        self._downstream = self._paho.on_publish
+        self._paho.on_publish = self._on_publish
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def publish(self, item_id: int, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Hand one result to paho; raises `MqttError` when paho refuses it."""
+        try:
+            info = self._paho.publish(topic, payload, 1, retain)
+        except (ValueError, TypeError) as exc:
+            raise aiomqtt.MqttError(f"Could not publish message: {exc}") from exc
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        self._pending.add(info.mid)
+        self._order.append(_Sent(item_id, info.mid, self._clock()))
+        if len(self._order) >= PUBLISH_LIMIT:
+            self._room.clear()
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        if mid not in self._pending:
+            if self._downstream is not None:
+                self._downstream(client, userdata, mid, *rest)
+            return
+        self._pending.discard(mid)
+        if not self._open:
+            return
+        last: int | None = None
+        while self._order and self._order[0].mid not in self._pending:
+            last = self._order.popleft().item_id
+        if last is not None:
+            self._on_published(self._buffer.ack_through(last))
+            if len(self._order) < PUBLISH_LIMIT:
+                self._room.set()
+
+    def _fail(self, error: aiomqtt.MqttError) -> None:
+        if self._failure is None:
+            self._failure = error
+            self._room.set()
+            self._buffer.wake()
+
+    def raise_failure(self) -> None:
+        """Raise the connection's failure, if it has one."""
+        if self._failure is not None:
+            raise self._failure
+
+    async def wait_room(self) -> None:
+        """Return once fewer than `PUBLISH_LIMIT` publishes are in flight, or on failure."""
+        await self._room.wait()
+
+    async def watch(self, every: float = 1.0) -> None:
+        """Fail the connection once its oldest publish has waited longer than the timeout."""
+        while self._failure is None:
+            await asyncio.sleep(every)
+            if self._order and self._clock() - self._order[0].at > self._timeout:
+                self._fail(aiomqtt.MqttError("Operation timed out"))
+
+    def abandon(self) -> None:
+        """Stop acknowledging for this connection; its client goes back to aiomqtt's own."""
+        self._open = False
+        self._paho.on_publish = self._downstream
 
 
 class Publisher:
@@ -110,32 +215,38 @@ class Publisher:
                     self._on_connected(False)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            await self._buffer.wait_not_empty()
-            batch = self._buffer.peek(PUBLISH_BATCH)
-            # Queue every publish before awaiting any, so paho pipelines them in order.
-            # A replay is not retained: a connection lost mid-replay must not leave an old
-            # result as a target's retained value (the newest stays, or comes next).
-            pending = [
-                asyncio.ensure_future(
-                    client.publish(
-                        result_topic(r.region, r.target),
-                        r.to_json(),
-                        qos=1,
+        """Publish each result as it comes, in order; raises `MqttError` when one fails.
+
+        One turn of the event loop at a time, not in rounds: a round of a hundred publishes,
+        then a hundred acknowledgements, each in one turn, held the loop for milliseconds a
+        few times a second, and checks due meanwhile started that much late
+        (docs/performance.md).
+        """
+        inflight = _Inflight(client, self._buffer, self._on_published, timeout=client.timeout)
+        watch = asyncio.create_task(inflight.watch())
+        try:
+            while True:
+                inflight.raise_failure()
+                room = PUBLISH_LIMIT - len(inflight)
+                if room <= 0:
+                    await inflight.wait_room()
+                    continue
+                batch = self._buffer.take(room)
+                if not batch:
+                    await self._buffer.wait_untaken()
+                    continue
+                # A replay is not retained: a connection lost mid-replay must not leave an
+                # old result as a target's retained value (the newest stays, or comes next).
+                for item_id, result, payload in batch:
+                    inflight.publish(
+                        item_id,
+                        result_topic(result.region, result.target),
+                        payload,
                         retain=not self._buffer.is_replay(item_id),
                     )
-                )
-                for item_id, r in batch
-            ]
-            results = await asyncio.gather(*pending, return_exceptions=True)
-            for outcome in results:
-                if isinstance(outcome, BaseException):
-                    raise (
-                        outcome
-                        if isinstance(outcome, aiomqtt.MqttError)
-                        else aiomqtt.MqttError(str(outcome))
-                    )
-            self._on_published(self._buffer.ack_through(batch[-1][0]))
+        finally:
+            inflight.abandon()
+            watch.cancel()
 
     async def close(self, grace: float) -> None:
         """Flush what is buffered, publish `offline`, disconnect; bounded by `grace` seconds."""
