@@ -6,12 +6,15 @@ The arithmetic is pure and tested on its own; `Scheduler` applies it on the even
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from probe.config import TargetConfig
+
+log = logging.getLogger("vigil.probe.schedule")
 
 
 def first_due(start: float, interval: float, jitter: float) -> float:
@@ -66,8 +69,27 @@ OnEvent = Callable[[str, str], None]
 OnLateness = Callable[[str, float], None]
 
 
+class _Clockwork:
+    """One target's place in its schedule: the slot it waits for and its timer."""
+
+    __slots__ = ("due", "first", "index", "running", "target", "timer")
+
+    def __init__(self, target: TargetConfig, first: float) -> None:
+        self.target = target
+        self.first = first
+        self.index = 0
+        self.due = first
+        self.timer: asyncio.TimerHandle | None = None
+        self.running: asyncio.Task[None] | None = None
+
+
 class Scheduler:
-    """Runs each target's checks on a fixed rate until stopped."""
+    """Runs each target's checks on a fixed rate until stopped.
+
+    Each target has a timer, not a sleeping task: the timer's callback starts the check in
+    the same turn of the event loop. A task woken by its timer would start it one turn later,
+    and on a probe running 1,000 checks a second one turn is often a millisecond or more.
+    """
 
     def __init__(
         self,
@@ -91,7 +113,8 @@ class Scheduler:
         # Not loop.time(): uvloop's is cached per iteration at millisecond resolution, which
         # would put a millisecond of error into every scheduled_at.
         self._clock = clock
-        self._loops: list[asyncio.Task[None]] = []
+        self._wall_offset = 0.0
+        self._clockworks: list[_Clockwork] = []
         self._checks: set[asyncio.Task[None]] = set()
         # Targets being re-checked to confirm a failure, and whether stop() was called.
         self._confirming: set[str] = set()
@@ -102,44 +125,57 @@ class Scheduler:
         self._lateness_at: float | None = None
 
     def start(self) -> None:
-        """Start one timing loop per target."""
-        loop = asyncio.get_running_loop()
+        """Start every target's timer."""
         mono_start = self._clock()
         # Results carry wall-clock times; the schedule runs on the monotonic clock so a wall
         # clock step (NTP) neither bunches nor stalls checks.
-        wall_offset = self._wall() - mono_start
+        self._wall_offset = self._wall() - mono_start
         for target in self._targets:
             first = first_due(mono_start, target.interval, self._rng.random())
-            self._loops.append(
-                loop.create_task(self._target_loop(target, first, wall_offset), name=target.name)
-            )
+            work = _Clockwork(target, first)
+            self._clockworks.append(work)
+            self._arm(work)
 
-    async def _target_loop(self, target: TargetConfig, first: float, wall_offset: float) -> None:
-        loop = asyncio.get_running_loop()
-        now = self._clock
-        index = 0
-        running: asyncio.Task[None] | None = None
-        while True:
-            due = due_at(first, target.interval, index)
-            # Loop: uvloop's timers have millisecond granularity and may fire a little early.
-            while (delay := due - now()) > 0:  # noqa: ASYNC110 - a timer, not a condition
-                await asyncio.sleep(delay)
-            woke = now()
-            if running is not None and not running.done():
-                # Never two checks of one target at once; the overrun is recorded, not stacked.
-                # A slot taken by a confirming re-check is not an overrun: it is replaced.
-                confirming = target.name in self._confirming
-                self._on_skip(target.name, "confirming" if confirming else "overrun")
-            elif self._overloaded(woke, woke - due):
-                self._on_skip(target.name, "overload")
-            else:
-                running = loop.create_task(self._one(target, due, wall_offset))
-                self._checks.add(running)
-                running.add_done_callback(self._checks.discard)
-            following = next_index(first, target.interval, index, now())
-            for _ in range(following - index - 1):
-                self._on_skip(target.name, "late")
-            index = following
+    def _arm(self, work: _Clockwork) -> None:
+        if self._stopping:
+            return
+        # uvloop's timers have millisecond granularity and may fire a little early: `_due`
+        # re-arms until the slot has really come.
+        delay = max(0.0, work.due - self._clock())
+        work.timer = asyncio.get_running_loop().call_later(delay, self._due, work)
+
+    def _due(self, work: _Clockwork) -> None:
+        try:
+            now = self._clock()
+            if work.due > now:
+                return
+            self._fire(work, now)
+        except Exception:  # a bug must cost one check, never the target's schedule
+            log.exception("schedule_failed", extra={"target": work.target.name})
+            work.index += 1
+            work.due = due_at(work.first, work.target.interval, work.index)
+        finally:
+            self._arm(work)
+
+    def _fire(self, work: _Clockwork, woke: float) -> None:
+        target, due = work.target, work.due
+        running = work.running
+        if running is not None and not running.done():
+            # Never two checks of one target at once; the overrun is recorded, not stacked.
+            # A slot taken by a confirming re-check is not an overrun: it is replaced.
+            confirming = target.name in self._confirming
+            self._on_skip(target.name, "confirming" if confirming else "overrun")
+        elif self._overloaded(woke, woke - due):
+            self._on_skip(target.name, "overload")
+        else:
+            work.running = asyncio.get_running_loop().create_task(self._one(target, due))
+            self._checks.add(work.running)
+            work.running.add_done_callback(self._checks.discard)
+        following = next_index(work.first, target.interval, work.index, self._clock())
+        for _ in range(following - work.index - 1):
+            self._on_skip(target.name, "late")
+        work.index = following
+        work.due = due_at(work.first, target.interval, following)
 
     def _overloaded(self, now: float, woke_late: float) -> bool:
         """Whether to shed this start: the loop has been waking targets late on average.
@@ -154,7 +190,8 @@ class Scheduler:
         self._lateness_at = now
         return self._lateness > OVERLOAD_LATENESS
 
-    async def _one(self, target: TargetConfig, due: float, wall_offset: float) -> None:
+    async def _one(self, target: TargetConfig, due: float) -> None:
+        wall_offset = self._wall_offset
         async with self._slots:
             lateness = self._clock() - due
             if lateness > target.interval:
@@ -195,10 +232,10 @@ class Scheduler:
     async def stop(self, grace: float) -> None:
         """Stop scheduling; let checks in flight finish for up to `grace` seconds."""
         self._stopping = True
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops.clear()
+        for work in self._clockworks:
+            if work.timer is not None:
+                work.timer.cancel()
+        self._clockworks.clear()
         if self._checks:
             _, pending = await asyncio.wait(set(self._checks), timeout=grace)
             for task in pending:

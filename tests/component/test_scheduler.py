@@ -223,3 +223,27 @@ async def test_a_stall_of_the_loop_starves_no_target() -> None:
         # An interval is 2 s; the aggregator's staleness would be 6 s.
         assert len(after) > 2, f"{name} hardly checked after the stall: {gaps}"
         assert max(gaps) < 6.0, (name, gaps)
+
+
+async def test_a_failing_callback_costs_one_slot_never_the_schedule(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in what a slot calls (here `on_skip`) is logged; the target keeps its timer."""
+    checks = 0
+    raised = 0
+
+    async def check(_target: TargetConfig, _at: float) -> None:
+        nonlocal checks
+        checks += 1
+        await asyncio.sleep(0.08)  # overruns the next slot
+
+    def on_skip(_target: str, _reason: str) -> None:
+        nonlocal raised
+        raised += 1
+        raise RuntimeError("metrics broke")
+
+    s = Scheduler(targets(1, 0.05), check, max_in_flight=10, on_skip=on_skip)
+    s.start()
+    await wait_for(lambda: raised >= 3 and checks >= 3, what="checks after the callback failed")
+    await s.stop(grace=1)
+    assert "schedule_failed" in caplog.text
