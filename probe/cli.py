@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from probe.app import run_agent, run_once, tune_gc
+from probe.app import run_agent, run_once, settle_gc, tune_gc
 from probe.config import ProbeConfig, load_config
 from runtime.service import run_until_signalled, service_arguments, service_main, use_uvloop
 
@@ -36,7 +36,7 @@ def _run(args: argparse.Namespace, config: ProbeConfig) -> int:
         use_uvloop()
         return asyncio.run(run_once(config, sys.stdout))
     tune_gc()
-    return run_until_signalled(lambda stop: run_agent(config, stop))
+    return run_until_signalled(lambda stop: run_agent(config, stop, on_warm=settle_gc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.app import GC_YOUNG_THRESHOLD, tune_gc
+from probe.app import GC_YOUNG_THRESHOLD, settle_gc, tune_gc
 from probe.cli import main
 
 
@@ -31,6 +31,17 @@ def test_start_up_objects_leave_collections_and_young_ones_wait_longer(
     assert gc.get_freeze_count() > 0
     assert not any(o is built_at_start for o in gc.get_objects())
     assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *untuned[1:])
+
+
+@pytest.mark.usefixtures("untuned")
+def test_settling_freezes_what_the_first_checks_built() -> None:
+    """Per-target state built after start (metrics children, memory) leaves collections too."""
+    tune_gc()
+    frozen = gc.get_freeze_count()
+    built_by_first_checks = [[n] for n in range(100)]
+    settle_gc()
+    assert gc.get_freeze_count() >= frozen + len(built_by_first_checks)
+    assert not any(o is built_by_first_checks[0] for o in gc.get_objects())
 
 
 @pytest.mark.usefixtures("untuned")
