@@ -193,3 +193,16 @@ async def test_a_publish_never_acknowledged_times_out_the_connection() -> None:
             await drain(publisher(buffer, []), fake, timeout=0.3)
     assert len(fake.sent) == 1
     assert len(buffer) == 1
+
+
+async def test_aiomqtt_still_has_the_paho_client_the_publisher_uses() -> None:
+    """The publisher relies on aiomqtt's `_client` (paho) and its PUBACK callback being set.
+
+    Private to aiomqtt: an upgrade that moves them fails here, not on a live probe.
+    """
+    from runtime.mqtt import V5, make_client
+
+    client = make_client(MqttSettings(), identifier="contract", protocol=V5)
+    assert isinstance(client._client, paho.Client)
+    assert client._client.on_publish is not None
+    assert isinstance(client.timeout, int | float)
