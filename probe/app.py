@@ -61,6 +61,10 @@ def settle_gc() -> None:
     label children (seven, each with a lock and a value), its memory, its version cache.
     At 1,000 targets that is some 27,000 objects, and every full collection walked them: a
     pause of about 30 ms every few seconds at 1,000 checks/s (docs/performance.md).
+
+    Whatever is alive at that moment is frozen too: the broker connection of the time (its
+    aiomqtt and paho clients refer to each other) and checks in flight. Once replaced, they
+    are never collected: a bounded, one-time cost.
     """
     gc.collect()
     gc.freeze()
@@ -96,6 +100,7 @@ def publisher_for(
     *,
     on_published: Callable[[int], None] = lambda _n: None,
     on_connected: Callable[[bool], None] = lambda _c: None,
+    on_refused: Callable[[str], None] = lambda _reason: None,
 ) -> Publisher | None:
     """The MQTT publisher for this probe, or None when no broker is configured."""
     if config.mqtt is None:
@@ -109,6 +114,7 @@ def publisher_for(
         targets={t.name: t.interval for t in config.targets},
         on_published=on_published,
         on_connected=on_connected,
+        on_refused=on_refused,
     )
 
 
@@ -156,6 +162,7 @@ async def run_agent(
         boot_id,
         on_published=metrics.published.inc,
         on_connected=lambda up: metrics.broker_connected.set(1 if up else 0),
+        on_refused=lambda reason: metrics.refused.labels(reason).inc(),
     )
 
     runner, host, bound = await serve(make_app(registry), config.listen)

@@ -59,6 +59,13 @@ class ProbeMetrics:
             "Results waiting for the broker.",
             registry=registry,
         )
+        self.refused = Counter(
+            "vigil_probe_results_refused",
+            "Results the broker refused (an MQTT 5 PUBACK with a failure reason code, such as"
+            " `Not authorized` from an ACL): dropped, not sent again.",
+            ["reason"],
+            registry=registry,
+        )
         self.buffer_dropped = Counter(
             "vigil_probe_buffer_dropped",
             "Results dropped because the buffer was full while the broker was away.",

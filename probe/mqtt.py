@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 
 from probe.buffer import ResultBuffer
 from runtime.config import MqttSettings
+from runtime.logs import Throttle
 from runtime.mqtt import Connector, make_client
 from wire.result import Presence
 from wire.topics import presence_topic, result_topic
@@ -57,16 +58,19 @@ class _Inflight:
         on_published: Callable[[int], None],
         *,
         timeout: float,
+        on_refused: Callable[[str], None] = lambda _reason: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._paho = client._client
         self._buffer = buffer
         self._on_published = on_published
+        self._on_refused = on_refused
         self._timeout = timeout
         self._clock = clock
         self._order: deque[_Sent] = deque()
-        # Mids sent by this object and not acknowledged yet.
+        # Mids sent by this object and not acknowledged yet; acknowledged with a refusal.
         self._pending: set[int] = set()
+        self._refused: set[int] = set()
         self._failure: aiomqtt.MqttError | None = None
         self._room = asyncio.Event()
         self._room.set()
@@ -98,11 +102,32 @@ class _Inflight:
         self._pending.discard(mid)
         if not self._open:
             return
+        # Called from inside paho's packet handling: an exception here would leave paho's
+        # own window slot taken. A bug costs a log line, never the connection's window.
+        try:
+            reason = rest[0] if rest else None
+            if getattr(reason, "is_failure", False):
+                # Refused (MQTT 5: an ACL's `Not authorized`, a quota): sending it again gets
+                # the same answer and would hold back every result behind it. Dropped, counted
+                # and logged; a probe all of whose results are refused goes silent, which the
+                # aggregator reports.
+                self._refused.add(mid)
+                self._on_refused(str(reason))
+            self._settle()
+        except Exception:
+            log.exception("puback_handling_failed", extra={"mid": mid})
+
+    def _settle(self) -> None:
         last: int | None = None
+        refused = 0
         while self._order and self._order[0].mid not in self._pending:
-            last = self._order.popleft().item_id
+            sent = self._order.popleft()
+            last = sent.item_id
+            if sent.mid in self._refused:
+                self._refused.discard(sent.mid)
+                refused += 1
         if last is not None:
-            self._on_published(self._buffer.ack_through(last))
+            self._on_published(self._buffer.ack_through(last) - refused)
             if len(self._order) < PUBLISH_LIMIT:
                 self._room.set()
 
@@ -148,6 +173,7 @@ class Publisher:
         targets: Mapping[str, float],
         on_published: Callable[[int], None] = lambda _n: None,
         on_connected: Callable[[bool], None] = lambda _c: None,
+        on_refused: Callable[[str], None] = lambda _reason: None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -158,6 +184,8 @@ class Publisher:
         self._targets = dict(targets)
         self._on_published = on_published
         self._on_connected = on_connected
+        self._on_refused = on_refused
+        self._refusals_logged = Throttle(60.0)
         self._wall = wall_clock
         self._connector = Connector(settings, self._client_for, log)
         self._client: aiomqtt.Client | None = None
@@ -222,7 +250,13 @@ class Publisher:
         few times a second, and checks due meanwhile started that much late
         (docs/performance.md).
         """
-        inflight = _Inflight(client, self._buffer, self._on_published, timeout=client.timeout)
+        inflight = _Inflight(
+            client,
+            self._buffer,
+            self._on_published,
+            timeout=client.timeout,
+            on_refused=self._refused,
+        )
         watch = asyncio.create_task(inflight.watch())
         try:
             while True:
@@ -247,6 +281,14 @@ class Publisher:
         finally:
             inflight.abandon()
             watch.cancel()
+
+    def _refused(self, reason: str) -> None:
+        self._on_refused(reason)
+        if self._refusals_logged.ready(reason):
+            log.error(
+                "result_refused",
+                extra={"reason": reason, "broker": self._settings.url, "dropped": True},
+            )
 
     async def close(self, grace: float) -> None:
         """Flush what is buffered, publish `offline`, disconnect; bounded by `grace` seconds."""

@@ -10,6 +10,8 @@ from typing import Any, cast
 import aiomqtt
 import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from probe.buffer import ResultBuffer
 from probe.mqtt import PUBLISH_LIMIT, Publisher
@@ -68,10 +70,10 @@ class FakePaho:
             asyncio.get_running_loop().call_soon(self.ack, self._mid)
         return Info(paho.MQTT_ERR_SUCCESS, self._mid)
 
-    def ack(self, mid: int) -> None:
+    def ack(self, mid: int, reason: object = None) -> None:
         self._unacked.discard(mid)
         assert self.on_publish is not None
-        self.on_publish(self, None, mid, 0, None)
+        self.on_publish(self, None, mid, reason or ReasonCode(PacketTypes.PUBACK), None)
 
 
 class FakeClient:
@@ -146,6 +148,42 @@ async def test_results_are_acknowledged_only_through_the_oldest_unacknowledged()
     assert published == [3]
     assert len(buffer) == 0
     assert fake.downstream == []
+    await stop(draining)
+
+
+async def test_a_refused_result_is_counted_dropped_and_holds_nothing_back() -> None:
+    """A PUBACK with a failure reason (an ACL's `Not authorized`) is no delivery.
+
+    The result is counted as refused, not published, and dropped: sent again it would get the
+    same answer and hold back every result behind it.
+    """
+    buffer = ResultBuffer(10)
+    published: list[int] = []
+    refused: list[str] = []
+    pub = Publisher(
+        MqttSettings(),
+        buffer,
+        region="r",
+        probe_id="p",
+        boot_id=BOOT,
+        targets={},
+        on_published=published.append,
+        on_refused=refused.append,
+    )
+    fake = FakePaho(auto_ack=False)
+    draining = drain(pub, fake)
+    for seq in (1, 2, 3):
+        buffer.put(result(seq))
+    async with asyncio.timeout(5):
+        while len(fake.sent) < 3:  # noqa: ASYNC110 - the fake has no event to wait on
+            await asyncio.sleep(0.001)
+    fake.ack(fake.sent[1][4], ReasonCode(PacketTypes.PUBACK, "Not authorized"))
+    fake.ack(fake.sent[0][4])
+    assert refused == ["Not authorized"]
+    assert published == [1]
+    fake.ack(fake.sent[2][4])
+    assert published == [1, 1]
+    assert len(buffer) == 0
     await stop(draining)
 
 
