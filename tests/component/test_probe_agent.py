@@ -40,12 +40,12 @@ async def test_on_warm_is_called_once_after_every_target_was_checked() -> None:
         run_agent(config, stop, registry=registry, on_warm=lambda: warm.append(time.monotonic()))
     )
 
-    def checked() -> float:
-        total = 0.0
-        for i in range(3):
-            value = registry.get_sample_value("probe_success", {"target": f"t{i}"})
-            total += value is not None
-        return total
+    def checked() -> int:
+        """How many targets have a `probe_success` sample: were checked at least once."""
+        return sum(
+            registry.get_sample_value("probe_success", {"target": f"t{i}"}) is not None
+            for i in range(3)
+        )
 
     await wait_until(lambda: warm, what="on_warm")
     assert warm[0] - started >= warm_up_time(config.targets) - 0.05

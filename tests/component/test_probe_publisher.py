@@ -84,7 +84,9 @@ class FakeClient:
         self.timeout = timeout
 
 
-def publisher(buffer: ResultBuffer, published: list[int]) -> Publisher:
+def publisher(
+    buffer: ResultBuffer, published: list[int], refused: list[str] | None = None
+) -> Publisher:
     return Publisher(
         MqttSettings(),
         buffer,
@@ -93,7 +95,15 @@ def publisher(buffer: ResultBuffer, published: list[int]) -> Publisher:
         boot_id=BOOT,
         targets={},
         on_published=published.append,
+        on_refused=(refused if refused is not None else []).append,
     )
+
+
+async def until_sent(fake: FakePaho, count: int) -> None:
+    """Wait until the publisher has handed `count` results to the fake."""
+    async with asyncio.timeout(5):
+        while len(fake.sent) < count:  # noqa: ASYNC110 - the fake has no event to wait on
+            await asyncio.sleep(0.001)
 
 
 def drain(pub: Publisher, fake: FakePaho, timeout: float = 10.0) -> asyncio.Task[None]:
@@ -137,9 +147,7 @@ async def test_results_are_acknowledged_only_through_the_oldest_unacknowledged()
     draining = drain(publisher(buffer, published), fake)
     for seq in (1, 2, 3):
         buffer.put(result(seq))
-    async with asyncio.timeout(5):
-        while len(fake.sent) < 3:  # noqa: ASYNC110 - the fake has no event to wait on
-            await asyncio.sleep(0.001)
+    await until_sent(fake, 3)
     fake.ack(fake.sent[1][4])
     fake.ack(fake.sent[2][4])
     assert published == []
@@ -160,23 +168,11 @@ async def test_a_refused_result_is_counted_dropped_and_holds_nothing_back() -> N
     buffer = ResultBuffer(10)
     published: list[int] = []
     refused: list[str] = []
-    pub = Publisher(
-        MqttSettings(),
-        buffer,
-        region="r",
-        probe_id="p",
-        boot_id=BOOT,
-        targets={},
-        on_published=published.append,
-        on_refused=refused.append,
-    )
     fake = FakePaho(auto_ack=False)
-    draining = drain(pub, fake)
+    draining = drain(publisher(buffer, published, refused), fake)
     for seq in (1, 2, 3):
         buffer.put(result(seq))
-    async with asyncio.timeout(5):
-        while len(fake.sent) < 3:  # noqa: ASYNC110 - the fake has no event to wait on
-            await asyncio.sleep(0.001)
+    await until_sent(fake, 3)
     fake.ack(fake.sent[1][4], ReasonCode(PacketTypes.PUBACK, "Not authorized"))
     fake.ack(fake.sent[0][4])
     assert refused == ["Not authorized"]
